@@ -1,0 +1,26 @@
+"""archc: a graph-rewriting architecture compiler for PyTorch.
+
+Trace a model, find the channels that must be removed together, gate them, train, and
+compile the result into a smaller real model.
+
+Example:
+    >>> import archc
+    >>> gm = archc.trace(model, (x,))
+    >>> gated = archc.passes.insert_filters(gm)
+    >>> small = archc.compact(gated)
+"""
+from .compact import compact
+from .depgraph import analyse, dependency_graph
+from .errors import AnalysisError, ArchcError, CompactionError, ExportError, TraceError, UserFileError
+from .filters import Filter, filters
+from .groups import ChannelGroup, channel_groups
+from .trace import trace
+
+from . import passes  # noqa: E402  (archc.passes, packaged from ./passes)
+
+__all__ = [
+    "trace", "analyse", "compact", "dependency_graph", "channel_groups", "ChannelGroup", "Filter", "filters",
+    "passes", "ArchcError", "TraceError", "AnalysisError", "CompactionError", "ExportError",
+    "UserFileError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""Run the per-op rules over a graph: ``analyse``, ``dependency_graph``.
+
+Example:
+    >>> gm = archc.trace(model, (x,))
+    >>> g = archc.dependency_graph(gm)          # networkx graph over (node, dim) spaces
+    >>> g.nodes["conv1", 1]["size"]
+    64
+"""
+from __future__ import annotations
+
+import logging
+
+import networkx as nx
+import numpy as np
+import torch.fx as fx
+
+from .analysis import Analysis
+from .meta import tensor_shape
+from .rules import ANALYSE, describe, lookup
+
+log = logging.getLogger(__name__)
+
+
+def analyse(gm: fx.GraphModule) -> Analysis:
+    """Apply every op's rule to ``gm`` (not mutated) and compute the channel components."""
+    ctx = Analysis(gm)
+    for node in gm.graph.nodes:
+        if not _touches_tensors(node):
+            continue  # arithmetic on sizes: compaction re-derives or freezes these values
+        ctx.begin(node)
+        rule = lookup(ANALYSE, node, gm)
+        reason = None
+        if rule is None:
+            reason = f"no channel rule for {describe(node)}"
+        else:
+            try:
+                rule(node, ctx)
+            except Exception as exc:  # a rule that cannot read this call must not guess
+                log.debug("rule for %s failed", node.format_node(), exc_info=True)
+                reason = f"the rule for {describe(node)} could not read this call ({exc})"
+                ctx._handled.clear()
+        if reason:
+            ctx.unknown_ops[node.name] = reason
+        _deny_unhandled(ctx, node, reason or f"{describe(node)} does not say how this dim is used")
+    _couple_shared_modules(ctx, gm)
+    ctx.finish()
+    return ctx
+
+
+def _couple_shared_modules(ctx: Analysis, gm: fx.GraphModule) -> None:
+    """A module called at several places has one set of weights: its channels go together."""
+    from .filters import Filter
+
+    calls: dict[str, list[fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and not isinstance(gm.get_submodule(node.target), Filter):
+            calls.setdefault(node.target, []).append(node)
+    for nodes in calls.values():
+        first = nodes[0]
+        for other in nodes[1:]:
+            for a, b in ((first, other), (first.args[0], other.args[0])):
+                sa, sb = tensor_shape(a), tensor_shape(b)
+                if sa is None or sb is None or len(sa) != len(sb):
+                    ctx.block_all(a, "module called at several places with different shapes")
+                    continue
+                for d in range(len(sa)):
+                    if sa[d] == sb[d]:
+                        ctx.couple(a, d, b, d)
+                    else:
+                        ctx.block(a, d, "module called at several places"), ctx.block(b, d, "module called at several places")
+
+
+def _touches_tensors(node: fx.Node) -> bool:
+    return tensor_shape(node) is not None or node.op == "output" or any(
+        tensor_shape(n) is not None for n in node.all_input_nodes
+    )
+
+
+def _deny_unhandled(ctx: Analysis, node: fx.Node, reason: str) -> None:
+    """Block every dim of ``node``'s inputs and output that its rule did not describe."""
+    for inp in node.all_input_nodes:
+        for d in ctx.unhandled(inp):
+            ctx.block(inp, d, reason)
+    if node.name not in ctx.described_by_producer and node.op != "output":
+        for d in ctx.unhandled(node):
+            ctx.block(node, d, reason)
+
+
+def dependency_graph(gm: fx.GraphModule) -> nx.Graph:
+    """A networkx graph whose nodes are channel spaces ``(node name, dim)``.
+
+    Node attributes: ``size``, ``blocked`` (number of atoms that can never be removed),
+    ``producer`` and ``consumed`` flags. Two spaces are joined when some of their channels
+    must be removed together; the edge's ``pairs`` counts the coupled channel pairs and
+    ``flow`` tells whether a zero channel stays zero from one to the other.
+    """
+    an = analyse(gm)
+    g = nx.Graph()
+    space_of_atom = _space_of_atom(an)
+    keys = list(an.spaces)
+    blocked = np.zeros(an.n_atoms, dtype=bool)
+    blocked[list(an.blocked)] = True
+    for i, (key, sp) in enumerate(an.spaces.items()):
+        g.add_node(key, size=sp.size, blocked=int(blocked[sp.base : sp.base + sp.size].sum()),
+                   producer=key in an.producers, consumed=key in an.consumed)
+    flows = set(an.flows)
+    for a, b in an.edges:
+        sa, sb = space_of_atom[a], space_of_atom[b]
+        for i, j in set(zip(sa.tolist(), sb.tolist())):
+            if i == j:
+                continue
+            ka, kb = keys[i], keys[j]
+            data = g.get_edge_data(ka, kb, {"pairs": 0})
+            g.add_edge(ka, kb, pairs=data["pairs"] + int(((sa == i) & (sb == j)).sum()),
+                       flow=(ka, kb) in flows or (kb, ka) in flows)
+    return g
+
+
+def _space_of_atom(an: Analysis) -> np.ndarray:
+    sizes = np.fromiter((sp.size for sp in an.spaces.values()), dtype=np.int64, count=len(an.spaces))
+    return np.repeat(np.arange(len(sizes)), sizes)

@@ -1,0 +1,249 @@
+"""Export a PyTorch module (or torch.fx GraphModule) to ONNX and check it in onnxruntime.
+
+The batch dimension (dim 0 of every input and output) is dynamic. The file is written
+atomically and only kept when onnxruntime reproduces PyTorch's outputs on the example
+inputs and on a fresh random batch of another size.
+
+Example::
+
+    res = export_onnx(model, (torch.randn(2, 3, 32, 32),), "model.onnx")
+    sess = onnx_session(res.path)
+    (logits,) = run_onnx(sess, [np.zeros((5, 3, 32, 32), np.float32)])
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from archc.errors import ExportError
+
+OPSET = 17
+_CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+
+
+@dataclass
+class OnnxResult:
+    """What :func:`export_onnx` wrote and how closely onnxruntime matched PyTorch."""
+
+    path: Path
+    providers: list[str]
+    max_abs_err: Optional[float] = None  # None when check=False
+    max_rel_err: Optional[float] = None
+
+
+def onnx_session(path: Union[str, os.PathLike]):
+    """An ``onnxruntime.InferenceSession`` on CUDA when torch and onnxruntime both have it, else CPU.
+
+    Provider log noise is silenced; a CUDA provider that fails to load falls back to CPU.
+    Example: ``sess = onnx_session("model.onnx"); sess.get_providers()``.
+    """
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if torch.cuda.is_available() and _CUDA in ort.get_available_providers():
+        ort.set_default_logger_severity(4)  # a missing CUDA library logs at ERROR level
+        try:
+            sess = ort.InferenceSession(str(path), opts, providers=[_CUDA, _CPU])
+            if _CUDA in sess.get_providers():
+                return sess
+        except Exception:  # noqa: BLE001 - any CUDA load failure means: use the CPU
+            pass
+        finally:
+            ort.set_default_logger_severity(3)
+    return ort.InferenceSession(str(path), opts, providers=[_CPU])
+
+
+def run_onnx(session, inputs: Union[Sequence[Any], Mapping[str, Any]]) -> list[np.ndarray]:
+    """Run ``session`` on tensors or arrays given in input order (or by name); return numpy outputs.
+
+    Inputs the exporter dropped as unused are skipped. Example: ``run_onnx(sess, [x])[0]``.
+    """
+    names = [i.name for i in session.get_inputs()]
+    if isinstance(inputs, Mapping):
+        feed = {n: _to_numpy(inputs[n]) for n in names}
+    else:
+        feed = {}
+        for pos, name in enumerate(names):
+            m = re.fullmatch(r"input_(\d+)", name)
+            feed[name] = _to_numpy(inputs[int(m.group(1)) if m else pos])
+    return list(session.run(None, feed))
+
+
+def export_onnx(module: torch.nn.Module, example_inputs: Union[torch.Tensor, Sequence[torch.Tensor]],
+                path: Union[str, os.PathLike], *, rtol: float = 1e-4, atol: float = 1e-5,
+                check: bool = True) -> OnnxResult:
+    """Export ``module`` (run in eval mode) to ``path`` with a dynamic batch and verify it.
+
+    Raises :class:`ExportError` (and leaves no file) when export fails or onnxruntime's outputs
+    differ from PyTorch's beyond ``atol + rtol * |expected|``.
+    Example: ``export_onnx(gm, (x,), "out/model.onnx").max_abs_err``.
+    """
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            outs = _flat_outputs(module(*inputs), "the example inputs")
+            tmp = _export_to_temp(module, inputs, outs, path)
+            try:
+                result = OnnxResult(path=path, providers=[])
+                if check:
+                    result = _check(module, inputs, tmp, path, rtol, atol)
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink(tmp)
+                raise
+    finally:
+        module.train(was_training)
+    return result
+
+
+def _export_to_temp(module, inputs, outs: Sequence[torch.Tensor], path: Path) -> str:
+    """Export into a temp file beside ``path``; return its name."""
+    # A fresh name (not mkstemp) so the file gets the usual permissions from the umask.
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    in_names = [f"input_{i}" for i in range(len(inputs))]
+    out_names = [f"output_{i}" for i in range(len(outs))]
+    axes = {n: {0: "batch"} for n, t in zip(in_names + out_names, [*inputs, *outs]) if t.dim() > 0}
+    try:
+        # The TorchScript-based exporter: fast, quiet once its deprecation warnings are
+        # filtered, and honours dynamic_axes for any batch size of the example.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, inputs, tmp, dynamo=False, opset_version=OPSET,
+                              input_names=in_names, output_names=out_names, dynamic_axes=axes,
+                              do_constant_folding=True)
+    except Exception as legacy_err:  # noqa: BLE001 - try the torch.export-based exporter next
+        try:
+            _export_dynamo(module, inputs, tmp, in_names, out_names)
+        except Exception as err:  # noqa: BLE001
+            _unlink(tmp)
+            raise ExportError(
+                f"ONNX export of {type(module).__name__} to {path} failed:\n"
+                f"  TorchScript exporter: {type(legacy_err).__name__}: {_first_line(legacy_err)}\n"
+                f"  torch.export exporter: {type(err).__name__}: {_first_line(err)}\n"
+                "  fix: replace the unsupported operation in the model, or export with a "
+                "newer opset") from err
+    return tmp
+
+
+def _export_dynamo(module, inputs, tmp: str, in_names, out_names) -> None:
+    """Fallback: torch.export-based exporter with a dynamic batch, its chatter silenced."""
+    batch = torch.export.Dim("batch")
+    shapes = tuple({0: batch} if t.dim() > 0 else None for t in inputs)
+    quiet = io.StringIO()
+    torch_logger = logging.getLogger("torch")
+    level = torch_logger.level
+    torch_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, inputs, tmp, dynamo=True, dynamic_shapes=shapes,
+                              input_names=in_names, output_names=out_names,
+                              opset_version=max(OPSET, 18), external_data=False, verbose=False)
+    finally:
+        torch_logger.setLevel(level)
+
+
+def _check(module, inputs, tmp: str, path: Path, rtol: float, atol: float) -> OnnxResult:
+    """Compare onnxruntime with PyTorch on the example and on a random batch of another size."""
+    sess = onnx_session(tmp)
+    worst_abs = worst_rel = 0.0
+    batch = next((t.shape[0] for t in inputs if t.dim() > 0), 2)
+    other = 3 if batch != 3 else 4
+    fresh = _random_like(inputs, other)
+    for label, xs in (("the example inputs", inputs), (f"a random batch of {other}", fresh)):
+        runner = "PyTorch"
+        try:  # PyTorch may fail too: a batch hard-coded in a reshape
+            want = _flat_outputs(module(*xs), label)
+            runner = "onnxruntime"
+            got = run_onnx(sess, xs)
+        except ExportError:
+            raise
+        except Exception as err:  # noqa: BLE001 - torch and onnxruntime errors alike
+            raise ExportError(
+                f"{path}: {runner} failed to run the model on {label}: {_first_line(err)}\n"
+                "  fix: make the model independent of the batch size (no hard-coded batch "
+                "in view/reshape), then export again") from err
+        for i, (w, g) in enumerate(zip(want, got)):
+            w = w.detach().cpu().numpy()
+            if w.shape != g.shape:
+                raise ExportError(f"{path}: output {i} has shape {g.shape} in onnxruntime but "
+                                  f"{w.shape} in PyTorch on {label}\n  fix: make the output "
+                                  "shape depend on the batch only through dim 0")
+            diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+            ref = np.abs(w.astype(np.float64))
+            abs_err = float(diff.max(initial=0.0))
+            rel_err = float((diff / (ref + atol)).max(initial=0.0))
+            worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, rel_err)
+            if not np.all(diff <= atol + rtol * ref):
+                raise ExportError(
+                    f"{path}: ONNX output {i} differs from PyTorch on {label}: max abs error "
+                    f"{abs_err:.3g}, max rel error {rel_err:.3g} (rtol={rtol}, atol={atol})\n"
+                    "  fix: loosen rtol/atol if the error is float noise, otherwise the model "
+                    "uses an operation that exports wrongly; nothing was written")
+    return OnnxResult(path=path, providers=list(sess.get_providers()),
+                      max_abs_err=worst_abs, max_rel_err=worst_rel)
+
+
+def _flat_outputs(out: Any, label: str) -> list[torch.Tensor]:
+    """Flatten a module's output (tensor, tuple, list, dict) into a list of tensors."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _flat_outputs(o, label)]
+    raise ExportError(f"the model returned a {type(out).__name__} on {label}\n"
+                      "  fix: return a tensor or a tuple/list/dict of tensors from forward()")
+
+
+def _random_like(inputs: Sequence[torch.Tensor], batch: int) -> tuple[torch.Tensor, ...]:
+    """Random inputs shaped like ``inputs`` but with dim 0 = ``batch``."""
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for t in inputs:
+        shape = (batch, *t.shape[1:]) if t.dim() > 0 else ()
+        if t.dtype.is_floating_point:
+            r = torch.randn(shape, generator=gen).to(t.dtype)
+        elif t.dtype == torch.bool:
+            r = torch.randint(0, 2, shape, generator=gen).bool()
+        else:
+            lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
+            r = torch.randint(lo, hi + 1, shape, generator=gen).to(t.dtype)
+        out.append(r.to(t.device))
+    return tuple(out)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _first_line(err: BaseException, limit: int = 400) -> str:
+    """The first few non-empty lines of ``err``'s message, at most ``limit`` characters."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = " | ".join(lines[:3]) or "(no message)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unlink(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name + ".data")

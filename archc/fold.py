@@ -1,0 +1,114 @@
+"""Fold surviving Filter gates into neighbouring weights so the compact model has none.
+
+A gate right after a layer that is linear in its output channel (conv, linear, an affine
+batch norm, an embedding, a parameter) is multiplied into that layer's weights. Anywhere
+else it becomes a plain multiply by a constant buffer: still exact, still no Filter.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .filters import Filter
+from .meta import DTYPE, SHAPE, tensor_shape
+
+
+def _scale_out_channels(weight: torch.Tensor, dim: int, s: torch.Tensor) -> None:
+    shape = [1] * weight.dim()
+    shape[dim] = -1
+    weight.mul_(s.view(shape).to(weight.dtype))
+
+
+def _fold_conv(m: nn.Module, dim: int, rank: int, s: torch.Tensor) -> bool:
+    transposed = isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+    if dim != 1 or (transposed and m.groups > 1):
+        return False
+    _scale_out_channels(m.weight.data, 1 if transposed else 0, s)
+    if m.bias is not None:
+        m.bias.data.mul_(s)
+    return True
+
+
+def _fold_linear(m: nn.Linear, dim: int, rank: int, s: torch.Tensor) -> bool:
+    if dim != rank - 1:
+        return False
+    _scale_out_channels(m.weight.data, 0, s)
+    if m.bias is not None:
+        m.bias.data.mul_(s)
+    return True
+
+
+def _fold_batch_norm(m: nn.modules.batchnorm._NormBase, dim: int, rank: int, s: torch.Tensor) -> bool:
+    if dim != 1 or not m.affine:
+        return False
+    m.weight.data.mul_(s)
+    m.bias.data.mul_(s)
+    return True
+
+
+def _fold_embedding(m: nn.Embedding, dim: int, rank: int, s: torch.Tensor) -> bool:
+    if dim != rank - 1:
+        return False
+    _scale_out_channels(m.weight.data, 1, s)
+    return True
+
+
+# module type -> folder(module, channel dim, rank of the output, scale) -> whether it folded
+FOLDERS: dict[type, Callable[[nn.Module, int, int, torch.Tensor], bool]] = {
+    nn.Conv1d: _fold_conv, nn.Conv2d: _fold_conv, nn.Conv3d: _fold_conv,
+    nn.ConvTranspose1d: _fold_conv, nn.ConvTranspose2d: _fold_conv, nn.ConvTranspose3d: _fold_conv,
+    nn.Linear: _fold_linear, nn.Embedding: _fold_embedding,
+    nn.BatchNorm1d: _fold_batch_norm, nn.BatchNorm2d: _fold_batch_norm, nn.BatchNorm3d: _fold_batch_norm,
+    nn.InstanceNorm1d: _fold_batch_norm, nn.InstanceNorm2d: _fold_batch_norm,
+    nn.InstanceNorm3d: _fold_batch_norm,
+}
+
+
+def fold_filters(gm: fx.GraphModule, cc) -> None:
+    """Replace every Filter call in ``gm`` by folded weights or a constant multiply (mutates)."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), Filter):
+            continue
+        gate: Filter = gm.get_submodule(node.target)
+        site = node.args[1] if len(node.args) > 1 else node.kwargs.get("site", 0)
+        x, rank = node.args[0], len(tensor_shape(node.args[0]))
+        dim = gate.dims[site] % rank
+        scale = gate.site_scale(site).detach()
+        keep = cc.keep(x, dim)
+        if keep is not None:
+            scale = scale[torch.as_tensor(keep, dtype=torch.long)]
+        replacement = x
+        if not bool((scale == 1).all()) and not _fold_into_producer(gm, x, dim, rank, scale):
+            replacement = _constant_multiply(gm, node, x, dim, rank, scale)
+        node.replace_all_uses_with(replacement)
+        gm.graph.erase_node(node)
+
+
+def _fold_into_producer(gm, x: fx.Node, dim: int, rank: int, scale: torch.Tensor) -> bool:
+    if len(x.users) != 1:
+        return False
+    if x.op == "get_attr":
+        owner, _, attr = x.target.rpartition(".")
+        holder = gm.get_submodule(owner) if owner else gm
+        _scale_out_channels(getattr(holder, attr).data, dim, scale)
+        return True
+    if x.op != "call_module":
+        return False
+    m = gm.get_submodule(x.target)
+    folder = FOLDERS.get(type(m))
+    return folder is not None and folder(m, dim, rank, scale)
+
+
+def _constant_multiply(gm, node: fx.Node, x: fx.Node, dim: int, rank: int, scale: torch.Tensor) -> fx.Node:
+    shape = [1] * rank
+    shape[dim] = -1
+    name = f"{node.target}_scale"
+    gm.register_buffer(name, scale.view(shape).clone())
+    with gm.graph.inserting_before(node):
+        const = gm.graph.get_attr(name)
+        mul = gm.graph.call_function(torch.mul, (x, const))
+    mul.meta[SHAPE], mul.meta[DTYPE] = x.meta.get(SHAPE), x.meta.get(DTYPE)
+    return mul

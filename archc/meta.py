@@ -1,0 +1,84 @@
+"""Named ``node.meta`` keys that archc analyses write and rewrites read.
+
+``archc.shape``: a tuple for a tensor value, a list of tuples for a tuple of tensors,
+``None`` for anything else. ``archc.dtype``: the tensor's dtype (or ``None``).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.fx as fx
+
+SHAPE = "archc.shape"
+DTYPE = "archc.dtype"
+VALUE = "archc.value"  # the example value of a non-tensor node (sizes and arithmetic on them)
+
+
+def record_value(node: fx.Node, value: Any) -> None:
+    """Write the shape and dtype of ``value`` into ``node.meta``."""
+    if isinstance(value, torch.Tensor):
+        node.meta[SHAPE], node.meta[DTYPE] = tuple(value.shape), value.dtype
+    elif isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        node.meta[SHAPE] = [tuple(v.shape) for v in value]
+        node.meta[DTYPE] = value[0].dtype
+    else:
+        node.meta[SHAPE], node.meta[DTYPE] = None, None
+        if isinstance(value, (int, float, bool, torch.Size)) or (
+            isinstance(value, tuple) and all(isinstance(v, (int, float)) for v in value)
+        ):
+            node.meta[VALUE] = tuple(value) if isinstance(value, torch.Size) else value
+
+
+def tensor_shape(node: Any) -> Optional[tuple]:
+    """The recorded shape of ``node`` if it is an fx node holding a single tensor."""
+    if not isinstance(node, fx.Node):
+        return None
+    shape = node.meta.get(SHAPE)
+    return shape if isinstance(shape, tuple) else None
+
+
+class ShapeRecorder(fx.Interpreter):
+    """Runs a GraphModule and records every node's shape: use after a rewrite.
+
+    Example:
+        >>> ShapeRecorder(gm).run(*example_inputs)   # mutates node.meta only
+    """
+
+    def run_node(self, n: fx.Node) -> Any:
+        value = super().run_node(n)
+        if n.op != "output":
+            record_value(n, value)
+        return value
+
+
+def record_shapes(gm: fx.GraphModule, inputs: Optional[Sequence[torch.Tensor]] = None) -> None:
+    """Re-record shapes on ``gm`` by running it on ``inputs`` (default: random ones)."""
+    inputs = random_inputs(gm) if inputs is None else inputs
+    with torch.no_grad():
+        ShapeRecorder(gm).run(*inputs)
+
+
+def random_inputs(gm: fx.GraphModule, batch: Optional[int] = None, seed: int = 0) -> tuple:
+    """Fresh random inputs shaped like the example inputs ``gm`` was traced with.
+
+    Float inputs are standard normal; integer inputs are drawn from the example's range.
+    ``batch`` replaces dimension 0 when given.
+    """
+    specs = gm.meta.get("archc.inputs")
+    if specs is None:
+        raise ValueError("this GraphModule was not made by archc.trace: pass example inputs explicitly")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for spec in specs:
+        shape = list(spec["shape"])
+        if batch is not None and shape:
+            shape[0] = batch
+        if spec["dtype"].is_floating_point:
+            out.append(torch.randn(shape, generator=gen, dtype=spec["dtype"]))
+        elif spec["dtype"] == torch.bool:
+            out.append(torch.randint(0, 2, shape, generator=gen).bool())
+        else:
+            low, high = spec.get("low", 0), spec.get("high", 1)
+            out.append(torch.randint(low, high + 1, shape, generator=gen, dtype=spec["dtype"]))
+    return tuple(out)

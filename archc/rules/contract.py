@@ -1,0 +1,103 @@
+"""Contractions (matmul, attention), softmax and reductions."""
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..meta import tensor_shape
+from . import analyse_rule, shrink_rule
+from ._util import arg, module, norm_dims
+
+
+def _couple_batch(ctx, x, out, n_trailing: int, flow: bool) -> None:
+    """Couple the leading (broadcast) dims of ``x`` with those of ``out``."""
+    xs, os_ = tensor_shape(x), tensor_shape(out)
+    lead_x, lead_o = len(xs) - n_trailing, len(os_) - n_trailing
+    for d in range(lead_x):
+        od = d + lead_o - lead_x
+        if xs[d] == os_[od]:
+            ctx.couple(x, d, out, od, flow=flow)
+        else:
+            ctx.handle(x, d)
+    for d in range(lead_o):
+        ctx.handle(out, d)
+
+
+@analyse_rule(operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm")
+def matmul(node, ctx) -> None:
+    a, b = node.args[:2]
+    if len(tensor_shape(a)) < 2 or len(tensor_shape(b)) < 2:
+        return  # vector products: default-deny
+    _couple_batch(ctx, a, node, 2, flow=True)
+    _couple_batch(ctx, b, node, 2, flow=False)
+    ctx.consume(a, -1)  # the contracted dim: zero in one factor is enough
+    ctx.couple(a, -1, b, -2)
+    ctx.couple(a, -2, node, -2, flow=True)
+    ctx.couple(b, -1, node, -1, flow=True)
+
+
+@analyse_rule(F.scaled_dot_product_attention)
+def attention(node, ctx) -> None:
+    q, k, v = node.args[:3]
+    for x in (q, k, v):
+        _couple_batch(ctx, x, node, 2, flow=False)
+    ctx.consume(q, -1)
+    ctx.couple(q, -1, k, -1)
+    ctx.couple(k, -2, v, -2)
+    ctx.block(k, -2, "keys are mixed by the attention softmax")
+    ctx.couple(q, -2, node, -2)
+    ctx.couple(v, -1, node, -1, flow=True)
+
+
+@shrink_rule(F.scaled_dot_product_attention)
+def shrink_attention(node, cc) -> None:
+    q = node.args[0]
+    if cc.changed(q, -1) and arg(node, 6, "scale") is None:
+        # the default scale is 1/sqrt(head dim): keep the original one
+        node.kwargs = {**node.kwargs, "scale": 1.0 / math.sqrt(tensor_shape(q)[-1])}
+
+
+@analyse_rule(F.softmax, torch.softmax, "softmax", F.log_softmax, torch.log_softmax, "log_softmax",
+              nn.Softmax, nn.LogSoftmax)
+def softmax(node, ctx) -> None:
+    x = node.args[0]
+    rank = len(tensor_shape(x))
+    dim = module(node).dim if node.op == "call_module" else arg(node, 1, "dim")
+    dim = dim % rank
+    ctx.block(x, dim, "softmax normalises over this dim")
+    ctx.block(node, dim, "softmax normalises over this dim")
+    for d in range(rank):
+        if d != dim:
+            ctx.couple(x, d, node, d)
+
+
+REDUCTIONS = {"sum": "consume", "mean": "block", "amax": "block", "amin": "block", "std": "block",
+              "var": "block", "logsumexp": "block", "prod": "block", "norm": "block"}
+_FLOW = {"sum", "mean", "amax", "amin", "std", "var", "norm"}
+
+
+@analyse_rule(*REDUCTIONS, torch.sum, torch.mean, torch.amax, torch.amin, torch.std, torch.var,
+              torch.logsumexp, torch.prod)
+def reduction(node, ctx) -> None:
+    x = node.args[0]
+    name = node.target if isinstance(node.target, str) else node.target.__name__
+    rank = len(tensor_shape(x))
+    reduced = norm_dims(arg(node, 1, "dim"), rank)
+    keepdim = arg(node, 2, "keepdim", False)
+    out = 0
+    for d in range(rank):
+        if d in reduced:
+            if REDUCTIONS[name] == "consume":
+                ctx.consume(x, d)
+            else:
+                ctx.block(x, d, f"{name} over this dim would change if channels were removed")
+            if keepdim:
+                ctx.handle(node, out)
+                out += 1
+        else:
+            ctx.couple(x, d, node, out, flow=name in _FLOW)
+            out += 1

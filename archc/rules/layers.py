@@ -1,0 +1,190 @@
+"""Layers with parameters: convolutions, linear, norms, embeddings; and pooling/resizing."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..meta import tensor_shape
+from . import analyse_rule, shrink_rule
+from ._util import couple_same, module
+
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+STAT_NORMS = (nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+         nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+         nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
+         nn.UpsamplingBilinear2d,
+         F.interpolate, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d,
+         F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+         F.adaptive_max_pool2d, F.upsample)
+
+
+def _block_spatial(ctx, node, what: str) -> None:
+    for d in range(2, len(tensor_shape(node))):
+        ctx.block(node, d, f"spatial dim of {what}")
+
+
+@analyse_rule(*CONVS)
+def conv(node, ctx) -> None:
+    m, x = module(node), node.args[0]
+    ctx.couple(x, 0, node, 0)
+    _block_spatial(ctx, x, type(m).__name__)
+    _block_spatial(ctx, node, type(m).__name__)
+    ctx.consume(x, 1)
+    ctx.produce(node, 1)
+    if m.groups > 1:  # a group's inputs and outputs are removed together, whole groups at a time
+        in_per, out_per = m.in_channels // m.groups, m.out_channels // m.groups
+        ctx.couple(x, 1, node, 1, np.arange(m.in_channels), np.arange(m.in_channels) // in_per * out_per)
+        ctx.couple(node, 1, node, 1, np.arange(m.out_channels), np.arange(m.out_channels) // out_per * out_per)
+
+
+def _param(t: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
+    return nn.Parameter(t.detach().clone(), requires_grad=like.requires_grad)
+
+
+def _index(keep, size: int) -> torch.Tensor:
+    return torch.as_tensor(np.arange(size) if keep is None else keep, dtype=torch.long)
+
+
+@shrink_rule(*CONVS)
+def shrink_conv(node, cc) -> None:
+    m, x = module(node), node.args[0]
+    keep_in, keep_out = cc.keep(x, 1), cc.keep(node, 1)
+    if keep_in is None and keep_out is None:
+        return
+    ki, ko = _index(keep_in, m.in_channels), _index(keep_out, m.out_channels)
+    transposed = isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+    new = copy.deepcopy(m)
+    if m.groups == 1:
+        w = m.weight[ki][:, ko] if transposed else m.weight[ko][:, ki]
+    else:  # whole groups go: per-group slices of the weight are unchanged
+        w = m.weight[ki] if transposed else m.weight[ko]
+        new.groups = len(ko) // (m.out_channels // m.groups)
+    new.weight = _param(w, m.weight)
+    if m.bias is not None:
+        new.bias = _param(m.bias[ko], m.bias)
+    new.in_channels, new.out_channels = len(ki), len(ko)
+    cc.replace_module(node, new)
+
+
+@analyse_rule(nn.Linear)
+def linear(node, ctx) -> None:
+    m, x = module(node), node.args[0]
+    rank = len(tensor_shape(x))
+    couple_same(ctx, x, node, flow=m.bias is None, skip=(rank - 1,))
+    ctx.consume(x, -1)
+    ctx.produce(node, -1)
+
+
+@shrink_rule(nn.Linear)
+def shrink_linear(node, cc) -> None:
+    m, x = module(node), node.args[0]
+    keep_in, keep_out = cc.keep(x, -1), cc.keep(node, -1)
+    if keep_in is None and keep_out is None:
+        return
+    ki, ko = _index(keep_in, m.in_features), _index(keep_out, m.out_features)
+    new = copy.deepcopy(m)
+    new.weight = _param(m.weight[ko][:, ki], m.weight)
+    if m.bias is not None:
+        new.bias = _param(m.bias[ko], m.bias)
+    new.in_features, new.out_features = len(ki), len(ko)
+    cc.replace_module(node, new)
+
+
+@analyse_rule(*BATCH_NORMS)
+def batch_norm(node, ctx) -> None:
+    couple_same(ctx, node.args[0], node, flow=False)  # per-channel statistics and affine
+
+
+@shrink_rule(*BATCH_NORMS)
+def shrink_batch_norm(node, cc) -> None:
+    m, keep = module(node), cc.keep(node, 1)
+    if keep is None:
+        return
+    k = _index(keep, m.num_features)
+    new = copy.deepcopy(m)
+    for name in ("weight", "bias"):
+        if getattr(m, name) is not None:
+            setattr(new, name, _param(getattr(m, name)[k], getattr(m, name)))
+    for name in ("running_mean", "running_var"):
+        if getattr(m, name, None) is not None:
+            setattr(new, name, getattr(m, name)[k].clone())
+    new.num_features = len(k)
+    cc.replace_module(node, new)
+
+
+@analyse_rule(*STAT_NORMS)
+def statistics_norm(node, ctx) -> None:
+    m, x = module(node), node.args[0]
+    rank = len(tensor_shape(x))
+    if isinstance(m, nn.GroupNorm):
+        normalised = {1}
+    else:
+        normalised = set(range(rank - len(m.normalized_shape), rank))
+    for d in normalised:
+        reason = f"{type(m).__name__} statistics span this dim: removing channels would change them"
+        ctx.block(x, d, reason)
+        ctx.block(node, d, reason)
+    couple_same(ctx, x, node, flow=False, skip=normalised)
+
+
+@analyse_rule(F.layer_norm, F.group_norm, *((F.rms_norm,) if hasattr(F, "rms_norm") else ()))
+def functional_norm(node, ctx) -> None:
+    x = node.args[0]
+    rank = len(tensor_shape(x))
+    if node.target is F.group_norm:
+        normalised = {1}
+    else:
+        normalised = set(range(rank - len(node.args[1]), rank))
+    name = node.target.__name__
+    for d in normalised:
+        ctx.block(x, d, f"{name} statistics span this dim: removing channels would change them")
+        ctx.block(node, d, f"{name} statistics span this dim: removing channels would change them")
+    couple_same(ctx, x, node, flow=False, skip=normalised)
+
+
+@analyse_rule(nn.Embedding)
+def embedding(node, ctx) -> None:
+    x = node.args[0]
+    couple_same(ctx, x, node, flow=False)
+    ctx.produce(node, -1)
+
+
+@shrink_rule(nn.Embedding)
+def shrink_embedding(node, cc) -> None:
+    m, keep = module(node), cc.keep(node, -1)
+    if keep is None:
+        return
+    new = copy.deepcopy(m)
+    new.weight = _param(m.weight[:, _index(keep, m.embedding_dim)], m.weight)
+    new.embedding_dim = len(keep)
+    cc.replace_module(node, new)
+
+
+@analyse_rule(*POOLS)
+def pool(node, ctx) -> None:
+    x = node.args[0]
+    what = getattr(node.target, "__name__", str(node.target))
+    _block_spatial(ctx, x, what)
+    _block_spatial(ctx, node, what)
+    ctx.couple(x, 0, node, 0, flow=True)
+    ctx.couple(x, 1, node, 1, flow=True)  # max/avg/resize of a zero channel is zero
+
+
+@analyse_rule(F.pad)
+def pad(node, ctx) -> None:
+    x, widths = node.args[0], node.args[1]
+    rank = len(tensor_shape(x))
+    padded = {rank - 1 - i // 2 for i in range(len(widths))}
+    mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+    value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
+    for d in padded:
+        ctx.block(x, d, "padded dim")
+        ctx.block(node, d, "padded dim")
+    couple_same(ctx, x, node, flow=mode == "constant" and not value, skip=padded)

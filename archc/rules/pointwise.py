@@ -1,0 +1,109 @@
+"""Element-wise ops: activations, dropout, casts, gates, and broadcasting arithmetic.
+
+A *zero-preserving* op maps a zero channel to a zero channel (relu, gelu, multiply...), so
+its coupling is a ``flow``; one that does not (sigmoid, exp, adding a constant) is coupled
+without flow, so a gate goes after it when a later op needs the channel to be zero.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..filters import Filter
+from ..meta import tensor_shape
+from . import analyse_rule
+from ._util import arg, couple_same, is_tensor
+
+ZERO_PRESERVING_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity, nn.Hardtanh, nn.Softsign,
+    nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.PReLU, nn.CELU, nn.SELU, Filter,
+)
+OTHER_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus, nn.LogSigmoid)
+ZERO_PRESERVING_FUNCTIONS = (
+    F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.elu, F.mish, F.dropout,
+    F.hardtanh, torch.relu, torch.tanh, F.tanh, torch.neg, torch.abs, torch.sqrt, torch.sin,
+    torch.dropout, operator.neg, torch.nn.functional.dropout2d, torch.square,
+)
+OTHER_FUNCTIONS = (torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.exp, torch.cos, F.softplus,
+                   torch.log, torch.rsqrt, torch.erf, torch.reciprocal)
+ZERO_PRESERVING_METHODS = ("relu", "tanh", "neg", "abs", "sqrt", "sin", "contiguous", "clone",
+                           "detach", "float", "half", "double", "bfloat16", "to", "type_as",
+                           "square", "requires_grad_")
+OTHER_METHODS = ("sigmoid", "exp", "cos", "log", "rsqrt", "reciprocal", "erf")
+
+
+@analyse_rule(*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *ZERO_PRESERVING_METHODS)
+def zero_preserving(node, ctx) -> None:
+    couple_same(ctx, node.args[0], node, flow=True)
+
+
+@analyse_rule(*OTHER_MODULES, *OTHER_FUNCTIONS, *OTHER_METHODS)
+def not_zero_preserving(node, ctx) -> None:
+    couple_same(ctx, node.args[0], node, flow=False)
+
+
+@analyse_rule(torch.clamp, "clamp", torch.clip, "clip")
+def clamp(node, ctx) -> None:
+    lo, hi = arg(node, 1, "min"), arg(node, 2, "max")
+    keeps_zero = (lo is None or lo <= 0) and (hi is None or hi >= 0)
+    couple_same(ctx, node.args[0], node, flow=keeps_zero and not is_tensor(lo) and not is_tensor(hi))
+
+
+@analyse_rule(torch.pow, "pow", operator.pow)
+def power(node, ctx) -> None:
+    exponent = node.args[1]
+    if is_tensor(exponent) or not is_tensor(node.args[0]):
+        return  # default-deny blocks the dims
+    couple_same(ctx, node.args[0], node, flow=isinstance(exponent, (int, float)) and exponent > 0)
+
+
+def broadcast(node, ctx, operands, flow_from) -> None:
+    """Couple each operand dim with the output dim it broadcasts to (aligned from the right)."""
+    out = tensor_shape(node)
+    for i, x in enumerate(operands):
+        shape = tensor_shape(x)
+        offset = len(out) - len(shape)
+        for d, size in enumerate(shape):
+            if size == out[d + offset]:
+                ctx.couple(x, d, node, d + offset, flow=i in flow_from)
+            else:
+                ctx.handle(x, d)  # a broadcast size-1 dim carries no channel
+    for d in range(len(out)):
+        ctx.handle(node, d)
+
+
+def _operands(node):
+    return [a for a in node.args[:2] if is_tensor(a)]
+
+
+@analyse_rule(operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub,
+              "add", "sub")
+def add(node, ctx) -> None:
+    ops = _operands(node)
+    scalars = [a for a in node.args[:2] if not is_tensor(a)]
+    keeps_zero = all(s == 0 for s in scalars if isinstance(s, (int, float)))
+    broadcast(node, ctx, ops, flow_from=set(range(len(ops))) if keeps_zero else set())
+
+
+@analyse_rule(operator.mul, operator.imul, torch.mul, "mul")
+def mul(node, ctx) -> None:
+    ops = _operands(node)
+    # Zero in one factor is enough: gate the largest (the main path), not the scale.
+    main = max(range(len(ops)), key=lambda i: torch.Size(tensor_shape(ops[i])).numel())
+    broadcast(node, ctx, ops, flow_from={main})
+
+
+@analyse_rule(operator.truediv, operator.itruediv, torch.div, "div")
+def div(node, ctx) -> None:
+    ops = _operands(node)
+    numerator_is_tensor = is_tensor(node.args[0])
+    broadcast(node, ctx, ops, flow_from={0} if numerator_is_tensor else set())
+
+
+@analyse_rule(torch.where)
+def where(node, ctx) -> None:
+    broadcast(node, ctx, [a for a in node.args[:3] if is_tensor(a)], flow_from=set())

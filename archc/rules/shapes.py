@@ -1,0 +1,216 @@
+"""Ops that move channels around without computing: reshape, permute, cat, split, indexing.
+
+A reshape that splits one dim into factors (channels into attention heads) or merges
+several (flatten into a linear layer) keeps only the *largest* factor prunable: a channel of
+the merged dim lives and dies with its index along that factor, the other factors are
+blocked. For attention this prunes the head dim uniformly across heads, which is exact.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..meta import tensor_shape
+from . import analyse_rule, shrink_rule
+from ._util import arg, couple_same, is_tensor, norm_dims
+
+RESHAPES = ("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as",
+            "reshape_as", torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze,
+            torch.unflatten, nn.Flatten, nn.Unflatten)
+SIZED_RESHAPES = ("view", "reshape", torch.reshape, "expand")
+
+
+def align_reshape(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]]:
+    """Pair runs of ``src`` dims with runs of ``dst`` dims of equal product (size-1 dims alone)."""
+    groups, i, j = [], 0, 0
+    while i < len(src) or j < len(dst):
+        if i < len(src) and src[i] == 1:
+            groups.append(([i], []))
+            i += 1
+        elif j < len(dst) and dst[j] == 1:
+            groups.append(([], [j]))
+            j += 1
+        else:
+            ins, outs, p, q = [i], [j], src[i], dst[j]
+            i, j = i + 1, j + 1
+            while p != q:
+                if p < q:
+                    p, i = p * src[i], i + 1
+                    ins.append(i - 1)
+                else:
+                    q, j = q * dst[j], j + 1
+                    outs.append(j - 1)
+            groups.append((ins, outs))
+    return groups
+
+
+def _largest(dims: list[int], shape: tuple, prefer_last: bool) -> int:
+    order = dims[::-1] if prefer_last else dims
+    return max(order, key=lambda d: shape[d])
+
+
+@analyse_rule(*RESHAPES)
+def reshape(node, ctx) -> None:
+    x = node.args[0]
+    src, dst = tensor_shape(x), tensor_shape(node)
+    for ins, outs in align_reshape(src, dst):
+        if not ins or not outs:
+            for d in ins:
+                ctx.handle(x, d)
+            for d in outs:
+                ctx.handle(node, d)
+        elif len(ins) == 1 and len(outs) == 1:
+            ctx.couple(x, ins[0], node, outs[0], flow=True)
+        elif len(ins) == 1:  # split one dim into factors
+            keep = _largest(outs, dst, prefer_last=True)
+            factor = np.unravel_index(np.arange(src[ins[0]]), [dst[d] for d in outs])[outs.index(keep)]
+            ctx.couple(x, ins[0], node, keep, None, factor, flow=True)
+            for d in outs:
+                if d != keep:
+                    ctx.block(node, d, "a reshape splits channels here; only the largest factor is prunable")
+        elif len(outs) == 1:  # merge factors into one dim
+            keep = _largest(ins, src, prefer_last=False)
+            factor = np.unravel_index(np.arange(dst[outs[0]]), [src[d] for d in ins])[ins.index(keep)]
+            ctx.couple(x, keep, node, outs[0], factor, None, flow=True)
+            for d in ins:
+                if d != keep:
+                    ctx.block(x, d, "a reshape merges this dim with a larger one; only that one is prunable")
+        else:
+            for d in ins:
+                ctx.block(x, d, "a reshape regroups dims in a way archc does not prune through")
+            for d in outs:
+                ctx.block(node, d, "a reshape regroups dims in a way archc does not prune through")
+
+
+def _size_args(node) -> tuple[list, bool]:
+    """The explicit sizes of view/reshape/expand and whether they were passed as one sequence."""
+    rest = list(node.args[1:]) or [node.kwargs.get("shape", node.kwargs.get("size"))]
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        return list(rest[0]), True
+    return rest, False
+
+
+@shrink_rule(*SIZED_RESHAPES)
+def shrink_sized(node, cc) -> None:
+    sizes, packed = _size_args(node)
+    out = tensor_shape(node)
+    new = []
+    for d, s in enumerate(sizes):
+        if isinstance(s, int) and s == -1:
+            new.append(s)
+        elif cc.changed(node, d):
+            new.append(cc.new_size(node, d))
+        else:
+            new.append(cc.freeze_if_stale(s, out[d]))
+    node.args = (node.args[0], tuple(new)) if packed else (node.args[0], *new)
+    node.kwargs = {}
+
+
+@analyse_rule("unflatten", torch.unflatten, nn.Unflatten)
+def unflatten(node, ctx) -> None:
+    reshape(node, ctx)
+
+
+@shrink_rule("unflatten", torch.unflatten)
+def shrink_unflatten(node, cc) -> None:
+    x, dim, sizes = node.args[0], arg(node, 1, "dim"), list(arg(node, 2, "sizes"))
+    dim = dim % len(tensor_shape(x))
+    sizes = [cc.new_size(node, dim + i) if s != -1 and cc.changed(node, dim + i) else s
+             for i, s in enumerate(sizes)]
+    node.args, node.kwargs = (x, dim, tuple(sizes)), {}
+
+
+def _permutation(node) -> list[int]:
+    rank = len(tensor_shape(node))
+    name = getattr(node.target, "__name__", node.target)
+    if name in ("permute",):
+        dims = node.args[1:] if not isinstance(node.args[1], (tuple, list)) else node.args[1]
+        return [d % rank for d in dims]
+    if name in ("transpose", "swapaxes", "swapdims"):
+        a, b = node.args[1] % rank, node.args[2] % rank
+        perm = list(range(rank))
+        perm[a], perm[b] = perm[b], perm[a]
+        return perm
+    if name in ("t",) or (node.target is getattr and node.args[1] in ("T", "mT")):
+        perm = list(range(rank))
+        perm[-2:] = perm[-1:-3:-1]
+        return perm if rank >= 2 else perm
+    src, dst = norm_dims(node.args[1], rank), norm_dims(node.args[2], rank)  # movedim
+    rest = [d for d in range(rank) if d not in src]
+    perm = [None] * rank
+    for s, d in zip(src, dst):
+        perm[d] = s
+    it = iter(rest)
+    return [p if p is not None else next(it) for p in perm]
+
+
+@analyse_rule("permute", torch.permute, "transpose", torch.transpose, "swapaxes", "swapdims",
+              "t", torch.t, "movedim", torch.movedim)
+def permute(node, ctx) -> None:
+    x = node.args[0]
+    for out_dim, in_dim in enumerate(_permutation(node)):
+        ctx.couple(x, in_dim, node, out_dim, flow=True)
+
+
+@analyse_rule(getattr)
+def attribute(node, ctx) -> None:
+    x, name = node.args
+    if name in ("T", "mT"):
+        permute(node, ctx)
+    elif name in ("shape", "ndim", "dtype", "device", "is_cuda", "requires_grad") and is_tensor(x):
+        for d in range(len(tensor_shape(x))):
+            ctx.handle(x, d)
+
+
+@analyse_rule("size", "dim", "numel", "nelement", "ndimension", "type_as_shape")
+def shape_query(node, ctx) -> None:
+    x = node.args[0]
+    for d in range(len(tensor_shape(x))):
+        ctx.handle(x, d)
+
+
+@analyse_rule(torch.cat, torch.concat, torch.concatenate)
+def cat(node, ctx) -> None:
+    tensors = arg(node, 0, "tensors")
+    out = tensor_shape(node)
+    dim = arg(node, 1, "dim", 0) % len(out)
+    offset = 0
+    for t in tensors:
+        n = tensor_shape(t)[dim]
+        ctx.couple(t, dim, node, dim, None, np.arange(offset, offset + n), flow=True)
+        couple_same(ctx, t, node, flow=True, skip=(dim,))
+        offset += n
+
+
+@analyse_rule(torch.stack)
+def stack(node, ctx) -> None:
+    tensors = arg(node, 0, "tensors")
+    out = tensor_shape(node)
+    dim = arg(node, 1, "dim", 0) % len(out)
+    ctx.block(node, dim, "dim created by torch.stack")
+    for t in tensors:
+        for d in range(len(tensor_shape(t))):
+            ctx.couple(t, d, node, d if d < dim else d + 1, flow=True)
+
+
+@analyse_rule(operator.getitem)
+def getitem(node, ctx) -> None:
+    src = node.args[0]
+    if not is_tensor(src):
+        if src.name in ctx.described_by_producer:
+            ctx.described_by_producer.add(node.name)  # the split/chunk rule described it
+        return
+    from .indexing import index_tensor
+
+    index_tensor(node, ctx)
+
+
+@shrink_rule(operator.getitem)
+def shrink_getitem(node, cc) -> None:
+    if is_tensor(node.args[0]):
+        from .indexing import shrink_index
+
+        shrink_index(node, cc)

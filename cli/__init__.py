@@ -1,0 +1,1 @@
+"""archc command-line interface (installed as ``archc.cli``; entry point ``archc``)."""

@@ -1,0 +1,153 @@
+"""Tests for the archc command line (cli/main.py, cli/render.py)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from archc.cli import main as cli_main
+from archc.cli.main import app
+from archc.cli.render import human, layer_list, render_report
+from archc.errors import TraceError
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def plain(text: str) -> str:
+    """Output without ANSI codes and with rich's line wrapping undone."""
+    return re.sub(r"\s+", " ", re.sub(r"\x1b\[[0-9;]*m", "", text))
+
+
+def test_help_lists_commands():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0, res.output
+    assert "inspect" in res.output and "version" in res.output
+
+
+def test_no_args_shows_help():
+    res = runner.invoke(app, [])
+    assert "Usage" in res.output and "inspect" in res.output
+
+
+def test_version():
+    res = runner.invoke(app, ["version"])
+    assert res.exit_code == 0 and res.output.startswith("archc ")
+
+
+def test_inspect_missing_file(tmp_path):
+    missing = tmp_path / "missing.py"
+    res = runner.invoke(app, ["inspect", str(missing)])
+    assert res.exit_code == 2, res.output
+    text = plain(res.output)
+    assert "error:" in text and "missing.py" in text and "does not exist" in text
+    assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)
+
+
+def test_inspect_without_model_function(tmp_path):
+    path = tmp_path / "nomodel.py"
+    path.write_text("import torch\n\ndef data():\n    return []\n")
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 2, res.output
+    text = plain(res.output)
+    assert "nomodel.py" in text and "`model`" in text and "def model()" in text
+    assert "Traceback" not in res.output
+
+
+def test_archc_error_from_deeper_code_exits_2(tmp_path, monkeypatch):
+    path = tmp_path / "m.py"
+    path.write_text("import torch\ndef model():\n    return torch.nn.Linear(2, 2)\n"
+                    "def example_input():\n    return torch.randn(1, 2)\n")
+    import archc
+
+    def bad_trace(model, inputs):
+        raise TraceError("cannot trace [data-dependent] control flow\n  fix: remove it")
+
+    monkeypatch.setattr(archc, "trace", bad_trace, raising=False)
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 2
+    assert "cannot trace [data-dependent] control flow" in plain(res.output)
+
+
+def test_other_exceptions_propagate():
+    @cli_main.handle_errors
+    def boom() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError):
+        boom()
+
+
+def test_ctrl_c_exits_130():
+    @cli_main.handle_errors
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as info:
+        interrupted()
+    assert info.value.exit_code == 130
+
+
+@dataclass
+class Row:
+    id: int
+    size: int
+    prunable: bool
+    layers: list[str]
+    reason: Optional[str] = None
+
+
+@dataclass
+class FakeReport:
+    params: int = 1_234_567
+    flops: int = 0
+    groups: list = field(default_factory=lambda: [
+        Row(0, 64, True, ["conv1", "bn1", "layer1.0.conv1", "layer1.0.bn1", "fc"]),
+        Row(1, 3, False, ["[input]"], "model input"),
+    ])
+    unprunable: list = field(default_factory=lambda: [("x", "model input"), ("cat_1", "no rule for [op]")])
+
+
+def test_render_report():
+    console = Console(record=True, width=200)
+    render_report(FakeReport(), console)
+    text = console.export_text()
+    assert "1.23M params" in text and "unknown FLOPs" in text and "2 channel groups" in text
+    assert "64 / 67 channels prunable" in text
+    assert "conv1, bn1, layer1.0.conv1, +2 more" in text and "✓" in text and "✗" in text
+    assert "no rule for [op]" in text and "[input]" in text
+
+
+def test_inspect_renders_report(tmp_path, monkeypatch):
+    path = tmp_path / "m.py"
+    path.write_text("import torch\ndef model():\n    return torch.nn.Linear(2, 2)\n"
+                    "def example_input():\n    return torch.randn(1, 2)\n")
+    import archc
+
+    monkeypatch.setattr(archc, "trace", lambda m, xs: ("gm", m, xs), raising=False)
+    monkeypatch.setattr(archc, "report", lambda gm: FakeReport(flops=2_000_000_000), raising=False)
+    res = runner.invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "2G FLOPs" in plain(res.output) and "Channel groups" in res.output
+
+
+def test_helpers():
+    assert human(999) == "999" and human(2048) == "2.05K" and human(3_000_000) == "3M"
+    assert layer_list(["a", "b"]) == "a, b" and layer_list(list("abcde"), 2) == "a, b, +3 more"
+
+
+def test_pyproject_lists_every_package():
+    tomllib = pytest.importorskip("tomllib")
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(cfg["packages"])
+    for name, folder in cfg["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            if "__pycache__" not in rel:
+                assert ".".join((name, *rel)) in listed, f"add {'.'.join((name, *rel))} to pyproject packages"
