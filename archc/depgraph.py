@@ -53,7 +53,11 @@ def _couple_shared_modules(ctx: Analysis, gm: fx.GraphModule) -> None:
 
     calls: dict[str, list[fx.Node]] = {}
     for node in gm.graph.nodes:
-        if node.op == "call_module" and not isinstance(gm.get_submodule(node.target), Filter):
+        if node.op != "call_module":
+            continue
+        m = gm.get_submodule(node.target)
+        stateless = next(m.parameters(), None) is None and next(m.buffers(), None) is None
+        if not stateless and not isinstance(m, Filter):  # a reused ReLU shares nothing
             calls.setdefault(node.target, []).append(node)
     for nodes in calls.values():
         first = nodes[0]

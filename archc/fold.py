@@ -41,7 +41,7 @@ def _fold_linear(m: nn.Linear, dim: int, rank: int, s: torch.Tensor) -> bool:
     return True
 
 
-def _fold_batch_norm(m: nn.modules.batchnorm._NormBase, dim: int, rank: int, s: torch.Tensor) -> bool:
+def _fold_batch_norm(m: nn.Module, dim: int, rank: int, s: torch.Tensor) -> bool:
     if dim != 1 or not m.affine:
         return False
     m.weight.data.mul_(s)
@@ -63,7 +63,7 @@ FOLDERS: dict[type, Callable[[nn.Module, int, int, torch.Tensor], bool]] = {
     nn.Linear: _fold_linear, nn.Embedding: _fold_embedding,
     nn.BatchNorm1d: _fold_batch_norm, nn.BatchNorm2d: _fold_batch_norm, nn.BatchNorm3d: _fold_batch_norm,
     nn.InstanceNorm1d: _fold_batch_norm, nn.InstanceNorm2d: _fold_batch_norm,
-    nn.InstanceNorm3d: _fold_batch_norm,
+    nn.InstanceNorm3d: _fold_batch_norm, nn.GroupNorm: _fold_batch_norm,
 }
 
 
@@ -105,7 +105,7 @@ def _fold_into_producer(gm, x: fx.Node, dim: int, rank: int, scale: torch.Tensor
 def _constant_multiply(gm, node: fx.Node, x: fx.Node, dim: int, rank: int, scale: torch.Tensor) -> fx.Node:
     shape = [1] * rank
     shape[dim] = -1
-    name = f"{node.target}_scale"
+    name = f"{node.name}_scale"  # one buffer per call site: a gate may have several
     gm.register_buffer(name, scale.view(shape).clone())
     with gm.graph.inserting_before(node):
         const = gm.graph.get_attr(name)

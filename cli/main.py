@@ -23,7 +23,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+import archc
 from archc.errors import ArchcError
+from archc.userfile import load_user_file
 
 from .render import render_report
 
@@ -78,12 +80,8 @@ MODEL_PY = typer.Argument(..., help="Python file defining `model()` and `example
 @command("inspect")
 def inspect_cmd(model_py: Path = MODEL_PY) -> None:
     """Trace the model and show its channel groups and what blocks pruning."""
-    from archc.userfile import load_user_file
-
     spec = load_user_file(model_py)
     model, inputs = spec.model(), spec.example_inputs()
-    import archc
-
     gm = archc.trace(model, inputs)
     render_report(archc.report(gm), out)
 

@@ -15,7 +15,7 @@ from ._util import couple_same, module
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
-STAT_NORMS = (nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+STAT_NORMS = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
          nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
@@ -123,15 +123,39 @@ def shrink_batch_norm(node, cc) -> None:
 def statistics_norm(node, ctx) -> None:
     m, x = module(node), node.args[0]
     rank = len(tensor_shape(x))
-    if isinstance(m, nn.GroupNorm):
-        normalised = {1}
-    else:
-        normalised = set(range(rank - len(m.normalized_shape), rank))
+    normalised = set(range(rank - len(m.normalized_shape), rank))
     for d in normalised:
         reason = f"{type(m).__name__} statistics span this dim: removing channels would change them"
         ctx.block(x, d, reason)
         ctx.block(node, d, reason)
     couple_same(ctx, x, node, flow=False, skip=normalised)
+
+
+@analyse_rule(nn.GroupNorm)
+def group_norm(node, ctx) -> None:
+    """Statistics are per norm group: whole norm groups can go, single channels cannot."""
+    m, x = module(node), node.args[0]
+    per = m.num_channels // m.num_groups
+    ctx.couple(x, 1, node, 1)
+    ctx.couple(node, 1, node, 1, np.arange(m.num_channels), np.arange(m.num_channels) // per * per)
+    ctx.couple(x, 0, node, 0)
+    for d in range(2, len(tensor_shape(x))):
+        ctx.block(x, d, "GroupNorm statistics span this dim")
+        ctx.block(node, d, "GroupNorm statistics span this dim")
+
+
+@shrink_rule(nn.GroupNorm)
+def shrink_group_norm(node, cc) -> None:
+    m, keep = module(node), cc.keep(node, 1)
+    if keep is None:
+        return
+    k = _index(keep, m.num_channels)
+    new = copy.deepcopy(m)
+    new.num_groups = len(k) // (m.num_channels // m.num_groups)
+    new.num_channels = len(k)
+    if m.affine:
+        new.weight, new.bias = _param(m.weight[k], m.weight), _param(m.bias[k], m.bias)
+    cc.replace_module(node, new)
 
 
 @analyse_rule(F.layer_norm, F.group_norm, *((F.rms_norm,) if hasattr(F, "rms_norm") else ()))
