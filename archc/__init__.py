@@ -12,14 +12,16 @@ Example:
 from .compact import compact
 from .depgraph import analyse, dependency_graph
 from .errors import AnalysisError, ArchcError, CompactionError, ExportError, TraceError, UserFileError
+from .export import export_onnx
 from .filters import Filter, filters
 from .groups import ChannelGroup, channel_groups
+from .report import GroupRow, Report, report
 from .trace import trace
 
 from . import passes  # noqa: E402  (archc.passes, packaged from ./passes)
 
 __all__ = [
-    "trace", "analyse", "compact", "dependency_graph", "channel_groups", "ChannelGroup", "Filter", "filters",
+    "trace", "analyse", "compact", "export_onnx", "report", "Report", "GroupRow", "dependency_graph", "channel_groups", "ChannelGroup", "Filter", "filters",
     "passes", "ArchcError", "TraceError", "AnalysisError", "CompactionError", "ExportError",
     "UserFileError",
 ]

@@ -84,7 +84,9 @@ def channel_groups(gm_or_analysis: Union[fx.GraphModule, Analysis]) -> list[Chan
     for g in np.unique(which):
         members = comp_ids[which == g]
         members = members[np.argsort(first_atom[members], kind="stable")]
-        groups.append(_make_group(an, keys, pair_lab, pair_sp, members, blocked))
+        group = _make_group(an, keys, pair_lab, pair_sp, members, blocked)
+        if not _lone_parameter_dim(an, group):
+            groups.append(group)
     groups.sort(key=lambda grp: first_atom[grp.components[0]])
     for i, grp in enumerate(groups):
         grp.id = i
@@ -102,6 +104,14 @@ def _make_group(an, keys, pair_lab, pair_sp, members, blocked) -> ChannelGroup:
         producers=[k for k in spaces if k in an.producers],
         prunable=reason is None, reason=reason, _analysis=an, _position=position,
     )
+
+
+def _lone_parameter_dim(an: Analysis, group: ChannelGroup) -> bool:
+    """A dim of a parameter coupled to nothing (a broadcast size-1 dim): not a channel group."""
+    if len(group.spaces) != 1:
+        return False
+    name = group.spaces[0][0]
+    return any(n.name == name and n.op == "get_attr" for n in an.gm.graph.nodes)
 
 
 def gate_sites(an: Analysis) -> set[SpaceKey]:

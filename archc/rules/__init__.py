@@ -66,4 +66,4 @@ def describe(node: fx.Node) -> str:
     return f"{node.name} ({target})"
 
 
-from . import contract, io, layers, pointwise, shapes  # noqa: E402,F401  (register the rules)
+from . import contract, indexing, io, layers, pointwise, shapes  # noqa: E402,F401  (register the rules)

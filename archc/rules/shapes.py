@@ -16,6 +16,7 @@ from torch import nn
 from ..meta import tensor_shape
 from . import analyse_rule, shrink_rule
 from ._util import arg, couple_same, is_tensor, norm_dims
+from .indexing import index_tensor, shrink_index
 
 RESHAPES = ("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as",
             "reshape_as", torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze,
@@ -199,18 +200,12 @@ def stack(node, ctx) -> None:
 @analyse_rule(operator.getitem)
 def getitem(node, ctx) -> None:
     src = node.args[0]
-    if not is_tensor(src):
-        if src.name in ctx.described_by_producer:
-            ctx.described_by_producer.add(node.name)  # the split/chunk rule described it
-        return
-    from .indexing import index_tensor
-
-    index_tensor(node, ctx)
+    if is_tensor(src):
+        index_tensor(node, ctx)
+    # else: a piece of split/chunk/unbind, described by that op's rule
 
 
 @shrink_rule(operator.getitem)
 def shrink_getitem(node, cc) -> None:
     if is_tensor(node.args[0]):
-        from .indexing import shrink_index
-
         shrink_index(node, cc)

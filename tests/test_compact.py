@@ -1,0 +1,77 @@
+"""Compaction details: thresholds, one channel kept per group, refusal of a wrong result."""
+import copy
+
+import pytest
+import torch
+from conftest import kill_channels, n_params
+from torch import nn
+from zoo import ZOO
+
+import archc
+from archc import fold
+from archc.verify import max_relative_error
+
+
+def _gated(name="resnet"):
+    model, inputs = ZOO[name]()
+    return archc.passes.insert_filters(archc.trace(model, inputs)), inputs
+
+
+def test_threshold_closes_small_gates_and_matches_the_thresholded_reference():
+    gated, inputs = _gated()
+    for gate in archc.filters(gated):
+        with torch.no_grad():
+            gate.theta[: gate.size // 2] = 0.01
+    small = archc.compact(gated, threshold=0.05)
+    assert n_params(small) < n_params(gated)
+    reference = copy.deepcopy(gated)
+    for gate in archc.filters(reference):
+        with torch.no_grad():
+            gate.theta[gate.theta <= 0.05] = 0
+    assert max_relative_error(reference, small, inputs) < 1e-4
+
+
+def test_a_fully_closed_group_keeps_its_strongest_channel():
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    gated = archc.passes.insert_filters(archc.trace(model, (torch.randn(2, 4),)))
+    (gate,) = archc.filters(gated)
+    with torch.no_grad():
+        gate.theta.fill_(-1.0)
+        gate.theta[5] = -0.5
+    small = archc.compact(gated)
+    assert small.get_submodule("0").out_features == 1
+    assert max_relative_error(gated, small, (torch.randn(3, 4),)) < 1e-4
+
+
+def test_compact_does_not_modify_the_gated_model():
+    gated, _ = _gated("densenet")
+    kill_channels(gated, 0.5)
+    before = copy.deepcopy(gated.state_dict())
+    code = gated.code
+    archc.compact(gated)
+    assert gated.code == code
+    for k, v in gated.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_compaction_refuses_a_model_that_differs(monkeypatch):
+    gated, _ = _gated("resnet")
+    kill_channels(gated, 0.3)
+    monkeypatch.setitem(fold.FOLDERS, nn.BatchNorm2d, lambda *a: True)  # "fold" without scaling
+    with pytest.raises(archc.CompactionError, match="differs from the gated model"):
+        archc.compact(gated)
+
+
+def test_compact_code_is_plain_readable_pytorch():
+    gated, _ = _gated("mobilenetv2")
+    kill_channels(gated, 0.3)
+    small = archc.compact(gated)
+    assert "Filter" not in repr(small) and "filter" not in small.code
+    assert "torch.nn.functional" in small.code or "self." in small.code
+
+
+def test_no_gates_closed_means_same_size():
+    gated, inputs = _gated("inception")
+    small = archc.compact(gated)
+    assert n_params(small) == n_params(gated) - sum(f.size for f in archc.filters(gated))
+    assert max_relative_error(gated, small, inputs) < 1e-4
