@@ -20,7 +20,7 @@ from .analysis import Analysis
 from .depgraph import analyse
 from .errors import CompactionError, node_error
 from .filters import filter_sites, filters
-from .fold import fold_filters
+from .fold import fold_filters, shrink_filters
 from .meta import VALUE, record_shapes, tensor_shape
 from .rules import SHRINK, lookup
 from .verify import assert_equivalent
@@ -35,6 +35,12 @@ class CompactionContext:
         self.gm, self.an = gm, an
         self._dead_atom = np.isin(an.labels, dead)
         self._deps_memo: dict[str, Any] = {}
+        # parameter name -> kept indices per dim (None: dim unchanged): to slice optimizer state
+        self.param_slices: dict[str, list] = {}
+
+    def note(self, name: str, keeps: list) -> None:
+        """Record that parameter ``name`` kept indices ``keeps[d]`` along each dim ``d``."""
+        self.param_slices[name] = [None if k is None else torch.as_tensor(k, dtype=torch.long) for k in keeps]
 
     def _key(self, node: fx.Node, dim: int):
         shape = tensor_shape(node)
@@ -117,6 +123,8 @@ def compact(
     *,
     rtol: float = 1e-4,
     inputs: Optional[tuple] = None,
+    fold: bool = True,
+    trials: int = 3,
 ) -> fx.GraphModule:
     """A real smaller copy of the gated ``gm``, with every dead channel removed and no Filter left.
 
@@ -125,6 +133,10 @@ def compact(
     Each group keeps at least one channel. The result is checked against that reference
     on fresh random inputs and a :class:`CompactionError` is raised if it differs by more
     than ``rtol`` (relative to the output's largest magnitude). ``gm`` is not modified.
+
+    With ``fold=False`` the gates stay, shrunk to their surviving channels: this is how the
+    search shrinks the model while it trains (``result.meta["archc.param_slices"]`` tells
+    which indices of each parameter were kept, to slice optimizer state the same way).
 
     Example:
         >>> small = archc.compact(gated, threshold=1e-3)
@@ -147,13 +159,14 @@ def compact(
                                  "report this model to archc; meanwhile keep this op's module as a "
                                  "leaf with trace(..., leaf_modules=[...])") from exc
     _freeze_stale_sizes(work, cc)
-    fold_filters(work, cc)
+    (fold_filters if fold else shrink_filters)(work, cc)
     work.delete_all_unused_submodules()
     work.graph.lint()
     work.recompile()
     work.meta.update({k: v for k, v in gm.meta.items() if k.startswith("archc.")})
-    assert_equivalent(reference, work, rtol=rtol, inputs=inputs)
+    assert_equivalent(reference, work, rtol=rtol, inputs=inputs, trials=trials)
     record_shapes(work)
+    work.meta["archc.param_slices"] = cc.param_slices
     return work
 
 

@@ -1,8 +1,10 @@
-"""Fold surviving Filter gates into neighbouring weights so the compact model has none.
+"""What happens to the Filter gates at compaction: folded away, or shrunk to their survivors.
 
-A gate right after a layer that is linear in its output channel (conv, linear, an affine
-batch norm, an embedding, a parameter) is multiplied into that layer's weights. Anywhere
-else it becomes a plain multiply by a constant buffer: still exact, still no Filter.
+Folding (the final compact model): a gate right after a layer that is linear in its output
+channel (conv, linear, an affine norm, an embedding, a parameter) is multiplied into that
+layer's weights. Anywhere else it becomes a plain multiply by a constant buffer: still
+exact, still no Filter. Shrinking (during training): each gate keeps only the entries of
+its surviving channels, so the search goes on with a smaller gated model.
 """
 from __future__ import annotations
 
@@ -112,3 +114,31 @@ def _constant_multiply(gm, node: fx.Node, x: fx.Node, dim: int, rank: int, scale
         mul = gm.graph.call_function(torch.mul, (x, const))
     mul.meta[SHAPE], mul.meta[DTYPE] = x.meta.get(SHAPE), x.meta.get(DTYPE)
     return mul
+
+
+def shrink_filters(gm: fx.GraphModule, cc) -> None:
+    """Keep each Filter's surviving entries only, remapping every site's index (mutates)."""
+    sites: dict[str, list[tuple[fx.Node, int]]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Filter):
+            sites.setdefault(node.target, []).append((node, node.args[1] if len(node.args) > 1 else 0))
+    for name, calls in sites.items():
+        gate: Filter = gm.get_submodule(name)
+        kept_index = {}
+        for node, site in calls:
+            x = node.args[0]
+            index = getattr(gate, f"index{site}")
+            keep = cc.keep(x, gate.dims[site] % len(tensor_shape(x)))
+            kept_index[site] = index if keep is None else index[torch.as_tensor(keep, dtype=torch.long)]
+        alive = torch.unique(torch.cat(list(kept_index.values())))
+        alive = alive[alive < gate.size]
+        lookup = torch.full((gate.size + 1,), -1, dtype=torch.long)
+        lookup[alive] = torch.arange(len(alive))
+        lookup[gate.size] = len(alive)
+        new = Filter(len(alive))
+        new.theta = nn.Parameter(gate.theta.detach()[alive].clone(), requires_grad=gate.theta.requires_grad)
+        for site in range(len(gate.dims)):
+            index = kept_index.get(site, getattr(gate, f"index{site}"))
+            new.add_site(gate.dims[site], lookup[index])
+        cc.note(f"{name}.theta", [alive])
+        cc.replace_module(calls[0][0], new)

@@ -5,7 +5,8 @@
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import contextlib
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.fx as fx
@@ -52,10 +53,23 @@ class ShapeRecorder(fx.Interpreter):
         return value
 
 
+@contextlib.contextmanager
+def preserved_buffers(module: torch.nn.Module) -> Iterator[None]:
+    """Run code on ``module`` without leaving a trace in its buffers (BatchNorm statistics)."""
+    saved = {name: b.detach().clone() for name, b in module.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                if name in saved and b.shape == saved[name].shape:
+                    b.copy_(saved[name])
+
+
 def record_shapes(gm: fx.GraphModule, inputs: Optional[Sequence[torch.Tensor]] = None) -> None:
     """Re-record shapes on ``gm`` by running it on ``inputs`` (default: random ones)."""
     inputs = random_inputs(gm) if inputs is None else inputs
-    with torch.no_grad():
+    with torch.no_grad(), preserved_buffers(gm):
         ShapeRecorder(gm).run(*inputs)
 
 

@@ -24,7 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from .errors import TraceError
-from .meta import record_value
+from .meta import preserved_buffers, record_value
 
 try:  # lets concrete evaluation call modules without re-entering the tracer's patches
     from torch.fx._symbolic_trace import _maybe_revert_all_patches as _unpatched
@@ -194,7 +194,8 @@ def trace(
         raise TraceError(f"trace() needs an nn.Module, got {type(model).__name__}.\n  fix: pass the model instance")
     tracer = ConcreteTracer(example_inputs, leaf_modules, autowrap_functions)
     try:
-        graph = tracer.trace(model)
+        with preserved_buffers(model):  # tracing runs the example: leave BatchNorm stats alone
+            graph = tracer.trace(model)
     except TraceError:
         raise
     except Exception as exc:  # any failure inside user code becomes an actionable error

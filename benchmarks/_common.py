@@ -86,6 +86,39 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy ticks of the whole machine, ticks of this process) from /proc; (0, 0) elsewhere."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(v) - v[3] - v[4], int(own[11]) + int(own[12])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+
+
+class OtherLoad:
+    """Share of the machine's CPUs that *other* processes used while the block ran (0..1).
+
+    The benchmark machine may be shared: with 2 threads on 2 cores, another busy process
+    can slow torch down many times over, so every sample records this to tell clean runs.
+
+    Example:
+        >>> with OtherLoad() as load: work()
+        >>> load.share
+    """
+
+    def __enter__(self) -> "OtherLoad":
+        self.t0, self.ticks0 = time.perf_counter(), _cpu_ticks()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy1, own1 = _cpu_ticks()
+        wall = time.perf_counter() - self.t0
+        other = (busy1 - self.ticks0[0]) - (own1 - self.ticks0[1])
+        hz, cpus = os.sysconf("SC_CLK_TCK"), os.cpu_count() or 1
+        self.share = max(0.0, other / (wall * hz * cpus)) if wall > 0 else 0.0
+
+
 def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
     """``(fn(*args, **kwargs), seconds)`` on the wall clock."""
     t0 = time.perf_counter()

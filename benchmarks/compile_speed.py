@@ -29,8 +29,8 @@ from typing import Any, Callable, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, archc, command_line, error_record, fit_loglog, kill_fraction,
-                     machine_info, timed, write_json, zoo)
+from _common import (RESULTS, OtherLoad, archc, command_line, error_record, fit_loglog,  # noqa: E402
+                     kill_fraction, machine_info, timed, write_json, zoo)
 from models import chain_blocks_for, deep_chain, resnet50  # noqa: E402
 
 STAGES = ("trace", "analyse", "gate", "compact")
@@ -63,18 +63,21 @@ def bench(name: str, make: Callable[[], tuple], repeats: int, args) -> dict[str,
         row["input"] = [list(t.shape) for t in inputs]
         for _ in range(repeats):
             stage = "pipeline"
-            sample = pipeline(model, inputs, args.fraction, args.seed)
+            with OtherLoad() as load:
+                sample = pipeline(model, inputs, args.fraction, args.seed)
+            sample["other_load"] = round(load.share, 3)
             row["samples"].append(sample)
             if sample["nodes"] > args.big_nodes:
                 break  # one run is enough for the biggest graphs
     except Exception as exc:  # noqa: BLE001 - record and go on with the next model
         row["error"] = error_record(stage, exc)
     if row["samples"]:
-        keys = [k for k in row["samples"][0] if k not in STAGES]
+        keys = [k for k in row["samples"][0] if k not in (*STAGES, "other_load")]
         row.update({k: row["samples"][0][k] for k in keys})
-        for s in STAGES:
+        for s in (*STAGES, "other_load"):
             row[s] = statistics.median(x[s] for x in row["samples"])
         row["total"] = sum(row[s] for s in STAGES)
+        row["total_min"] = min(sum(x[s] for s in STAGES) for x in row["samples"])
         row["repeats"] = len(row["samples"])
     return row
 
@@ -109,7 +112,7 @@ def print_table(rows: list[dict], fit: Optional[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="archc compile time per stage (seconds, median)")
-    for col in ("model", "kind", "nodes", "runs", *STAGES, "total", "ms/node"):
+    for col in ("model", "kind", "nodes", "runs", *STAGES, "total", "ms/node", "other"):
         table.add_column(col, justify="left" if col in ("model", "kind") else "right")
     for r in rows:
         if "total" not in r:
@@ -117,12 +120,14 @@ def print_table(rows: list[dict], fit: Optional[dict]) -> None:
             continue
         table.add_row(r["name"], r["kind"], str(r["nodes"]), str(r["repeats"]),
                       *(f"{r[s]:.3f}" for s in STAGES), f"{r['total']:.3f}",
-                      f"{1e3 * r['total'] / r['nodes']:.2f}")
-    console = Console()
+                      f"{1e3 * r['total'] / r['nodes']:.2f}", f"{r['other_load']:.0%}")
+    console = Console(width=200)
     console.print(table)
     if fit:
         slopes = ", ".join(f"{s} {fit[s]['slope']:.2f}" for s in (*STAGES, "total"))
         console.print(f"chain growth, log-log slope of seconds vs nodes: {slopes}")
+    console.print("other = median share of the CPUs used by other processes meanwhile "
+                  "(above ~5%, a figure may be inflated by contention)")
     for r in rows:
         if "error" in r:
             console.print(f"[red]{r['name']} failed in {r['error']['stage']}:[/red]\n"

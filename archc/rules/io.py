@@ -35,12 +35,13 @@ def shrink_parameter(node, cc) -> None:
     if not isinstance(value, torch.Tensor):
         return
     new = value.detach()
-    for d in range(new.dim()):
-        keep = cc.keep(node, d)
+    keeps = [cc.keep(node, d) for d in range(new.dim())]
+    for d, keep in enumerate(keeps):
         if keep is not None:
             new = new.index_select(d, torch.as_tensor(keep, dtype=torch.long))
     if new.shape == value.shape:
         return
+    cc.note(node.target, keeps)
     owner_name, _, attr = node.target.rpartition(".")
     owner = cc.gm.get_submodule(owner_name) if owner_name else cc.gm
     if isinstance(value, nn.Parameter):

@@ -67,8 +67,13 @@ def shrink_conv(node, cc) -> None:
         w = m.weight[ki] if transposed else m.weight[ko]
         new.groups = len(ko) // (m.out_channels // m.groups)
     new.weight = _param(w, m.weight)
+    if m.groups == 1:
+        cc.note(f"{node.target}.weight", [ki, ko] if transposed else [ko, ki])
+    else:
+        cc.note(f"{node.target}.weight", [ki, None] if transposed else [ko, None])
     if m.bias is not None:
         new.bias = _param(m.bias[ko], m.bias)
+        cc.note(f"{node.target}.bias", [ko])
     new.in_channels, new.out_channels = len(ki), len(ko)
     cc.replace_module(node, new)
 
@@ -91,8 +96,10 @@ def shrink_linear(node, cc) -> None:
     ki, ko = _index(keep_in, m.in_features), _index(keep_out, m.out_features)
     new = copy.deepcopy(m)
     new.weight = _param(m.weight[ko][:, ki], m.weight)
+    cc.note(f"{node.target}.weight", [ko, ki])
     if m.bias is not None:
         new.bias = _param(m.bias[ko], m.bias)
+        cc.note(f"{node.target}.bias", [ko])
     new.in_features, new.out_features = len(ki), len(ko)
     cc.replace_module(node, new)
 
@@ -112,6 +119,7 @@ def shrink_batch_norm(node, cc) -> None:
     for name in ("weight", "bias"):
         if getattr(m, name) is not None:
             setattr(new, name, _param(getattr(m, name)[k], getattr(m, name)))
+            cc.note(f"{node.target}.{name}", [k])
     for name in ("running_mean", "running_var"):
         if getattr(m, name, None) is not None:
             setattr(new, name, getattr(m, name)[k].clone())
@@ -155,6 +163,7 @@ def shrink_group_norm(node, cc) -> None:
     new.num_channels = len(k)
     if m.affine:
         new.weight, new.bias = _param(m.weight[k], m.weight), _param(m.bias[k], m.bias)
+        cc.note(f"{node.target}.weight", [k]), cc.note(f"{node.target}.bias", [k])
     cc.replace_module(node, new)
 
 
@@ -187,6 +196,7 @@ def shrink_embedding(node, cc) -> None:
         return
     new = copy.deepcopy(m)
     new.weight = _param(m.weight[:, _index(keep, m.embedding_dim)], m.weight)
+    cc.note(f"{node.target}.weight", [None, keep])
     new.embedding_dim = len(keep)
     cc.replace_module(node, new)
 
