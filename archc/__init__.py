@@ -9,6 +9,7 @@ Example:
     >>> gated = archc.passes.insert_filters(gm)
     >>> small = archc.compact(gated)
 """
+from .api import search
 from .compact import compact
 from .depgraph import analyse, dependency_graph
 from .errors import AnalysisError, ArchcError, CompactionError, ExportError, TraceError, UserFileError
@@ -21,7 +22,7 @@ from .trace import trace
 from . import passes  # noqa: E402  (archc.passes, packaged from ./passes)
 
 __all__ = [
-    "trace", "analyse", "compact", "export_onnx", "report", "Report", "GroupRow", "dependency_graph", "channel_groups", "ChannelGroup", "Filter", "filters",
+    "trace", "analyse", "compact", "search", "export_onnx", "report", "Report", "GroupRow", "dependency_graph", "channel_groups", "ChannelGroup", "Filter", "filters",
     "passes", "ArchcError", "TraceError", "AnalysisError", "CompactionError", "ExportError",
     "UserFileError",
 ]

@@ -7,7 +7,7 @@ The file defines plain functions; only ``model`` is required::
     def data(): ...            # an iterable of (inputs, target) batches, or a (train, val) pair
     def loss(output, target) -> Tensor: ...        # default: cross-entropy
     def metric(output, target) -> float: ...       # default: top-1 accuracy
-    def optimizer(model) -> torch.optim.Optimizer: ...
+    def optimizer(params) -> torch.optim.Optimizer: ...   # default: Adam
 
 Example::
 
@@ -41,7 +41,7 @@ _HINTS = {
     "data": "define `def data()` returning an iterable of (inputs, target) batches",
     "loss": "define `def loss(output, target) -> torch.Tensor`",
     "metric": "define `def metric(output, target) -> float`",
-    "optimizer": "define `def optimizer(model) -> torch.optim.Optimizer`",
+    "optimizer": "define `def optimizer(params) -> torch.optim.Optimizer`",
 }
 
 
@@ -64,7 +64,7 @@ class UserSpec:
     loss_fn: Callable[[Any, Any], torch.Tensor] = F.cross_entropy
     metric_fn: Callable[[Any, Any], float] = accuracy
     example_input_fn: Optional[Callable[[], Any]] = None
-    optimizer_fn: Optional[Callable[[torch.nn.Module], Any]] = None
+    optimizer_fn: Optional[Callable[[Any], Any]] = None  # called with the model's parameters
     module: Optional[ModuleType] = None
 
     def model(self) -> torch.nn.Module:

@@ -142,9 +142,19 @@ CHAIN_FIXED_NODES = 5  # placeholder, stem, mean, head, output
 
 
 def deep_chain(n_blocks: int, width: int = 16, seed: int = 0) -> nn.Module:
-    """A residual conv-bn-relu chain with ``4 * n_blocks + 5`` fx graph nodes, eval mode."""
+    """A residual conv-bn-relu chain with ``4 * n_blocks + 5`` fx graph nodes, eval mode.
+
+    Each residual branch's BatchNorm affine is scaled by ``1/sqrt(n_blocks)`` (as Fixup /
+    SkipInit do) so activations stay finite: unscaled, they overflow to inf/NaN past ~500
+    blocks, which would make compaction's output check meaningless.
+    """
     torch.manual_seed(seed)
-    return _randomise_norms(DeepChain(n_blocks, width), seed)
+    model = _randomise_norms(DeepChain(n_blocks, width), seed)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.bn.weight.mul_(n_blocks ** -0.5)
+            block.bn.bias.mul_(n_blocks ** -0.5)
+    return model
 
 
 def chain_blocks_for(nodes: int) -> int:

@@ -25,6 +25,7 @@ import operator
 import statistics
 import sys
 import tempfile
+from collections import Counter
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -97,6 +98,13 @@ def variants(model: nn.Module, inputs: tuple, fractions, seed: int) -> list[dict
     return out
 
 
+def _op_counts(path: Path) -> dict[str, int]:
+    """How many nodes of each op type the exported ONNX graph has."""
+    import onnx
+
+    return dict(Counter(n.op_type for n in onnx.load(str(path)).graph.node).most_common())
+
+
 def sessions(path: Path, threads: int) -> dict[str, Any]:
     """One onnxruntime session per usable provider: CPU always, CUDA when there is a GPU."""
     import onnxruntime as ort
@@ -135,6 +143,7 @@ def measure(name: str, make: Callable, batches: list[int], args, tmp: Path) -> l
     for v in vs:
         v["onnx"] = tmp / f"{name}_{int(v['fraction'] * 100)}.onnx"
         export_onnx(v.pop("module"), inputs, v["onnx"])
+        v["onnx_ops"] = _op_counts(v["onnx"])
         v["sessions"] = sessions(v["onnx"], args.threads)
     rows = []
     for batch in batches:
@@ -154,7 +163,7 @@ def _row(name, batch, provider, v, times, base, load) -> dict[str, Any]:
             "params": v["params"], "flops": v["flops"], "flops_counter": v["flops_counter"],
             "params_ratio": v["params"] / base["params"], "flops_ratio": v["flops"] / base["flops"],
             "median_ms": med, "p90_ms": float(np.percentile(times, 90)), "runs": len(times),
-            "compact_s": v.get("compact_s"), "other_load": round(load, 3), "times_ms": times}
+            "compact_s": v.get("compact_s"), "onnx_ops": v["onnx_ops"], "other_load": round(load, 3), "times_ms": times}
 
 
 def add_latency_ratios(rows: list[dict]) -> None:

@@ -1,0 +1,37 @@
+"""``archc.search``: the Python entry point of the search, for your own pipelines."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from .search import SearchConfig, SearchResult, Task, _loader, run_search
+
+
+def search(
+    model: Union[torch.nn.Module, Callable[[], torch.nn.Module]], train: Any, val: Any, *,
+    example_inputs: Optional[tuple] = None, loss: Callable = F.cross_entropy,
+    metric: Optional[Callable] = None, optimizer: Optional[Callable] = None,
+    console=None, progress: bool = True, **settings: Any,
+) -> SearchResult:
+    """Learn the widths of ``model`` on ``train`` (datasets or loaders of ``(inputs..., target)``).
+
+    ``settings`` are the fields of :class:`archc.search.SearchConfig` (``lam``, ``epochs``,
+    ``batch_size``, ``lr``, ``regularizer``, ``shrink_every``, ``out``, ``resume`` ...). The
+    returned model is the shrunk gated model; ``archc.compact(result.model)`` gives the real one.
+
+    Example:
+        >>> result = archc.search(net, train_ds, val_ds, lam=1e-3, epochs=3, out="runs/net")
+        >>> small = archc.compact(result.model)
+    """
+    cfg = SearchConfig(**settings)
+    factory = model if not isinstance(model, torch.nn.Module) else (lambda: copy.deepcopy(model))
+    if example_inputs is None:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        first = next(iter(_loader(train, cfg.batch_size, False, gen)))
+        example_inputs = tuple(first[:-1])
+    task = Task(model_fn=factory, train=train, val=val, example_inputs=tuple(example_inputs),
+                loss_fn=loss, metric_fn=metric, optimizer_fn=optimizer)
+    return run_search(task, cfg, console=console, progress=progress)

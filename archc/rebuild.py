@@ -1,0 +1,44 @@
+"""Rebuild a (possibly shrunk) gated model from its model factory and surviving gate channels.
+
+A checkpoint does not pickle the model: it records, for each gate, which of its original
+channels survive. Tracing the user's model again, gating it the same way, closing the other
+channels and compacting without folding gives back the exact architecture whose weights
+the checkpoint holds.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.fx as fx
+
+from .compact import compact
+from .errors import UserFileError
+from .passes import insert_filters
+from .trace import trace
+
+
+def build_gated(
+    model_fn: Callable[[], torch.nn.Module], example_inputs: tuple,
+    kept: Optional[dict[str, torch.Tensor]] = None, gate_init: str = "uniform",
+) -> fx.GraphModule:
+    """Trace ``model_fn()``, gate it, and shrink it to the ``kept`` gate channels (if given)."""
+    gated = insert_filters(trace(model_fn(), example_inputs), init=gate_init)
+    if not kept:
+        return gated
+    names = {name for name, m in gated.named_modules() if m.__class__.__name__ == "Filter"}
+    if set(kept) != names:
+        raise UserFileError(
+            "the model no longer has the channel groups the checkpoint was made with "
+            f"(gates {sorted(set(kept) ^ names)[:5]} differ).\n  fix: use the model file the search ran on"
+        )
+    shrunk = False
+    with torch.no_grad():
+        for name, channels in kept.items():
+            gate = gated.get_submodule(name)
+            closed = torch.ones(gate.size, dtype=torch.bool)
+            closed[channels] = False
+            gate.theta[closed] = -1.0
+            gate.theta[~closed] = gate.theta[~closed].abs() + 1.0  # open, whatever their init
+            shrunk |= bool(closed.any())
+    return compact(gated, fold=False, trials=1) if shrunk else gated

@@ -1,0 +1,270 @@
+"""The search: train a gated model with a sparsity penalty, shrinking it as channels die.
+
+Example:
+    >>> result = archc.search(model, train_set, val_set, lam=1e-3, epochs=5, out="runs/a")
+    >>> result.history[-1]["widths"]
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from . import sparsity
+from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .errors import UserFileError
+from .filters import filter_sites, filters
+from .rebuild import build_gated
+from .search_display import SearchDisplay
+from .shrink import shrink
+
+REGULARIZERS = ("l1", "group_lasso", "sparse_group_lasso")
+
+
+@dataclass
+class SearchConfig:
+    """Settings of one search (all plain data: they go into the checkpoint)."""
+
+    lam: float = 1e-4              # strength of the size penalty
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"        # adam | sgd, when the task brings no optimizer
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    regularizer: str = "l1"        # l1 on gates (ShrinkNets) | group_lasso | sparse_group_lasso
+    alpha: float = 0.5             # L1 share of the sparse group lasso
+    density_lam: float = 0.0       # extra penalty on the mean |weight| per layer (Tessera & Rosman)
+    shrink_every: int = 0          # optimizer steps between shrinks; 0: each epoch; -1: never
+    threshold: float = 0.0         # a gate at or below this is closed
+    device: str = "auto"
+    seed: int = 0
+    out: Optional[str] = None
+    resume: bool = False
+
+
+@dataclass
+class Task:
+    """What to search: a model factory, data, and how to score it."""
+
+    model_fn: Callable[[], torch.nn.Module]
+    train: Any
+    val: Any
+    example_inputs: tuple
+    loss_fn: Callable = F.cross_entropy
+    metric_fn: Optional[Callable] = None
+    optimizer_fn: Optional[Callable] = None
+    model_file: str = ""
+    model_sha256: str = ""
+
+
+@dataclass
+class SearchResult:
+    model: fx.GraphModule          # the shrunk gated model (compact it with archc.compact)
+    history: list[dict] = field(default_factory=list)
+    checkpoint: Optional[Path] = None
+
+
+def _accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
+    return (output.argmax(dim=1) == target).float().mean().item()
+
+
+def _loader(data: Any, batch_size: int, shuffle: bool, gen: torch.Generator) -> Any:
+    if isinstance(data, Dataset):
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=gen)
+    return data
+
+
+def _split(batch: Any, device: torch.device) -> tuple[tuple, Any]:
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise UserFileError("each batch must be (inputs..., target).\n  fix: make data() yield (x, y) pairs")
+    return tuple(t.to(device) for t in batch[:-1]), batch[-1].to(device)
+
+
+class _Run:
+    """The state of one search; methods are the steps of the loop."""
+
+    def __init__(self, task: Task, cfg: SearchConfig, display: SearchDisplay) -> None:
+        self.task, self.cfg, self.display = task, cfg, display
+        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                                   else ("cpu" if cfg.device == "auto" else cfg.device))
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.history: list[dict] = []
+        self.epoch, self.step = 0, 0
+        self.out = Path(cfg.out) if cfg.out else None
+        torch.manual_seed(cfg.seed)
+        state = self._resume_state()
+        self.model = build_gated(task.model_fn, task.example_inputs, state["kept"] if state else None,
+                                 gate_init="ones" if cfg.regularizer != "l1" else "uniform")
+        self.kept = state["kept"] if state else {n: torch.arange(f.size) for n, f in self._named_filters()}
+        self.labels = state["labels"] if state else _gate_labels(self.model)
+        if state:
+            self.model.load_state_dict(state["model_state"])
+        self.model.to(self.device)
+        self.optimizer = self._make_optimizer()
+        if state:
+            self.optimizer.load_state_dict(state["optimizer_state"])
+            torch.set_rng_state(state["rng"]), self.gen.set_state(state["loader_rng"])
+            self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
+
+    def _resume_state(self) -> Optional[dict]:
+        if not (self.cfg.resume and self.out and (self.out / "checkpoint.pt").exists()):
+            return None
+        state = load_checkpoint(self.out / "checkpoint.pt")
+        if self.task.model_sha256 and state["model_sha256"] != self.task.model_sha256:
+            raise UserFileError(f"{self.task.model_file} changed since the checkpoint in {self.out} was "
+                                "written.\n  fix: restore the file, or start a new search with another --out")
+        return state
+
+    def _named_filters(self):
+        return [(n, m) for n, m in self.model.named_modules() if m in set(filters(self.model))]
+
+    def _make_optimizer(self):
+        params = list(self.model.parameters())
+        if self.cfg.regularizer != "l1":
+            for f in filters(self.model):  # gates only book-keep; the weights' prox decides
+                f.theta.requires_grad_(False)
+            params = [p for p in params if p.requires_grad]
+        if self.task.optimizer_fn is not None:
+            opt = self.task.optimizer_fn(params)
+        elif self.cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.groups = sparsity.channel_weight_groups(self.model) if self.cfg.regularizer != "l1" else []
+        return opt
+
+    def penalty(self) -> torch.Tensor:
+        cfg = self.cfg
+        total = torch.zeros((), device=self.device)
+        if cfg.regularizer == "l1":
+            total = total + cfg.lam * sparsity.gate_l1(self.model)
+        if cfg.density_lam:
+            total = total + cfg.density_lam * sparsity.density_penalty(self.model)
+        return total
+
+    def train_step(self, batch) -> float:
+        inputs, target = _split(batch, self.device)
+        loss = self.task.loss_fn(self.model(*inputs), target)
+        total = loss + self.penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        if self.groups:
+            alpha = self.cfg.alpha if self.cfg.regularizer == "sparse_group_lasso" else 0.0
+            sparsity.proximal_step(self.groups, self.cfg.lam, alpha, self.optimizer.param_groups[0]["lr"])
+        self.step += 1
+        return float(loss.detach())
+
+    def shrink_now(self) -> int:
+        if self.groups:
+            sparsity.close_gates_of_zero_groups(self.groups)
+        self.model, removed = shrink(self.model, self.optimizer, threshold=self.cfg.threshold)
+        slices = self.model.meta.get("archc.param_slices", {})
+        for name in self.kept:
+            if f"{name}.theta" in slices:
+                self.kept[name] = self.kept[name][slices[f"{name}.theta"][0]]
+        if self.groups:
+            self.groups = sparsity.channel_weight_groups(self.model)
+        return removed
+
+    def widths(self) -> dict[str, int]:
+        alive = {n: int((f.theta.detach() > self.cfg.threshold).sum()) for n, f in self._named_filters()}
+        return {self.labels[n]: alive[n] for n in alive}
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def _gate_labels(gm: fx.GraphModule) -> dict[str, str]:
+    """Name each gate after the first layer whose channels it gates."""
+    labels: dict[str, str] = {}
+    for node, gate, site in filter_sites(gm):
+        x = node.args[0]
+        label = x.target if x.op in ("call_module", "get_attr") else x.name
+        labels.setdefault(node.target, str(label))
+    return labels
+
+
+def run_search(task: Task, cfg: SearchConfig, *, console=None, progress: bool = True) -> SearchResult:
+    """Run (or resume) a search; writes ``log.jsonl`` and ``checkpoint.pt`` to ``cfg.out``."""
+    if cfg.regularizer not in REGULARIZERS:
+        raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {cfg.regularizer!r}")
+    with SearchDisplay(console, progress) as display:
+        run = _Run(task, cfg, display)
+        train = _loader(task.train, cfg.batch_size, True, run.gen)
+        val = _loader(task.val, cfg.batch_size, False, run.gen)
+        for epoch in range(run.epoch, cfg.epochs):
+            record = _train_epoch(run, train, val, epoch)
+            run.history.append(record)
+            run.epoch = epoch + 1
+            _save(run)
+    return SearchResult(run.model, run.history, run.out / "checkpoint.pt" if run.out else None)
+
+
+def _train_epoch(run: _Run, train, val, epoch: int) -> dict:
+    cfg = run.cfg
+    run.display.start_epoch(epoch, cfg.epochs, len(train), run.params(), run.widths())
+    run.model.train()
+    start, losses, removed = time.perf_counter(), [], 0
+    for batch in train:
+        losses.append(run.train_step(batch))
+        if cfg.shrink_every > 0 and run.step % cfg.shrink_every == 0:
+            removed += run.shrink_now()
+        run.display.step(losses[-1], run.params(), run.widths())
+    if cfg.shrink_every == 0:
+        removed += run.shrink_now()
+    seconds = time.perf_counter() - start
+    record = {"epoch": epoch + 1, "seconds": seconds, "train_loss": sum(losses) / max(len(losses), 1),
+              "val_metric": evaluate(run.model, val, run.task.metric_fn or _accuracy, run.device),
+              "params": run.params(), "removed": removed, "widths": run.widths(),
+              "density": _mean(sparsity.density(run.model))}
+    run.display.end_epoch(record)
+    return record
+
+
+def _mean(values: dict) -> float:
+    return sum(values.values()) / len(values) if values else 0.0
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data, metric_fn: Callable, device=torch.device("cpu")) -> float:
+    """Batch-size-weighted mean of ``metric_fn(output, target)`` over ``data`` (eval mode)."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in data:
+        inputs, target = _split(batch, device)
+        n = len(target)
+        total += float(metric_fn(model(*inputs), target)) * n
+        count += n
+    model.train(was)
+    return total / max(count, 1)
+
+
+def _save(run: _Run) -> None:
+    if run.out is None:
+        return
+    state = {
+        "epoch": run.epoch, "step": run.step, "settings": asdict(run.cfg),
+        "model_state": run.model.state_dict(), "kept": run.kept, "labels": run.labels,
+        "optimizer_state": run.optimizer.state_dict(), "rng": torch.get_rng_state(),
+        "loader_rng": run.gen.get_state(), "history": run.history,
+        "model_file": run.task.model_file, "model_sha256": run.task.model_sha256,
+        "example_shapes": [list(t.shape) for t in run.task.example_inputs],
+    }
+    save_checkpoint(run.out / "checkpoint.pt", state)
+    lines = "".join(json.dumps(r) + "\n" for r in run.history)
+    atomic_write_bytes(run.out / "log.jsonl", lambda f: f.write(lines.encode()))
+
+
+def file_sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
