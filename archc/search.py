@@ -71,6 +71,7 @@ class SearchResult:
     model: fx.GraphModule          # the shrunk gated model (compact it with archc.compact)
     history: list[dict] = field(default_factory=list)
     checkpoint: Optional[Path] = None
+    initial_widths: dict[str, int] = field(default_factory=dict)
 
 
 def _accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
@@ -108,6 +109,7 @@ class _Run:
         self.labels = state["labels"] if state else _gate_labels(self.model)
         if state:
             self.model.load_state_dict(state["model_state"])
+        self.initial_widths = state["initial_widths"] if state else self.widths()
         self.model.to(self.device)
         self.optimizer = self._make_optimizer()
         if state:
@@ -189,6 +191,13 @@ def _gate_labels(gm: fx.GraphModule) -> dict[str, str]:
     labels: dict[str, str] = {}
     for node, gate, site in filter_sites(gm):
         x = node.args[0]
+        for _ in range(3):  # past a norm or activation, to the conv/linear that makes the channels
+            module = gm.get_submodule(x.target) if x.op == "call_module" else None
+            if module is None or hasattr(module, "out_channels") or hasattr(module, "out_features"):
+                break
+            if not x.args or not isinstance(x.args[0], fx.Node):
+                break
+            x = x.args[0]
         label = x.target if x.op in ("call_module", "get_attr") else x.name
         labels.setdefault(node.target, str(label))
     return labels
@@ -207,7 +216,8 @@ def run_search(task: Task, cfg: SearchConfig, *, console=None, progress: bool = 
             run.history.append(record)
             run.epoch = epoch + 1
             _save(run)
-    return SearchResult(run.model, run.history, run.out / "checkpoint.pt" if run.out else None)
+    return SearchResult(run.model, run.history, run.out / "checkpoint.pt" if run.out else None,
+                        run.initial_widths)
 
 
 def _train_epoch(run: _Run, train, val, epoch: int) -> dict:
@@ -256,6 +266,7 @@ def _save(run: _Run) -> None:
     state = {
         "epoch": run.epoch, "step": run.step, "settings": asdict(run.cfg),
         "model_state": run.model.state_dict(), "kept": run.kept, "labels": run.labels,
+        "initial_widths": run.initial_widths,
         "optimizer_state": run.optimizer.state_dict(), "rng": torch.get_rng_state(),
         "loader_rng": run.gen.get_state(), "history": run.history,
         "model_file": run.task.model_file, "model_sha256": run.task.model_sha256,

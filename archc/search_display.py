@@ -19,6 +19,8 @@ class SearchDisplay:
     def __init__(self, console: Optional[Console], enabled: bool = True) -> None:
         self.console = console or Console(stderr=True)
         self.enabled = enabled
+        self.lines = enabled and not self.console.is_terminal  # logs and CI: one line per epoch
+        enabled = enabled and not self.lines
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("metric {task.fields[metric]}"),
@@ -43,5 +45,11 @@ class SearchDisplay:
         self.progress.update(self.task, advance=1, loss=loss, params=f"{params:,}", widths=widths_text(widths))
 
     def end_epoch(self, record: dict) -> None:
+        if self.lines:
+            self.console.print(
+                f"epoch {record['epoch']}: loss {record['train_loss']:.4f}  metric {record['val_metric']:.4f}  "
+                f"params {record['params']:,}  {record['seconds']:.2f}s  {widths_text(record['widths'])}",
+                highlight=False, soft_wrap=True)
+            return
         self.progress.update(self.task, metric=f"{record['val_metric']:.4f}", loss=record["train_loss"],
                              params=f"{record['params']:,}", widths=widths_text(record["widths"]))

@@ -119,6 +119,17 @@ class OtherLoad:
         self.share = max(0.0, other / (wall * hz * cpus)) if wall > 0 else 0.0
 
 
+def wait_quiet(max_share: float = 0.1, max_wait: float = 30.0, window: float = 0.5) -> float:
+    """Sleep until other processes use at most ``max_share`` of the CPUs (over ``window``
+    seconds), for at most ``max_wait`` seconds; returns the last share seen."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        with OtherLoad() as load:
+            time.sleep(window)
+        if load.share <= max_share or time.monotonic() >= deadline:
+            return load.share
+
+
 def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
     """``(fn(*args, **kwargs), seconds)`` on the wall clock."""
     t0 = time.perf_counter()

@@ -104,5 +104,7 @@ def main() -> None:
     app()
 
 
+from . import pipeline  # noqa: E402,F401  (registers search and compact)
+
 if __name__ == "__main__":
     main()

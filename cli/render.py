@@ -74,3 +74,25 @@ def render_report(rep: Any, console: Console) -> None:
         console.print(groups_table(rep))
     if rep.unprunable:
         console.print(unprunable_table(rep))
+
+
+def widths_table(before: dict, after: dict, title: str = "Widths") -> Table:
+    """Layer | before | after | kept, one row per layer."""
+    table = Table(title=title)
+    for col, justify in (("layer", "left"), ("before", "right"), ("after", "right"), ("kept", "right")):
+        table.add_column(col, justify=justify)
+    for name, b in before.items():
+        a = after.get(name, b)
+        table.add_row(escape(str(name)), str(b), str(a), f"{a / b:.0%}" if b else "-")
+    return table
+
+
+def compact_summary(report: dict, out_dir: Any) -> str:
+    """Params and FLOPs before/after, the metric, and where the files went."""
+    p0, p1 = report["params_before"], report["params_after"]
+    f0, f1 = report["flops_before"], report["flops_after"]
+    return (f"params {human(p0)} -> [bold]{human(p1)}[/bold] ({p1 / max(p0, 1):.0%}), "
+            f"FLOPs {human(f0)} -> [bold]{human(f1)}[/bold] ({f1 / max(f0, 1):.0%}), "
+            f"validation metric [bold]{report['metric']:.4f}[/bold]\n"
+            f"wrote {escape(str(out_dir))}: model.py, weights.safetensors, model.onnx, report.json, "
+            "report.md, widths.png, width_history.png")

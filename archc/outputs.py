@@ -1,0 +1,135 @@
+"""``archc compact checkpoint.pt -o DIR``: from a search checkpoint to a deployable folder.
+
+DIR receives ``model.py`` (plain PyTorch, no archc needed) with ``weights.safetensors``,
+``model.onnx`` (verified in onnxruntime), ``report.json``, ``report.md``, and two plots:
+``widths.png`` (per layer, before and after) and ``width_history.png`` (over training).
+
+Example:
+    >>> summary = compact_checkpoint("runs/digits/checkpoint.pt", "runs/digits/compact")
+    >>> summary["params_after"] < summary["params_before"]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from . import flops as _flops
+from .checkpoint import atomic_write_bytes, load_checkpoint
+from .compact import compact
+from .errors import UserFileError
+from .export import export_onnx
+from .rebuild import build_gated
+from .search import _accuracy, _loader, _split, evaluate
+from .trace import trace
+from .userfile import UserSpec, load_user_file
+
+_WIDTH_ATTRS = ("out_channels", "out_features", "embedding_dim")
+
+
+def layer_widths(model: nn.Module) -> dict[str, int]:
+    """Output width of every conv, linear and embedding layer, by module path."""
+    widths = {}
+    for name, m in model.named_modules():
+        attr = next((a for a in _WIDTH_ATTRS if hasattr(m, a)), None)
+        if attr:
+            widths[name] = getattr(m, attr)
+    return widths
+
+
+def _spec_for(state: dict, model_file: Optional[Union[str, Path]]) -> UserSpec:
+    path = Path(model_file or state["model_file"])
+    spec = load_user_file(path)
+    if model_file is None and spec.sha256 != state["model_sha256"]:
+        raise UserFileError(
+            f"{path} changed since the search that wrote this checkpoint.\n"
+            "  fix: restore the file, or pass --model with the file the search ran on"
+        )
+    return spec
+
+
+def _train_val(spec: UserSpec, batch_size: int, seed: int) -> tuple[Any, Any]:
+    data = spec.data()
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise UserFileError(f"{spec.path}: `data()` must return (train, val).\n  fix: return two datasets or loaders")
+    gen = torch.Generator().manual_seed(seed)
+    return _loader(data[0], batch_size, True, gen), _loader(data[1], batch_size, False, gen)
+
+
+def _finetune(model: nn.Module, train: Any, spec: UserSpec, epochs: int, lr: float) -> None:
+    opt = spec.optimizer_fn(model.parameters()) if spec.optimizer_fn else torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for batch in train:
+            inputs, target = _split(batch, torch.device("cpu"))
+            opt.zero_grad(set_to_none=True)
+            spec.loss_fn(model(*inputs), target).backward()
+            opt.step()
+    model.eval()
+
+
+def compact_checkpoint(
+    checkpoint: Union[str, Path], out_dir: Union[str, Path], *, model_file: Optional[Union[str, Path]] = None,
+    threshold: float = 0.0, finetune: int = 0,
+) -> dict:
+    """Rebuild the searched model, compact it, optionally fine-tune, and write DIR. Returns report.json."""
+    state = load_checkpoint(checkpoint)
+    spec = _spec_for(state, model_file)
+    settings = state["settings"]
+    inputs = spec.example_inputs()
+    original = spec.model()
+    gated = build_gated(spec.model, inputs, state["kept"])
+    gated.load_state_dict(state["model_state"])
+    small = compact(gated, threshold)
+    train, val = _train_val(spec, settings["batch_size"], settings["seed"])
+    if finetune:
+        _finetune(small, train, spec, finetune, settings["lr"])
+    small.eval()
+    out = Path(out_dir)
+    from .emit import write_model_dir  # heavy imports only when writing
+
+    write_model_dir(small, out, inputs)
+    onnx = export_onnx(small, inputs, out / "model.onnx")
+    before, after = layer_widths(original), layer_widths(small)
+    report = {
+        "params_before": sum(p.numel() for p in original.parameters()),
+        "params_after": sum(p.numel() for p in small.parameters()),
+        "flops_before": _flops.count(trace(original, inputs)), "flops_after": _flops.count(small),
+        "metric": evaluate(small, val, spec.metric_fn or _accuracy),
+        "layers": [{"name": n, "width_before": w, "width_after": after.get(n, w)} for n, w in before.items()],
+        "threshold": threshold, "finetune_epochs": finetune, "checkpoint": str(checkpoint),
+        "onnx_providers": onnx.providers, "onnx_max_rel_err": onnx.max_rel_err,
+        "search": {k: settings[k] for k in ("lam", "epochs", "regularizer", "lr", "batch_size", "seed")},
+    }
+    _write_reports(out, report, list(state["history"]))
+    return report
+
+
+def _write_reports(out: Path, report: dict, history: list[dict]) -> None:
+    from .plots import plot_width_history, plot_widths
+
+    atomic_write_bytes(out / "report.json", lambda f: f.write(json.dumps(report, indent=2).encode()))
+    atomic_write_bytes(out / "report.md", lambda f: f.write(report_markdown(report).encode()))
+    plot_widths(report["layers"], out / "widths.png")
+    if history:
+        plot_width_history(history, out / "width_history.png")
+
+
+def report_markdown(report: dict) -> str:
+    """A human-readable summary of report.json."""
+    ratio = report["params_after"] / max(report["params_before"], 1)
+    lines = [
+        "# archc compact report", "",
+        f"- parameters: {report['params_before']:,} -> {report['params_after']:,} ({ratio:.1%})",
+        f"- FLOPs per example: {report['flops_before']:,} -> {report['flops_after']:,}",
+        f"- validation metric of the compact model: {report['metric']:.4f}"
+        + (f" (after {report['finetune_epochs']} fine-tuning epochs)" if report["finetune_epochs"] else ""),
+        f"- search: {report['search']}", "",
+        "| layer | width before | width after |", "|---|---:|---:|",
+    ]
+    lines += [f"| {r['name']} | {r['width_before']} | {r['width_after']} |" for r in report["layers"]]
+    lines += ["", "![widths](widths.png)", "", "![width over training](width_history.png)", ""]
+    return "\n".join(lines)
