@@ -13,10 +13,10 @@ Example::
 from __future__ import annotations
 
 import builtins
-import importlib
 import importlib.util
 import inspect
 import io
+import keyword
 import math
 import os
 import re
@@ -39,6 +39,7 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _SPECIAL = {"inf": "from math import inf", "nan": "from math import nan",
             "NoneType": "NoneType = type(None)", "device": "from torch import device"}
 _IMPORTABLE = ({"torch"} | set(sys.stdlib_module_names)) - {"__main__"}
+_RESERVED = {"Path", "torch", "nn", "load_file", "WEIGHTS", "_ALIASES", "_install", "_param", "_buffer", "load"}
 _INIT_ONLY = {"init"}  # attributes that only seed random initialisation (PReLU)
 _HELPERS = {
     "_install": '''def _install(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -242,7 +243,7 @@ def _imports(gm: torch.fx.GraphModule, code: Any, body: str) -> list[str]:
     for name, value in sorted({**code.globals, "inf": math.inf, "nan": math.nan}.items()):
         if name not in used or name in ("torch", "nn"):
             continue
-        line = _global_line(name, value)
+        line = None if name in _RESERVED else _global_line(name, value)
         if line is None:
             problem = f"the graph uses {value!r} (global {name!r}), which is not importable from torch or the standard library"
             nodes = {n.name: n for n in gm.graph.nodes}
@@ -261,7 +262,7 @@ def _weights(gm: torch.fx.GraphModule, extra: dict[str, torch.Tensor]) -> tuple[
     safetensors refuses tensors that share memory: exact aliases are stored once (load() restores
     them from ``_ALIASES``); overlapping views are copied.
     """
-    tensors, aliases, owners = {}, {}, {}
+    tensors, aliases, owners, storages = {}, {}, {}, set()
     for key, t in {**gm.state_dict(), **extra}.items():
         t = t.detach()
         view = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
@@ -270,14 +271,15 @@ def _weights(gm: torch.fx.GraphModule, extra: dict[str, torch.Tensor]) -> tuple[
             continue
         owners[view] = key
         whole = t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size()
-        tensors[key] = t.cpu().contiguous() if whole else t.cpu().clone().contiguous()
+        tensors[key] = t.cpu().contiguous() if whole and view[0] not in storages else t.cpu().clone().contiguous()
+        storages.add(view[0] if t.numel() else None)
     return tensors, aliases
 
 
 def _render(gm: torch.fx.GraphModule, class_name: str, model_name: str | None) -> tuple[str, dict]:
     """The source of model.py and the tensors of weights.safetensors."""
-    if not class_name.isidentifier():
-        raise ArchcError(f"class_name {class_name!r} is not a Python identifier")
+    if not class_name.isidentifier() or keyword.iskeyword(class_name) or class_name in _RESERVED:
+        raise ArchcError(f"class_name {class_name!r} is not a free Python identifier")
     if type(gm.graph._codegen) is not torch.fx.graph.CodeGen:
         raise ArchcError(f"the graph uses {type(gm.graph._codegen).__name__}; only plain fx code can be emitted")
     lines, extra = _tree(gm)
@@ -288,13 +290,13 @@ def _render(gm: torch.fx.GraphModule, class_name: str, model_name: str | None) -
         lines += [f"for name in {frozen!r}:  # frozen in the source model",
                   "    self.get_parameter(name).requires_grad_(False)"]
     code = gm.graph.python_code(root_module="self")
-    forward = "\n".join(ln.rstrip() for ln in code.src.strip().splitlines()).replace("\n", "\n    ")
+    forward = "\n    ".join(ln.rstrip() for ln in code.src.strip().splitlines() if ln.strip())
     init = "".join(f"\n        {ln}" for ln in lines)
     imports = "".join(ln + "\n" for ln in _imports(gm, code, forward + init))
     helpers = "\n\n\n".join(h for name, h in _HELPERS.items() if name + "(" in init)
     alias_text = "{" + "".join(f"\n    {k!r}: {v!r}," for k, v in aliases.items()) + ("\n}" if aliases else "}")
     return _TEMPLATE.substitute(
-        name=" ".join(str(model_name or gm.meta.get("archc.model_name") or type(gm).__name__).split()),
+        name=" ".join(str(model_name or getattr(gm, "meta", {}).get("archc.model_name") or type(gm).__name__).split()),
         class_name=class_name,
         n_params=f"{sum(p.numel() for p in gm.parameters()):,}", imports=imports, aliases=alias_text,
         helpers=helpers, init=init, forward=forward), tensors
@@ -360,9 +362,10 @@ def write_model_dir(gm: torch.fx.GraphModule, out_dir: Union[str, os.PathLike], 
     model_py, weights = out / "model.py", out / "weights.safetensors"
     device = next(iter([*gm.parameters(), *gm.buffers()]), torch.empty(0)).device
     modes = {m: m.training for m in gm.modules()}
+    fresh = lambda: pytree.tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, tuple(example_inputs))  # noqa: E731
     try:
         with torch.no_grad():
-            want = gm.eval()(*example_inputs)
+            want = gm.eval()(*fresh())
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -370,7 +373,7 @@ def write_model_dir(gm: torch.fx.GraphModule, out_dir: Union[str, os.PathLike], 
         _atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
         _atomic(model_py, lambda tmp: tmp.write_text(source))
         with torch.no_grad():
-            err = _max_error(want, _import_file(model_py).load(device)(*example_inputs))
+            err = _max_error(want, _import_file(model_py).load(device)(*fresh()))
         if not err <= 1e-5:
             raise CompactionError(f"the emitted {model_py} differs from the compact graph (max error {err:.3g} "
                                   "relative to max(1, |output|)); nothing was kept. Please report this model.")

@@ -1,6 +1,7 @@
 """archc.emit writes a compact model as plain PyTorch that loads WITHOUT archc; archc.plots draws PNGs."""
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -42,21 +43,30 @@ _LOADER = textwrap.dedent("""
 def emitted(tmp_path_factory):
     """{name: (model.py path, expected output)} for every model in MODELS, plus the subprocess outputs."""
     root = tmp_path_factory.mktemp("emit")
-    done = {}
-    for name in MODELS:
-        model, inputs = ZOO[name]()
-        gated = archc.passes.insert_filters(archc.trace(model, inputs))
-        kill_channels(gated, 0.3)
-        small = archc.compact(gated).eval()
-        path = write_model_dir(small, root / name, inputs)
-        torch.save(inputs, root / name / "inputs.pt")
-        with torch.no_grad():
-            done[name] = (path, small(*inputs))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # these models are tiny; extra threads only slow a busy machine down
+    try:
+        done = {name: _emit(name, root) for name in MODELS}
+    finally:
+        torch.set_num_threads(threads)
     args = [str(a) for name in MODELS for a in (name, root / name)]
-    proc = subprocess.run([sys.executable, "-I", "-c", _LOADER, str(root / "outputs.pt"), *args], capture_output=True, text=True,
-                          cwd=root, timeout=120)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-I", "-c", _LOADER, str(root / "outputs.pt"), *args],
+                          capture_output=True, text=True, cwd=root, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return done, torch.load(root / "outputs.pt")
+
+
+def _emit(name, root):
+    """Gate, kill 30%, compact and emit ZOO[name]; returns (model.py path, expected output)."""
+    model, inputs = ZOO[name]()
+    gated = archc.passes.insert_filters(archc.trace(model, inputs))
+    kill_channels(gated, 0.3)
+    small = archc.compact(gated).eval()
+    path = write_model_dir(small, root / name, inputs)
+    torch.save(inputs, root / name / "inputs.pt")
+    with torch.no_grad():
+        return path, small(*inputs)
 
 
 @pytest.mark.parametrize("name", MODELS)

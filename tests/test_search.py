@@ -1,0 +1,109 @@
+"""The search loop: log and checkpoint every epoch, shrink as it goes, resume with nothing lost."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import archc
+from archc.cli.main import app
+from archc.checkpoint import load_checkpoint
+from archc.search import SearchConfig, Task, run_search
+from archc.userfile import load_user_file
+
+TINY = Path(__file__).with_name("tiny_task.py")
+REQUIRED = {"epoch", "seconds", "train_loss", "val_metric", "params", "widths"}
+
+
+def _task() -> Task:
+    spec = load_user_file(TINY)
+    train, val = spec.data()
+    return Task(model_fn=spec.model, train=train, val=val, example_inputs=spec.example_inputs(),
+                model_file=str(TINY), model_sha256=spec.sha256)
+
+
+def _cfg(out, **kw) -> SearchConfig:
+    base = dict(lam=3e-2, epochs=3, batch_size=32, lr=1e-2, out=str(out))
+    return SearchConfig(**{**base, **kw})
+
+
+def test_search_writes_a_log_line_and_a_checkpoint_per_epoch_and_shrinks(tmp_path):
+    result = run_search(_task(), _cfg(tmp_path), progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3] and all(REQUIRED <= set(r) for r in lines)
+    assert lines[-1]["params"] < lines[0]["params"] or lines[0]["removed"] > 0
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 3
+    small = archc.compact(result.model)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in _task().model_fn().parameters())
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path):
+    straight = run_search(_task(), _cfg(tmp_path / "a"), progress=False)
+    calls = iter(range(10**6))
+
+    def dies_in_epoch_two(output, target):  # the 14th training step of 10 per epoch
+        if next(calls) == 13:
+            raise _Interrupt
+        return torch.nn.functional.cross_entropy(output, target)
+
+    with pytest.raises(_Interrupt):
+        run_search(Task(**{**_task().__dict__, "loss_fn": dies_in_epoch_two}), _cfg(tmp_path / "b"), progress=False)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    resumed = run_search(_task(), _cfg(tmp_path / "b", resume=True), progress=False)
+    assert len(resumed.history) == len(straight.history) == 3
+    for mine, theirs in zip(resumed.history, straight.history):
+        assert {k: v for k, v in mine.items() if k != "seconds"} == {k: v for k, v in theirs.items() if k != "seconds"}
+    for (name, p), (_, q) in zip(resumed.model.state_dict().items(), straight.model.state_dict().items()):
+        assert torch.equal(p, q), name
+    logged = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 2, 3]
+
+
+def test_group_lasso_search_runs_and_closes_gates(tmp_path):
+    result = run_search(_task(), _cfg(tmp_path, regularizer="sparse_group_lasso", lam=3.0, epochs=2), progress=False)
+    assert sum(r["removed"] for r in result.history) > 0
+    assert result.history[-1]["params"] < sum(p.numel() for p in _task().model_fn().parameters())
+
+
+def test_cli_search_then_compact_writes_every_output(tmp_path):
+    runner = CliRunner()
+    model_py = tmp_path / "tiny.py"
+    shutil.copy(TINY, model_py)
+    res = runner.invoke(app, ["search", str(model_py), "--lam", "0.03", "--epochs", "2", "--batch-size", "32",
+                              "--lr", "0.01", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "Learned widths" in res.output
+    res = runner.invoke(app, ["compact", str(tmp_path / "run" / "checkpoint.pt"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"model.py", "weights.safetensors", "model.onnx", "report.json", "report.md",
+            "widths.png", "width_history.png"} <= files
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {"params_before", "params_after", "flops_before", "flops_after", "metric", "layers"} <= set(report)
+    assert report["params_after"] <= report["params_before"]
+    assert all({"name", "width_before", "width_after"} <= set(r) for r in report["layers"])
+
+
+def test_cli_refuses_a_malicious_checkpoint_without_a_traceback(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"format": "archc-checkpoint/1", "x": Evil()}, tmp_path / "evil.pt")
+    res = CliRunner().invoke(app, ["compact", str(tmp_path / "evil.pt")])
+    assert res.exit_code == 2 and "refused" in res.output and "Traceback" not in res.output
+
+
+def test_cli_search_on_a_file_without_data_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\ndef model():\n    return torch.nn.Linear(2, 2)\n")
+    res = CliRunner().invoke(app, ["search", str(bad), "--no-progress"])
+    assert res.exit_code == 2 and "data" in res.output and "Traceback" not in res.output
