@@ -91,7 +91,7 @@ def compact_checkpoint(
     out = Path(out_dir)
     from .emit import write_model_dir  # heavy imports only when writing
 
-    write_model_dir(small, out, inputs)
+    write_model_dir(small, out, inputs, model_name=f"{type(original).__name__} ({spec.path.name})")
     onnx = export_onnx(small, inputs, out / "model.onnx")
     before, after = layer_widths(original), layer_widths(small)
     report = {

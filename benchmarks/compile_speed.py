@@ -130,7 +130,8 @@ def print_table(rows: list[dict], fit: Optional[dict]) -> None:
             continue
         table.add_row(r["name"], r["kind"], str(r["nodes"]), str(r["repeats"]),
                       *(f"{r[s]:.3f}" for s in STAGES), f"{r['total']:.3f}",
-                      f"{1e3 * r['total'] / r['nodes']:.2f}", f"{r['other_load']:.0%}" + ("!" if r["contended"] else ""))
+                      f"{1e3 * r['total'] / r['nodes']:.2f}",
+                      f"{r['other_load']:.0%}" + ("!" if r["contended"] else ""))
     console = Console(width=200)
     console.print(table)
     if fit:

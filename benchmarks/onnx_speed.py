@@ -37,7 +37,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, OtherLoad, archc, command_line, error_record,  # noqa: E402
-                     kill_fraction, machine_info, n_params, write_json, zoo)
+                     kill_fraction, machine_info, n_params, wait_quiet, write_json, zoo)
 from models import resnet50  # noqa: E402
 
 ZOO_MODELS = ("resnet", "mobilenetv2", "vit", "convnext")
@@ -151,10 +151,23 @@ def measure(name: str, make: Callable, batches: list[int], args, tmp: Path) -> l
         for provider in vs[0]["sessions"]:
             sess = [v["sessions"][provider] for v in vs]
             feeds = [{s.get_inputs()[0].name: x.numpy()} for s in sess]
-            with OtherLoad() as load:
-                times = latency(sess, feeds, args.runs)
-            rows += [_row(name, batch, provider, v, t, vs[0], load.share) for v, t in zip(vs, times)]
+            times, share = _least_contended(sess, feeds, args)
+            rows += [_row(name, batch, provider, v, t, vs[0], share) for v, t in zip(vs, times)]
     return rows
+
+
+def _least_contended(sess: list, feeds: list, args) -> tuple[list[list[float]], float]:
+    """Latencies from the attempt that other processes disturbed least (retried if contended)."""
+    best: tuple[list[list[float]], float] | None = None
+    for _ in range(1 + args.retries):
+        wait_quiet(args.max_other, args.max_wait)
+        with OtherLoad() as load:
+            times = latency(sess, feeds, args.runs)
+        if best is None or load.share < best[1]:
+            best = (times, load.share)
+        if load.share <= args.max_other:
+            break
+    return best
 
 
 def _row(name, batch, provider, v, times, base, load) -> dict[str, Any]:
@@ -236,6 +249,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch8", action=argparse.BooleanOptionalAction, default=True,
                    help="also time ResNet-50 at batch 8")
     p.add_argument("--only", nargs="+", help="only these models (e.g. resnet50 vit)")
+    p.add_argument("--max-other", type=float, default=0.1,
+                   help="wait until other processes use at most this share of the CPUs")
+    p.add_argument("--max-wait", type=float, default=30.0, help="seconds to wait for that")
+    p.add_argument("--retries", type=int, default=2, help="extra timings of a contended model")
     p.add_argument("--quick", action="store_true", help="two zoo models, 50%% only, 10 runs")
     p.add_argument("--out", type=Path, default=RESULTS / "onnx_speed.json")
     args = p.parse_args(argv)

@@ -25,6 +25,7 @@ Rerun (from the repository root; ~25 min on a 2-core CPU, 3 epochs per lambda by
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -146,7 +147,7 @@ def plot(p: dict, path: Path) -> None:
             ax.plot([100], [PAPER_UNITS_100[r["lam"]]], "*", ms=11, color=line.get_color())
         bx.plot(range(1, r["epochs"] + 1), r["epoch_seconds"], "o-", color=line.get_color(),
                 label=f"λ={r['lam']:g}, shrink")
-    ax.plot(list(PAPER_1E5_TRAJECTORY), list(PAPER_1E5_TRAJECTORY.values()), "k:", lw=1,
+    ax.plot([0, *PAPER_1E5_TRAJECTORY], [10000, *PAPER_1E5_TRAJECTORY.values()], "k:", lw=1,
             label="paper λ=1e-5 (batch 256)")
     for n in p["no_shrink"]:
         bx.plot(range(1, n["epochs"] + 1), n["epoch_seconds"], "s--k", label=f"λ={n['lam']:g}, no shrink")
@@ -172,7 +173,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, lambdas 1e-1 and 1e-3, 10k samples, 2000 hidden (< 60 s)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default results/shrinknets_mnist[_quick].json)")
+    ap.add_argument("--render", type=Path, default=None, help="only redraw the PNG and .md of this JSON")
     args = ap.parse_args(argv)
+    if args.render:
+        payload = json.loads(args.render.read_text())
+        for r in payload["runs"] + payload["no_shrink"]:
+            r["lam"] = float(r["lam"])
+        plot(payload, args.render.with_suffix(".png"))
+        args.render.with_suffix(".md").write_text(render_md(payload))
+        return payload
     if args.quick:
         args.epochs, args.lams, args.limit, args.noshrink_lams = 1, "1e-1,1e-3", args.limit or 10000, "1e-1"
         args.hidden = args.hidden or 2000
