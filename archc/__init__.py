@@ -11,6 +11,8 @@ Example:
 """
 from .api import search
 from .compact import compact
+from .das.params import (ChannelSelect, GroupedConnectivity, KernelMask, channel_selects,
+                         grouped_connectivities, kernel_masks)
 from .depgraph import analyse, dependency_graph
 from .errors import AnalysisError, ArchcError, CompactionError, ExportError, TraceError, UserFileError
 from .export import export_onnx
@@ -22,7 +24,8 @@ from .trace import trace
 from . import passes  # noqa: E402  (archc.passes, packaged from ./passes)
 
 __all__ = [
-    "trace", "analyse", "compact", "search", "export_onnx", "report", "Report", "GroupRow", "dependency_graph", "channel_groups", "ChannelGroup", "Filter", "filters",
+    "trace", "analyse", "compact", "search", "KernelMask", "ChannelSelect", "GroupedConnectivity",
+    "kernel_masks", "channel_selects", "grouped_connectivities", "export_onnx", "report", "Report", "GroupRow", "dependency_graph", "channel_groups", "ChannelGroup", "Filter", "filters",
     "passes", "ArchcError", "TraceError", "AnalysisError", "CompactionError", "ExportError",
     "UserFileError",
 ]

@@ -53,6 +53,7 @@ class Analysis:
     edges: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     flows: list[tuple[SpaceKey, SpaceKey]] = field(default_factory=list)
     consumed: set[SpaceKey] = field(default_factory=set)
+    consumers: dict[SpaceKey, list[str]] = field(default_factory=dict)  # who mixes each space
     producers: set[SpaceKey] = field(default_factory=set)
     blocked: dict[int, str] = field(default_factory=dict)  # first reason per blocked atom
     unknown_ops: dict[str, str] = field(default_factory=dict)  # node name -> why
@@ -106,7 +107,9 @@ class Analysis:
 
     def consume(self, node: fx.Node, dim: int) -> None:
         """The current op mixes the channels of this dim: removed ones must carry zero here."""
-        self.consumed.add(self.space(node, dim).key)
+        key = self.space(node, dim).key
+        self.consumed.add(key)
+        self.consumers.setdefault(key, []).append(self.current.name)
 
     def produce(self, node: fx.Node, dim: int) -> None:
         """Channels of this dim are created here from parameters: a gate can be put on them."""

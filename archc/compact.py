@@ -17,10 +17,13 @@ import torch.fx as fx
 from torch import nn
 
 from .analysis import Analysis
+from .das import lower as das_lower
+from .das.regularizers import threshold_search_params
 from .depgraph import analyse
 from .errors import CompactionError, node_error
 from .filters import filter_sites, filters
 from .fold import fold_filters, shrink_filters
+from .groups import channel_groups
 from .meta import VALUE, record_shapes, tensor_shape
 from .rules import SHRINK, lookup
 from .verify import assert_equivalent
@@ -125,6 +128,7 @@ def compact(
     inputs: Optional[tuple] = None,
     fold: bool = True,
     trials: int = 3,
+    search_threshold: float = 0.0,
 ) -> fx.GraphModule:
     """A real smaller copy of the gated ``gm``, with every dead channel removed and no Filter left.
 
@@ -133,6 +137,11 @@ def compact(
     Each group keeps at least one channel. The result is checked against that reference
     on fresh random inputs and a :class:`CompactionError` is raised if it differs by more
     than ``rtol`` (relative to the output's largest magnitude). ``gm`` is not modified.
+
+    Search parameters (kernel masks, channel selections, grouped connectivity) with
+    ``|value| < search_threshold`` are zeroed first, then baked into the weights: kernels are
+    cropped to their non-zero taps and connectivity patterns become grouped convolutions
+    (``result.meta["archc.search_report"]`` says what each layer became).
 
     With ``fold=False`` the gates stay, shrunk to their surviving channels: this is how the
     search shrinks the model while it trains (``result.meta["archc.param_slices"]`` tells
@@ -145,9 +154,14 @@ def compact(
     for gate in filters(reference):
         with torch.no_grad():
             gate.theta[torch.relu(gate.theta) <= threshold] = 0.0
+    threshold_search_params(reference, search_threshold)
     work = copy.deepcopy(reference)
+    infos = das_lower.bake(work) if fold else {}
     an = analyse(work)
     dead = _dead_components(work, an)
+    if infos:
+        dead = np.union1d(dead, np.array(sorted(das_lower.dead_by_selection(work, an, infos)), dtype=np.int64))
+        dead = _keep_one_per_group(an, dead)
     cc = CompactionContext(work, an, dead)
     for node in list(work.graph.nodes):
         rule = lookup(SHRINK, node, work)
@@ -159,7 +173,9 @@ def compact(
                                  "report this model to archc; meanwhile keep this op's module as a "
                                  "leaf with trace(..., leaf_modules=[...])") from exc
     _freeze_stale_sizes(work, cc)
+    das_lower.slice_grouped(work, infos, cc)
     (fold_filters if fold else shrink_filters)(work, cc)
+    search_report = das_lower.lower(work, infos) if infos else {}
     work.delete_all_unused_submodules()
     work.graph.lint()
     work.recompile()
@@ -167,6 +183,7 @@ def compact(
     assert_equivalent(reference, work, rtol=rtol, inputs=inputs, trials=trials)
     record_shapes(work)
     work.meta["archc.param_slices"] = cc.param_slices
+    work.meta["archc.search_report"] = search_report
     return work
 
 
@@ -185,6 +202,12 @@ def _dead_components(gm: fx.GraphModule, an: Analysis) -> np.ndarray:
             closed &= index != int(np.argmax(theta))
         dead.update(int(c) for c in labels[closed] if int(c) not in blocked)
     return np.array(sorted(dead), dtype=np.int64)
+
+
+def _keep_one_per_group(an: Analysis, dead: np.ndarray) -> np.ndarray:
+    """No group may lose every channel: revive the first channel of a fully dead group."""
+    revive = [g.components[0] for g in channel_groups(an) if np.isin(g.components, dead).all()]
+    return np.setdiff1d(dead, np.array(revive, dtype=np.int64))
 
 
 def _freeze_stale_sizes(gm: fx.GraphModule, cc: CompactionContext) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..meta import tensor_shape
 from . import analyse_rule, shrink_rule
@@ -48,6 +49,21 @@ def _param(t: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
     return nn.Parameter(t.detach().clone(), requires_grad=like.requires_grad)
 
 
+def _set_weight(new: nn.Module, target: str, cc, slicer, keeps: list, ki=None, ko=None) -> None:
+    """Give ``new`` its sliced weight; on a searched layer, slice the original and the search
+    parameters instead (and record every slice for the optimizer)."""
+    if parametrize.is_parametrized(new, "weight"):
+        plist = new.parametrizations.weight
+        plist.original = _param(slicer(plist.original), plist.original)
+        cc.note(f"{target}.parametrizations.weight.original", keeps)
+        for i, p in enumerate(plist):
+            for name, k in p.select(ki, ko).items():
+                cc.note(f"{target}.parametrizations.weight.{i}.{name}", k)
+    else:
+        new.weight = _param(slicer(new.weight), new.weight)
+        cc.note(f"{target}.weight", keeps)
+
+
 def _index(keep, size: int) -> torch.Tensor:
     return torch.as_tensor(np.arange(size) if keep is None else keep, dtype=torch.long)
 
@@ -62,15 +78,12 @@ def shrink_conv(node, cc) -> None:
     transposed = isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
     new = copy.deepcopy(m)
     if m.groups == 1:
-        w = m.weight[ki][:, ko] if transposed else m.weight[ko][:, ki]
+        first, second = (ki, ko) if transposed else (ko, ki)
+        _set_weight(new, node.target, cc, lambda w: w[first][:, second], [first, second], ki, ko)
     else:  # whole groups go: per-group slices of the weight are unchanged
-        w = m.weight[ki] if transposed else m.weight[ko]
+        first = ki if transposed else ko
+        _set_weight(new, node.target, cc, lambda w: w[first], [first, None], ki, ko)
         new.groups = len(ko) // (m.out_channels // m.groups)
-    new.weight = _param(w, m.weight)
-    if m.groups == 1:
-        cc.note(f"{node.target}.weight", [ki, ko] if transposed else [ko, ki])
-    else:
-        cc.note(f"{node.target}.weight", [ki, None] if transposed else [ko, None])
     if m.bias is not None:
         new.bias = _param(m.bias[ko], m.bias)
         cc.note(f"{node.target}.bias", [ko])
@@ -95,8 +108,7 @@ def shrink_linear(node, cc) -> None:
         return
     ki, ko = _index(keep_in, m.in_features), _index(keep_out, m.out_features)
     new = copy.deepcopy(m)
-    new.weight = _param(m.weight[ko][:, ki], m.weight)
-    cc.note(f"{node.target}.weight", [ko, ki])
+    _set_weight(new, node.target, cc, lambda w: w[ko][:, ki], [ko, ki], ki, ko)
     if m.bias is not None:
         new.bias = _param(m.bias[ko], m.bias)
         cc.note(f"{node.target}.bias", [ko])

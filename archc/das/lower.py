@@ -1,0 +1,167 @@
+"""Compaction of the search parameters: bake, drop unread channels, crop kernels, lower groups.
+
+Order inside ``archc.compact`` (``fold=True``):
+
+1. ``bake``: every parametrized layer gets a plain weight ``W * mask * beta``; P and S of a
+   grouped search are kept aside (``W * (P @ S)`` is produced by lowering instead).
+2. ``dead_by_selection``: a channel that every consumer reads with a zero weight column
+   (beta = 0 everywhere) is dead for its producer too, and goes with its whole group.
+3. after the channel compaction, ``lower``: a channel dropped by only some consumers is
+   removed from just those (gathering the kept input channels); kernels are cropped to
+   their non-zero taps; P/S become real grouped convolutions (or an exact pattern form).
+
+Example:
+    >>> infos = bake(gm)             # before the channel analysis
+    >>> report = lower(gm, infos, cc)  # after shrinking and folding
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..meta import DTYPE, SHAPE, tensor_shape
+from .params import ChannelSelect, GroupedConnectivity, KernelMask
+
+
+@dataclass
+class SearchInfo:
+    """What search parameters one layer had, kept across baking."""
+
+    kernel: Optional[tuple] = None          # the kernel size before cropping
+    select: bool = False
+    grouped: Optional[tuple] = None          # (P, S), thresholded
+    calls: list[str] = field(default_factory=list)
+
+
+def bake(gm: fx.GraphModule) -> dict[str, SearchInfo]:
+    """Replace every search parametrization by a plain weight (mutates); returns what each layer had."""
+    calls: dict[str, list[str]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls.setdefault(node.target, []).append(node.name)
+    infos = {}
+    for target, names in calls.items():
+        m = gm.get_submodule(target)
+        if not parametrize.is_parametrized(m, "weight"):
+            continue
+        plist = m.parametrizations.weight
+        info = SearchInfo(calls=names)
+        w = plist.original.detach()
+        for p in plist:
+            if isinstance(p, GroupedConnectivity) and len(names) == 1:
+                info.grouped = (p.P.detach().clone(), p.S.detach().clone())
+                continue
+            w = p(w).detach()
+            info.kernel = tuple(m.kernel_size) if isinstance(p, KernelMask) else info.kernel
+            info.select |= isinstance(p, ChannelSelect)
+        owner, _, attr = target.rpartition(".")
+        setattr(gm.get_submodule(owner) if owner else gm, attr, _plain_copy(m, w))
+        infos[target] = info
+    return infos
+
+
+def _plain_copy(m: nn.Module, weight: torch.Tensor) -> nn.Module:
+    """``m`` as its plain class with ``weight``. (``remove_parametrizations`` would edit the
+    parametrized *class*, which deep copies share: it would break the reference model.)"""
+    base = type(m).__bases__[0]
+    plain = base.__new__(base)
+    plain.__dict__.update({k: (v.copy() if isinstance(v, dict) else v) for k, v in m.__dict__.items()})
+    plain._modules.pop("parametrizations", None)
+    plain._parameters["weight"] = nn.Parameter(weight.clone())
+    return plain
+
+
+def _input_dim(m: nn.Module) -> int:
+    return -1 if isinstance(m, nn.Linear) else 1
+
+
+def _zero_columns(m: nn.Module) -> torch.Tensor:
+    w = m.weight.detach()
+    dims = [d for d in range(w.dim()) if d != 1]
+    return (w.abs().sum(dim=dims) == 0) if w.dim() > 1 else torch.zeros(0, dtype=torch.bool)
+
+
+def dead_by_selection(gm: fx.GraphModule, an, infos: dict[str, SearchInfo]) -> set[int]:
+    """Components that every consumer reads with an all-zero weight column."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    read, consumed = set(), set()
+    for key in an.consumed:
+        labels = an.labels_of(key)
+        for name in an.consumers.get(key, ()):
+            node = nodes[name]
+            reads = np.ones(len(labels), dtype=bool)
+            info = infos.get(node.target) if node.op == "call_module" else None
+            if info is not None and info.select and getattr(gm.get_submodule(node.target), "groups", 1) == 1:
+                reads = ~_zero_columns(gm.get_submodule(node.target)).numpy()
+            read |= set(labels[reads].tolist())
+            consumed |= set(labels.tolist())
+    blocked = an.blocked_components()
+    return {c for c in consumed - read if c not in blocked}
+
+
+def _drop_unread_inputs(gm: fx.GraphModule, node: fx.Node, info: SearchInfo) -> int:
+    """Remove, from this consumer only, the input channels it reads with zero weights."""
+    m = gm.get_submodule(node.target)
+    zero = _zero_columns(m)
+    if not zero.any() or zero.all() or getattr(m, "groups", 1) != 1:
+        return 0
+    keep = (~zero).nonzero().flatten()
+    x, dim = node.args[0], _input_dim(m)
+    name = f"{node.target.replace('.', '_')}_inputs"
+    gm.register_buffer(name, keep)
+    with gm.graph.inserting_before(node):
+        index = gm.graph.get_attr(name)
+        picked = gm.graph.call_function(torch.index_select, (x, dim % len(tensor_shape(x)), index))
+    shape = list(tensor_shape(x))
+    shape[dim] = len(keep)
+    picked.meta[SHAPE], picked.meta[DTYPE] = tuple(shape), x.meta.get(DTYPE)
+    node.args = (picked, *node.args[1:])
+    m.weight = nn.Parameter(m.weight.detach()[:, keep].clone())
+    if isinstance(m, nn.Linear):
+        m.in_features = len(keep)
+    else:
+        m.in_channels = len(keep)
+    if info.grouped is not None:
+        info.grouped = (info.grouped[0][keep], info.grouped[1])
+    return int(zero.sum())
+
+
+def slice_grouped(gm: fx.GraphModule, infos: dict[str, SearchInfo], cc) -> None:
+    """Channels removed by compaction leave P (rows) and S (columns) too: call before folding."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for info in infos.values():
+        if info.grouped is not None and len(info.calls) == 1:
+            node = nodes[info.calls[0]]
+            ki, ko = cc.keep(node.args[0], 1), cc.keep(node, 1)
+            P, S = info.grouped
+            info.grouped = (P if ki is None else P[torch.as_tensor(ki)], S if ko is None else S[:, torch.as_tensor(ko)])
+
+
+def lower(gm: fx.GraphModule, infos: dict[str, SearchInfo]) -> dict[str, dict]:
+    """After channel compaction and folding: per-consumer drops, kernel crops, grouped convs."""
+    from .crop import crop_kernels
+    from .grouped_lowering import lower_grouped_conv
+
+    report: dict[str, dict] = {}
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for target, info in infos.items():
+        node = nodes.get(info.calls[0]) if len(info.calls) == 1 else None
+        entry = report.setdefault(target, {})
+        if node is not None and info.select:
+            entry["inputs_dropped_here"] = _drop_unread_inputs(gm, node, info)
+    cropped = crop_kernels(gm)
+    for target, info in infos.items():
+        if info.kernel is not None:
+            report[target]["kernel"] = [list(info.kernel), list(cropped.get(target, (info.kernel, info.kernel))[1])]
+        node = nodes.get(info.calls[0]) if len(info.calls) == 1 else None
+        if info.grouped is not None and node is not None:
+            report[target]["grouped"] = lower_grouped_conv(gm, node, *info.grouped)
+    gm.graph.lint()
+    gm.recompile()
+    return report

@@ -1,0 +1,152 @@
+"""Search parameters of differentiable architecture search (Shin, Packer & Song), as weight
+parametrizations: the conv stays an ``nn.Conv2d`` to every archc rule, its ``weight`` is
+computed from the original weight and the search parameters.
+
+* ``KernelMask``: filter sizes. One weight of the largest size; each candidate size
+  ``(h, w)`` (heights and widths independent) is a centred window with a parameter
+  ``alpha``; each tap is scaled by the sum of the alphas of the windows covering it.
+* ``ChannelSelect``: input channels. ``beta`` scales each input channel of one consumer
+  (optionally through sparsemax, rescaled so that all-equal betas give 1).
+* ``GroupedConnectivity``: grouped convolutions. ``P`` (inputs x patterns) and ``S``
+  (patterns x outputs) scale the weight by ``(P @ S)[i, o]``.
+
+Example:
+    >>> torch.nn.utils.parametrize.register_parametrization(conv, "weight", KernelMask((5, 5)))
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+
+def centred_window(size: int, full: int) -> slice:
+    """Where a kernel of ``size`` taps sits inside ``full`` taps (the extra tap goes after)."""
+    start = (full - size) // 2
+    return slice(start, start + size)
+
+
+class KernelMask(nn.Module):
+    """Filter-size search: ``weight * sum(alpha_s * window_s)`` over candidate sizes ``s``."""
+
+    def __init__(self, kernel_size: Sequence[int], sizes: Optional[Sequence[Sequence[int]]] = None) -> None:
+        super().__init__()
+        self.kernel_size = tuple(kernel_size)
+        self.sizes = [tuple(s) for s in sizes] if sizes else list(itertools.product(*(range(1, k + 1) for k in self.kernel_size)))
+        masks = torch.zeros(len(self.sizes), *self.kernel_size)
+        for i, size in enumerate(self.sizes):
+            masks[(i, *(centred_window(s, k) for s, k in zip(size, self.kernel_size)))] = 1.0
+        self.register_buffer("windows", masks)
+        alpha = torch.zeros(len(self.sizes))
+        alpha[self.sizes.index(self.kernel_size)] = 1.0  # start as the unmasked conv
+        self.alpha = nn.Parameter(alpha)
+
+    def taps(self) -> torch.Tensor:
+        """The scale of every kernel tap."""
+        return torch.tensordot(self.alpha, self.windows, dims=1)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.taps()
+
+    def select(self, keep_in, keep_out) -> dict:
+        return {}  # no channel dims
+
+    def chosen_size(self) -> tuple:
+        """The smallest window that holds every tap with a non-zero scale."""
+        nz = self.taps().detach().abs() > 0
+        size = []
+        for d in range(nz.dim()):
+            others = tuple(i for i in range(nz.dim()) if i != d)
+            idx = (nz.any(dim=others) if others else nz).nonzero()
+            size.append(int(idx.max() - idx.min() + 1) if len(idx) else 0)
+        return tuple(size)
+
+
+def sparsemax(z: torch.Tensor) -> torch.Tensor:
+    """Martins & Astudillo's sparsemax of a vector: a sparse probability vector."""
+    sorted_z, _ = torch.sort(z, descending=True)
+    k = torch.arange(1, len(z) + 1, dtype=z.dtype, device=z.device)
+    cumsum = sorted_z.cumsum(0)
+    support = (1 + k * sorted_z) > cumsum
+    k_z = support.nonzero().max() + 1
+    tau = (cumsum[k_z - 1] - 1) / k_z
+    return (z - tau).clamp_min(0)
+
+
+class ChannelSelect(nn.Module):
+    """Input-channel search for one consuming layer: ``weight[:, i] * beta_i``."""
+
+    def __init__(self, in_channels: int, use_sparsemax: bool = False) -> None:
+        super().__init__()
+        self.use_sparsemax = use_sparsemax
+        self.beta = nn.Parameter(torch.ones(in_channels) / (in_channels if use_sparsemax else 1))
+
+    def scales(self) -> torch.Tensor:
+        return sparsemax(self.beta) * len(self.beta) if self.use_sparsemax else self.beta
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        shape = [1] * weight.dim()
+        shape[1] = -1
+        return weight * self.scales().view(shape)
+
+    def select(self, keep_in, keep_out) -> dict:
+        if keep_in is not None:
+            self.beta = nn.Parameter(self.beta.detach()[keep_in].clone())
+            return {"beta": [keep_in]}
+        return {}
+
+
+class GroupedConnectivity(nn.Module):
+    """Grouped-convolution search: ``weight[o, i] * (P @ S)[i, o]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, patterns: int) -> None:
+        super().__init__()
+        # random, so patterns differ; E[(P @ S)[i, o]] = 1, i.e. the dense conv on average
+        self.P = nn.Parameter(torch.rand(in_channels, patterns) * 2 / patterns)
+        self.S = nn.Parameter(torch.rand(patterns, out_channels) * 2)
+
+    def connectivity(self) -> torch.Tensor:
+        return self.P @ self.S  # (in, out)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        m = self.connectivity().t()
+        return weight * m.view(*m.shape, *([1] * (weight.dim() - 2)))
+
+    def select(self, keep_in, keep_out) -> dict:
+        slices = {}
+        if keep_in is not None:
+            self.P = nn.Parameter(self.P.detach()[keep_in].clone())
+            slices["P"] = [keep_in, None]
+        if keep_out is not None:
+            self.S = nn.Parameter(self.S.detach()[:, keep_out].clone())
+            slices["S"] = [None, keep_out]
+        return slices
+
+
+SEARCH_PARAMETRIZATIONS = (KernelMask, ChannelSelect, GroupedConnectivity)
+
+
+def parametrized_layers(gm: nn.Module, kind: type) -> Iterator[tuple[str, nn.Module, nn.Module]]:
+    """``(module path, layer, parametrization)`` for every ``kind`` on a layer's weight."""
+    for name, m in gm.named_modules():
+        plist = getattr(getattr(m, "parametrizations", None), "weight", None)
+        for p in plist or ():
+            if isinstance(p, kind):
+                yield name, m, p
+
+
+def kernel_masks(gm: nn.Module) -> Iterator[KernelMask]:
+    """Every KernelMask in ``gm``."""
+    return (p for _, _, p in parametrized_layers(gm, KernelMask))
+
+
+def channel_selects(gm: nn.Module) -> Iterator[ChannelSelect]:
+    """Every ChannelSelect in ``gm``."""
+    return (p for _, _, p in parametrized_layers(gm, ChannelSelect))
+
+
+def grouped_connectivities(gm: nn.Module) -> Iterator[GroupedConnectivity]:
+    """Every GroupedConnectivity in ``gm``."""
+    return (p for _, _, p in parametrized_layers(gm, GroupedConnectivity))

@@ -1,0 +1,66 @@
+"""Penalties on the search parameters, in the same framework as the gate penalties.
+
+* ``alpha_l1``, ``beta_l1``: L1 on filter-size and input-channel parameters (the paper's
+  gamma-weighted terms), pushing them to exact zeros.
+* ``grouped_penalty``: on P and S, the group lasso (L2,1: a sum of L2 norms) over P's
+  columns and S's rows, so whole patterns switch off; and the exclusive lasso (L1,2: a sum of
+  squared L1 norms) over P's rows and S's columns, so each input channel joins few patterns
+  and each output channel uses one.
+* ``threshold_search_params(gm, t)``: the paper's last step, clamping every search
+  parameter smaller than ``t`` in magnitude to zero.
+
+Example:
+    >>> loss = task + 1e-4 * alpha_l1(gm) + grouped_penalty(gm, group=1e-5, exclusive=3e-6)
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .params import channel_selects, grouped_connectivities, kernel_masks
+
+
+def _total(terms) -> torch.Tensor:
+    terms = list(terms)
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def alpha_l1(gm: nn.Module) -> torch.Tensor:
+    return _total(m.alpha.abs().sum() for m in kernel_masks(gm))
+
+
+def beta_l1(gm: nn.Module) -> torch.Tensor:
+    return _total(m.beta.abs().sum() for m in channel_selects(gm))
+
+
+def group_lasso(matrix: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum of the L2 norms of the slices along ``dim`` (dim=0: of each column)."""
+    return matrix.norm(dim=dim).sum()
+
+
+def exclusive_lasso(matrix: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum of the squared L1 norms of the slices along ``dim``."""
+    return matrix.abs().sum(dim=dim).pow(2).sum()
+
+
+def grouped_penalty(gm: nn.Module, group: float, exclusive: float) -> torch.Tensor:
+    """``group * (GL(P cols) + GL(S rows)) + exclusive * (EL(P rows) + EL(S cols))``."""
+    terms = []
+    for g in grouped_connectivities(gm):
+        terms.append(group * (group_lasso(g.P, 0) + group_lasso(g.S, 1))
+                     + exclusive * (exclusive_lasso(g.P, 1) + exclusive_lasso(g.S, 0)))
+    return _total(terms)
+
+
+@torch.no_grad()
+def threshold_search_params(gm: nn.Module, t: float) -> int:
+    """Set every alpha, beta, P and S entry with ``|value| < t`` to zero; returns how many."""
+    params = [m.alpha for m in kernel_masks(gm)] + [m.beta for m in channel_selects(gm)]
+    for g in grouped_connectivities(gm):
+        params += [g.P, g.S]
+    zeroed = 0
+    for p in params:
+        small = (p.abs() < t) & (p != 0)
+        zeroed += int(small.sum())
+        p[small] = 0.0
+    return zeroed
