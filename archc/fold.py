@@ -79,7 +79,7 @@ def fold_filters(gm: fx.GraphModule, cc) -> None:
         x, rank = node.args[0], len(tensor_shape(node.args[0]))
         dim = gate.dims[site] % rank
         scale = gate.site_scale(site).detach()
-        keep = cc.keep(x, dim)
+        keep = cc.keep(node, dim)  # the gate's own space: x may be a node made by an earlier fold
         if keep is not None:
             scale = scale[torch.as_tensor(keep, dtype=torch.long)]
         replacement = x
@@ -128,7 +128,7 @@ def shrink_filters(gm: fx.GraphModule, cc) -> None:
         for node, site in calls:
             x = node.args[0]
             index = getattr(gate, f"index{site}")
-            keep = cc.keep(x, gate.dims[site] % len(tensor_shape(x)))
+            keep = cc.keep(node, gate.dims[site] % len(tensor_shape(x)))
             kept_index[site] = index if keep is None else index[torch.as_tensor(keep, dtype=torch.long)]
         alive = torch.unique(torch.cat(list(kept_index.values())))
         alive = alive[alive < gate.size]

@@ -22,7 +22,7 @@ from .checkpoint import atomic_write_bytes, load_checkpoint
 from .compact import compact
 from .errors import UserFileError
 from .export import export_onnx
-from .rebuild import build_gated
+from .rebuild import build_gated, search_options
 from .search import _accuracy, _loader, _split, evaluate
 from .trace import trace
 from .userfile import UserSpec, load_user_file
@@ -81,9 +81,9 @@ def compact_checkpoint(
     settings = state["settings"]
     inputs = spec.example_inputs()
     original = spec.model()
-    gated = build_gated(spec.model, inputs, state["kept"])
+    gated = build_gated(spec.model, inputs, state["kept"], search=search_options(settings))
     gated.load_state_dict(state["model_state"])
-    small = compact(gated, threshold)
+    small = compact(gated, threshold, search_threshold=settings.get("search_threshold", 0.0))
     train, val = _train_val(spec, settings["batch_size"], settings["seed"])
     if finetune:
         _finetune(small, train, spec, finetune, settings["lr"])
@@ -102,6 +102,7 @@ def compact_checkpoint(
         "layers": [{"name": n, "width_before": w, "width_after": after.get(n, w)} for n, w in before.items()],
         "threshold": threshold, "finetune_epochs": finetune, "checkpoint": str(checkpoint),
         "onnx_providers": onnx.providers, "onnx_max_rel_err": onnx.max_rel_err,
+        "search_layers": small.meta.get("archc.search_report", {}),
         "search": {k: settings[k] for k in ("lam", "epochs", "regularizer", "lr", "batch_size", "seed")},
     }
     _write_reports(out, report, list(state["history"]))
@@ -131,5 +132,10 @@ def report_markdown(report: dict) -> str:
         "| layer | width before | width after |", "|---|---:|---:|",
     ]
     lines += [f"| {r['name']} | {r['width_before']} | {r['width_after']} |" for r in report["layers"]]
+    if report.get("search_layers"):
+        lines += ["", "| layer | kernel before -> after | grouped form | inputs dropped here |", "|---|---|---|---:|"]
+        for name, r in report["search_layers"].items():
+            kernel = " -> ".join("x".join(map(str, k)) for k in r["kernel"]) if "kernel" in r else "-"
+            lines.append(f"| {name} | {kernel} | {r.get('grouped', '-')} | {r.get('inputs_dropped_here', '-')} |")
     lines += ["", "![widths](widths.png)", "", "![width over training](width_history.png)", ""]
     return "\n".join(lines)

@@ -14,16 +14,32 @@ import torch.fx as fx
 
 from .compact import compact
 from .errors import UserFileError
+from . import passes
 from .passes import insert_filters
 from .trace import trace
+
+
+def search_options(settings: dict) -> dict:
+    """Which search parametrizations a search's settings ask for."""
+    return {"kernel": settings.get("kernel_lam", 0) > 0, "select": settings.get("select_lam", 0) > 0,
+            "sparsemax": settings.get("sparsemax", False), "patterns": settings.get("patterns", 0)}
 
 
 def build_gated(
     model_fn: Callable[[], torch.nn.Module], example_inputs: tuple,
     kept: Optional[dict[str, torch.Tensor]] = None, gate_init: str = "uniform",
+    search: Optional[dict] = None,
 ) -> fx.GraphModule:
-    """Trace ``model_fn()``, gate it, and shrink it to the ``kept`` gate channels (if given)."""
+    """Trace ``model_fn()``, gate it, add the ``search`` parametrizations, and shrink it to the
+    ``kept`` gate channels (if given)."""
     gated = insert_filters(trace(model_fn(), example_inputs), init=gate_init)
+    search = search or {}
+    if search.get("kernel"):
+        passes.insert_kernel_masks(gated)
+    if search.get("select"):
+        passes.insert_channel_select(gated, use_sparsemax=search.get("sparsemax", False))
+    if search.get("patterns"):
+        passes.insert_grouped(gated, patterns=search["patterns"])
     if not kept:
         return gated
     names = {name for name, m in gated.named_modules() if m.__class__.__name__ == "Filter"}

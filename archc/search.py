@@ -22,11 +22,13 @@ from . import sparsity
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .errors import UserFileError
 from .filters import filter_sites, filters
-from .rebuild import build_gated
+from .das import regularizers as das_reg
+from .rebuild import build_gated, search_options
 from .search_display import SearchDisplay
 from .shrink import shrink
 
-REGULARIZERS = ("l1", "group_lasso", "sparse_group_lasso")
+REGULARIZERS = ("l1", "group_lasso", "sparse_group_lasso", "none")
+_LASSOS = ("group_lasso", "sparse_group_lasso")
 
 
 @dataclass
@@ -40,11 +42,18 @@ class SearchConfig:
     optimizer: str = "adam"        # adam | sgd, when the task brings no optimizer
     momentum: float = 0.9
     weight_decay: float = 0.0
-    regularizer: str = "l1"        # l1 on gates (ShrinkNets) | group_lasso | sparse_group_lasso
+    regularizer: str = "l1"        # l1 on gates (ShrinkNets) | group_lasso | sparse_group_lasso | none
     alpha: float = 0.5             # L1 share of the sparse group lasso
     density_lam: float = 0.0       # extra penalty on the mean |weight| per layer (Tessera & Rosman)
     shrink_every: int = 0          # optimizer steps between shrinks; 0: each epoch; -1: never
     threshold: float = 0.0         # a gate at or below this is closed
+    kernel_lam: float = 0.0        # > 0: search filter sizes (L1 on the KernelMask alphas)
+    select_lam: float = 0.0        # > 0: search input channels (L1 on the ChannelSelect betas)
+    sparsemax: bool = False        # betas through sparsemax
+    patterns: int = 0              # > 0: search grouped convolutions with this many patterns
+    group_lam: float = 1e-6        # group lasso on P columns and S rows
+    exclusive_lam: float = 3e-6    # exclusive lasso on P rows and S columns
+    search_threshold: float = 1e-3 # search parameters below this count as zero (the paper's t)
     device: str = "auto"
     seed: int = 0
     out: Optional[str] = None
@@ -104,7 +113,8 @@ class _Run:
         torch.manual_seed(cfg.seed)
         state = self._resume_state()
         self.model = build_gated(task.model_fn, task.example_inputs, state["kept"] if state else None,
-                                 gate_init="ones" if cfg.regularizer != "l1" else "uniform")
+                                 gate_init="ones" if cfg.regularizer != "l1" else "uniform",
+                                 search=search_options(asdict(cfg)))
         self.kept = state["kept"] if state else {n: torch.arange(f.size) for n, f in self._named_filters()}
         self.labels = state["labels"] if state else _gate_labels(self.model)
         if state:
@@ -141,7 +151,7 @@ class _Run:
             opt = torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
         else:
             opt = torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        self.groups = sparsity.channel_weight_groups(self.model) if self.cfg.regularizer != "l1" else []
+        self.groups = sparsity.channel_weight_groups(self.model) if self.cfg.regularizer in _LASSOS else []
         return opt
 
     def penalty(self) -> torch.Tensor:
@@ -151,6 +161,12 @@ class _Run:
             total = total + cfg.lam * sparsity.gate_l1(self.model)
         if cfg.density_lam:
             total = total + cfg.density_lam * sparsity.density_penalty(self.model)
+        if cfg.kernel_lam:
+            total = total + cfg.kernel_lam * das_reg.alpha_l1(self.model)
+        if cfg.select_lam:
+            total = total + cfg.select_lam * das_reg.beta_l1(self.model)
+        if cfg.patterns:
+            total = total + das_reg.grouped_penalty(self.model, cfg.group_lam, cfg.exclusive_lam)
         return total
 
     def train_step(self, batch) -> float:

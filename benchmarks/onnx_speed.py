@@ -251,8 +251,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only", nargs="+", help="only these models (e.g. resnet50 vit)")
     p.add_argument("--max-other", type=float, default=0.1,
                    help="wait until other processes use at most this share of the CPUs")
-    p.add_argument("--max-wait", type=float, default=30.0, help="seconds to wait for that")
-    p.add_argument("--retries", type=int, default=2, help="extra timings of a contended model")
+    p.add_argument("--max-wait", type=float, default=10.0, help="seconds to wait for that")
+    p.add_argument("--retries", type=int, default=1, help="extra timings of a contended model")
     p.add_argument("--quick", action="store_true", help="two zoo models, 50%% only, 10 runs")
     p.add_argument("--out", type=Path, default=RESULTS / "onnx_speed.json")
     args = p.parse_args(argv)
@@ -278,6 +278,7 @@ def main(argv=None) -> None:
                 continue
             add_latency_ratios(new)
             rows += new
+            write_json(args.out, {**payload, "results": rows, "errors": errors, "partial": True})
             print(f"{name}: " + ", ".join(f"{r['removed']:.0%} b{r['batch']} {r['provider']} "
                                           f"{r['median_ms']:.2f}ms" for r in new), flush=True)
     payload.update(results=rows, errors=errors)

@@ -34,7 +34,7 @@ def search_cmd(
     batch_size: int = typer.Option(128, help="Batch size (when data() returns datasets)."),
     lr: float = typer.Option(1e-3, help="Learning rate (and proximal step size)."),
     optimizer: str = typer.Option("adam", help="adam or sgd, unless model.py defines optimizer(params)."),
-    regularizer: str = typer.Option("l1", help="l1 (gates, ShrinkNets), group_lasso or sparse_group_lasso."),
+    regularizer: str = typer.Option("l1", help="l1 (gates, ShrinkNets), group_lasso, sparse_group_lasso, or none."),
     alpha: float = typer.Option(0.5, help="L1 share of the sparse group lasso."),
     density_lam: float = typer.Option(0.0, help="Extra penalty on the mean |weight| per layer."),
     shrink_every: int = typer.Option(0, help="Steps between shrinks; 0: every epoch; -1: never."),
@@ -42,6 +42,13 @@ def search_cmd(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
     seed: int = typer.Option(0, help="Random seed."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/<model file name>)."),
+    kernel_lam: float = typer.Option(0.0, help="> 0: also search filter sizes (L1 on alpha)."),
+    select_lam: float = typer.Option(0.0, help="> 0: also search input channels per layer (L1 on beta)."),
+    sparsemax: bool = typer.Option(False, help="Input-channel betas through sparsemax."),
+    patterns: int = typer.Option(0, help="> 0: also search grouped convolutions with this many patterns."),
+    group_lam: float = typer.Option(1e-6, help="Group lasso on P columns and S rows."),
+    exclusive_lam: float = typer.Option(3e-6, help="Exclusive lasso on P rows and S columns."),
+    search_threshold: float = typer.Option(1e-3, help="Search parameters below this count as zero."),
     resume: bool = typer.Option(False, help="Continue the search whose checkpoint is in --out."),
     progress: bool = typer.Option(True, help="Show the live progress bar."),
 ) -> None:
@@ -50,9 +57,11 @@ def search_cmd(
     cfg = SearchConfig(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                        regularizer=regularizer, alpha=alpha, density_lam=density_lam,
                        shrink_every=shrink_every, threshold=threshold, device=device, seed=seed,
-                       out=str(out_dir), resume=resume)
-    if regularizer not in ("l1", "group_lasso", "sparse_group_lasso"):
-        raise typer.BadParameter("use l1, group_lasso or sparse_group_lasso", param_hint="--regularizer")
+                       out=str(out_dir), resume=resume, kernel_lam=kernel_lam, select_lam=select_lam,
+                       sparsemax=sparsemax, patterns=patterns, group_lam=group_lam,
+                       exclusive_lam=exclusive_lam, search_threshold=search_threshold)
+    if regularizer not in ("l1", "group_lasso", "sparse_group_lasso", "none"):
+        raise typer.BadParameter("use l1, group_lasso, sparse_group_lasso or none", param_hint="--regularizer")
     result = run_search(_task(model_py), cfg, console=err, progress=progress)
     last = result.history[-1] if result.history else None
     out.print(widths_table(result.initial_widths, last["widths"] if last else result.initial_widths,

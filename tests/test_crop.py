@@ -107,8 +107,11 @@ def test_conv1d_and_conv3d():
     assert cropped == {"0": ((3, 3, 3), (2, 3, 1))}
 
 
-@pytest.mark.parametrize("k, dilation, zeros", [(5, 1, [(0, 1, 1), (1, 2, 0)]), (4, 1, [(0, 1, 0), (1, 0, 1)]),
-                                                (4, 2, [(0, 0, 2), (1, 1, 1)])])
+@pytest.mark.parametrize("k, dilation, zeros", [
+    (5, 1, [(0, 1, 1), (1, 2, 0)]),
+    (4, 1, [(0, 1, 0), (1, 0, 1)]),  # even kernel: PyTorch pads 1 before, 2 after
+    (4, 2, [(0, 0, 2), (1, 1, 1)]),
+])
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 def test_padding_same(k, dilation, zeros):
     conv = make_conv(k=k, zeros=zeros, padding="same", dilation=dilation)
@@ -117,7 +120,8 @@ def test_padding_same(k, dilation, zeros):
 
 
 def test_padding_valid_crops_the_input():
-    gm, cropped = crop_and_check(nn.Sequential(make_conv(zeros=[(0, 2, 1)], padding="valid")), (4, 9, 9), (4, 8, 5))
+    conv = make_conv(zeros=[(0, 2, 1)], padding="valid")
+    gm, cropped = crop_and_check(nn.Sequential(conv), (4, 9, 9), (4, 8, 5))
     assert cropped == {"0": ((5, 5), (2, 5))} and pads_in(gm) == [(0, 0, -2, -1)]
 
 

@@ -1,4 +1,4 @@
-"""Crop all-zero border taps off convolution kernels, keeping every output bit-for-bit in place.
+"""Crop all-zero border taps off convolution kernels; every output stays the same (up to float rounding).
 
 After a differentiable filter-size search a kernel often has whole zero rows/columns along its
 borders: a 5x5 whose outer ring is zero is really a 3x3. :func:`crop_kernels` replaces each such
@@ -91,12 +91,12 @@ def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
     setattr(gm.get_submodule(parent) if parent else gm, name, module)
 
 
-def _pad_node(gm: fx.GraphModule, before: fx.Node, x: fx.Node, pads: Pads) -> fx.Node:
+def _pad_node(gm: fx.GraphModule, before: fx.Node, x, pads: Pads) -> fx.Node:
     """``F.pad(x, pads)`` inserted before ``before``, with its shape recorded."""
     flat = tuple(p for pair in reversed(pads) for p in pair)  # F.pad: last dim first
     with gm.graph.inserting_before(before):
         pad = gm.graph.call_function(F.pad, (x, flat))
-    shape: Optional[tuple] = x.meta.get(SHAPE)
+    shape: Optional[tuple] = x.meta.get(SHAPE) if isinstance(x, fx.Node) else None
     if isinstance(shape, tuple):
         lead = len(shape) - len(pads)
         pad.meta[SHAPE] = (*shape[:lead], *(s + b + a for s, (b, a) in zip(shape[lead:], pads)))

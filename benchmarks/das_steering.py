@@ -1,0 +1,315 @@
+"""Differentiable architecture search (Shin, Packer & Song 2018), Table 1, on a steering stand-in.
+
+PilotNet (Bojarski et al. 2016: input normalised x*2-1; conv 24,36,48 5x5 stride 2; conv 64,64
+3x3; flatten; FC 100, 50, 10, 1; ELU; BatchNorm after each conv unless --no-bn) is trained plainly (Adam) as the baseline,
+then searched with ``archc.search`` on the same data, epochs, batch size, seed and initial weights:
+  channels   ShrinkNets gates, regularizer l1 (lam)
+  kernels    filter sizes, kernel_lam > 0, regularizer none (first three convs choose heights and
+             widths in 1..5, the next two in 1..3: archc's default candidates)
+  grouped    patterns=4 (group_lam, exclusive_lam) with gates (l1, lam), compacted at t = 1e-4, 1e-3, 1e-2
+  ch+kernels gates and filter sizes together
+Every row is the COMPACT model (``archc.compact(res.model, threshold=0, search_threshold=t)``),
+evaluated (train and test RMSE), counted (``archc.flops.count`` plus the fixed 0/1 scatter convs
+of the "patterns" form, which that count does not see), exported with ``export_onnx`` and timed
+in onnxruntime (CPU provider, batch 1, median of 50 runs after 10 warm-up; 2 threads as asked,
+1 thread too). The data is the procedural stand-in of ``steering_data.py`` (Udacity is not here).
+
+Search parameters (alphas, P, S, gate thetas) get their own Adam learning rate (--arch-lr):
+with the weights' lr of 1e-3 an alpha starting at 1 needs >= 1000 steps to reach zero, more
+than this CPU budget allows. Training uses --threads torch threads (default 1: on this shared
+2-core machine, 2 threads ran 2-8x slower than 1).
+
+Run (from the repository root; ~20 min on the shared 2-core CPU):
+    python benchmarks/das_steering.py
+    python benchmarks/das_steering.py --quick      # smoke test, < 90 s
+Output: benchmarks/results/das_steering.{json,md,png} (--quick: das_steering.quick.*).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, OtherLoad, archc, command_line, error_record, machine_info, n_params, write_json  # noqa: E402
+from steering_data import baseline_rmse, make_dataset  # noqa: E402
+
+from archc.export import export_onnx  # noqa: E402
+from archc.meta import tensor_shape  # noqa: E402
+
+PAPER = [("Baseline", "840M", "1.03M", 0.0247, 0.0945),
+         ("DAS indiv. channels t=1e-3, g=1e-8", "692M", "1.01M", 0.0124, 0.0889),
+         ("DAS indiv. channels t=1e-2, g=1e-6", "402M", "0.43M", 0.0194, 0.0912),
+         ("DAS indiv. channels t=1e-1, g=1e-8", "210M", "0.54M", 0.0682, 0.0955),
+         ("DAS grouped t=1e-4, eta=3e-6", "480M", "0.11M", 0.0318, 0.0978),
+         ("DAS grouped t=1e-3, eta=3e-6", "508M", "0.19M", 0.0318, 0.0980),
+         ("DAS grouped t=1e-2, eta=3e-5", "409M", "0.04M", 0.0691, 0.0996)]
+ARCH_TYPES = (archc.Filter, archc.KernelMask, archc.ChannelSelect, archc.GroupedConnectivity)
+
+
+class PilotNet(nn.Module):
+    def __init__(self, bn: bool = False) -> None:
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 24, 5, 2), nn.Conv2d(24, 36, 5, 2), nn.Conv2d(36, 48, 5, 2)
+        self.conv4, self.conv5 = nn.Conv2d(48, 64, 3), nn.Conv2d(64, 64, 3)
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) if bn else nn.Identity() for c in (24, 36, 48, 64, 64))
+        self.fc1, self.fc2, self.fc3, self.fc4 = nn.Linear(1152, 100), nn.Linear(100, 50), nn.Linear(50, 10), nn.Linear(10, 1)
+        if INIT == "he":  # He init: PyTorch's default shrinks the signal ~3x per layer, a long plateau without BN
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+            nn.init.normal_(self.fc4.weight, std=0.01)  # start near predicting 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * 2.0 - 1.0
+        for conv, norm in zip((self.conv1, self.conv2, self.conv3, self.conv4, self.conv5), self.norms):
+            x = F.elu(norm(conv(x)))
+        x = x.flatten(1)
+        for fc in (self.fc1, self.fc2, self.fc3):
+            x = F.elu(fc(x))
+        return self.fc4(x)
+
+
+BN = True
+INIT = "default"  # "he": He init + small fc4 (used with --no-bn: default init plateaus long without BN)
+
+
+def new_pilotnet() -> PilotNet:
+    torch.manual_seed(0)  # every run starts from the same weights
+    return PilotNet(BN)
+
+
+def make_optimizer(lr: float, arch_lr: float):
+    """Adam with lr for the weights and arch_lr for the search parameters of archc's modules."""
+    def build(params):
+        with warnings.catch_warnings():  # isinstance on torch's lazy modules warns
+            warnings.simplefilter("ignore")
+            arch = {id(p) for m in gc.get_objects() if isinstance(m, ARCH_TYPES) for p in m.parameters(recurse=False)}
+        groups = [{"params": [p for p in params if id(p) not in arch], "lr": lr},
+                  {"params": [p for p in params if id(p) in arch], "lr": arch_lr}]
+        return torch.optim.Adam([g for g in groups if g["params"]])
+    return build
+
+
+@torch.no_grad()
+def rmse(model: nn.Module, ds, batch: int = 250) -> float:
+    model.eval()
+    x, y = ds.tensors
+    se = sum(float((model(x[i:i + batch]) - y[i:i + batch]).pow(2).sum()) for i in range(0, len(y), batch))
+    return (se / len(y)) ** 0.5
+
+
+def train_plain(model: nn.Module, train, epochs: int, batch: int, lr: float) -> list[dict]:
+    opt, gen, history = torch.optim.Adam(model.parameters(), lr=lr), torch.Generator().manual_seed(0), []
+    loader = torch.utils.data.DataLoader(train, batch_size=batch, shuffle=True, generator=gen)
+    for epoch in range(epochs):
+        model.train()
+        t0, losses = time.perf_counter(), []
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        history.append({"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "train_loss": float(np.mean(losses))})
+    return history
+
+
+def ort_latency_ms(path: Path, threads: int, runs: int = 50, warmup: int = 10) -> dict:
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: np.random.default_rng(0).random((1, 3, 66, 200), dtype=np.float32)}
+    times = []
+    with OtherLoad() as load:
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "other_load": round(load.share, 3)}
+
+
+def flops(gm) -> dict:
+    """archc's count, plus F.conv2d calls (the patterns form's 0/1 scatter) that it does not see."""
+    extra = 0
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target is F.conv2d and tensor_shape(n):
+            w = tensor_shape(n.args[1])
+            extra += 2 * int(np.prod(tensor_shape(n))) * w[1] * int(np.prod(w[2:])) // tensor_shape(n)[0]
+    base = archc.flops.count(gm)
+    return {"flops": base + extra, "flops_archc": base, "flops_scatter": extra}
+
+
+def architecture(gm, report: dict) -> dict:
+    """Per conv: kernel size (from the search report, else the module), compact form, params."""
+    mods = dict(gm.named_modules())
+    convs = {}
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        entry, own = report.get(name, {}), [m for n, m in mods.items() if n == name or n.startswith(name + "_")]
+        kernel = entry["kernel"][1] if "kernel" in entry else (list(own[0].kernel_size) if own else None)
+        convs[name] = {"kernel": kernel, "form": entry.get("grouped", "dense"),
+                       "params": sum(n_params(m) for m in own if isinstance(m, nn.Conv2d))}
+    return {"convs": convs, "linear_in": {n: m.in_features for n, m in mods.items() if isinstance(m, nn.Linear)}}
+
+
+def measure(name: str, model: nn.Module, train, test, args, extra: dict) -> dict:
+    x = train.tensors[0][:2]
+    gm = model if isinstance(model, torch.fx.GraphModule) else archc.trace(model, (x,))
+    report = gm.meta.get("archc.search_report", {})
+    row = {"model": name, **extra, **flops(gm), "params": n_params(gm),
+           "train_rmse": rmse(gm, train), "test_rmse": rmse(gm, test), "arch": architecture(gm, report),
+           "search_report": report}
+    onnx_path = Path(args.onnx_dir) / f"{name.replace(' ', '_').replace('=', '')}.onnx"
+    res = export_onnx(gm, (x,), onnx_path)
+    row["onnx_max_abs_err"] = res.max_abs_err
+    row["ort_2t"], row["ort_1t"] = ort_latency_ms(onnx_path, 2), ort_latency_ms(onnx_path, 1)
+    print(f"  {name}: {row['flops'] / 1e6:.1f}M FLOPs, {row['params']:,} params, train {row['train_rmse']:.4f}, "
+          f"test {row['test_rmse']:.4f}, ORT {row['ort_2t']['median_ms']:.2f} ms; "
+          + arch_text(row), flush=True)
+    return row
+
+
+def searches(args) -> list[dict]:
+    s = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": 0}
+    ts = [1e-3] if args.quick else [1e-4, 1e-3, 1e-2]
+    rows = [{"name": "DAS channels", "t": [0.0], "settings": {**s, "regularizer": "l1", "lam": args.lam}},
+            {"name": "DAS kernels", "t": [1e-3, 1e-2, 3e-2], "settings": {**s, "regularizer": "none", "kernel_lam": args.kernel_lam}},
+            {"name": "DAS grouped+channels", "t": ts, "settings": {**s, "regularizer": "l1", "lam": args.lam, "patterns": 4,
+                                                                  "group_lam": args.group_lam, "exclusive_lam": args.exclusive_lam}},
+            {"name": "DAS channels+kernels", "t": [1e-2], "settings": {**s, "regularizer": "l1", "lam": args.lam,
+                                                                      "kernel_lam": args.kernel_lam}}]
+    return [r for r in rows if not args.only or any(o in r["name"] for o in args.only)]
+
+
+def arch_text(row: dict) -> str:
+    """'5x5 3x4g ...': each conv's kernel, g = grouped, p = patterns form; then linear inputs."""
+    tag = {"grouped": "g", "patterns": "p"}
+    convs = " ".join(f"{v['kernel'][0]}x{v['kernel'][1]}{tag.get(v['form'], '')}" for v in row["arch"]["convs"].values())
+    return convs + " | fc in " + "-".join(str(v) for v in row["arch"]["linear_in"].values())
+
+
+def write_report(payload: dict, out: Path) -> None:
+    """The markdown table (beside the JSON) and a params-vs-test-RMSE scatter (PNG)."""
+    d, m, rows = payload["data"], payload["machine"], payload["rows"]
+    st = payload["settings"]
+    lines = [f"### DAS (Shin, Packer & Song), Table 1, on a procedural steering stand-in", "",
+             f"Command: `{payload['command']}`", "",
+             f"Data: {d['train']} train / {d['test']} test synthetic 3x66x200 road images (benchmarks/steering_data.py); "
+             f"{st['epochs']} epochs, batch {st['batch_size']}, Adam lr {st['lr']} (search parameters: lr {st['arch_lr']}); "
+             f"lam (gates) {st['lam']}, kernel_lam {st['kernel_lam']}, group_lam {st['group_lam']}, exclusive_lam "
+             f"{st['exclusive_lam']}. Machine: {m['cpu']}, {m['cpu_count']} CPUs (shared), torch {m['torch']}, "
+             f"{st['threads']} torch thread(s). Wall time {payload.get('wall_seconds', 0) / 60:.1f} min.", "",
+             "| Model | FLOPs | Params | Train RMSE | Test RMSE | ORT ms (2 thr) | ORT ms (1 thr) | convs (kernel, g/p = grouped/patterns) "
+             "\| FC inputs |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['flops'] / 1e6:.1f}M | {r['params'] / 1e6:.3f}M | {r['train_rmse']:.4f} | "
+                     f"{r['test_rmse']:.4f} | {r['ort_2t']['median_ms']:.2f} | {r['ort_1t']['median_ms']:.2f} | {arch_text(r)} |")
+    z = d["test_rmse_predict"]
+    lines += [f"| predict 0 / predict train mean | 0 | 0 | | {z['zero']:.4f} / {z['train_mean']:.4f} | | | |", "",
+              "Paper (Udacity, real data; their PilotNet input gives 840M FLOPs, ours 66x200 gives ~54M):", "",
+              "| Model | FLOPs | Params | Train RMSE | Test RMSE |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {e} | {f} |" for a, b, c, e, f in payload["paper"]]
+    lines += ["", "FLOPs: archc.flops.count of the compact model plus the 0/1 scatter convs of a 'patterns' layer. "
+              "ORT: onnxruntime CPU provider, batch 1, median of 50 runs after 10 warm-up; the CPU is shared, "
+              "so latencies are indicative.", ""]
+    for e in payload["errors"]:
+        lines.append(f"ERROR in {e['row']} ({e['stage']}): {e['type']}: {e['message'][:300]}")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        ax.scatter(r["params"], r["test_rmse"], s=18 + r["flops"] / 1e6)
+        ax.annotate(r["model"], (r["params"], r["test_rmse"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters of the compact model (log)")
+    ax.set_ylabel("test RMSE")
+    ax.set_title(f"DAS on synthetic steering ({d['train']} train, {st['epochs']} epochs); marker area ~ MFLOPs")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=100)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--train", type=int, default=4000)
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--arch-lr", type=float, default=1e-2)
+    ap.add_argument("--lam", type=float, default=5e-5, help="L1 on the gates (channels)")
+    ap.add_argument("--kernel-lam", type=float, default=3e-3)
+    ap.add_argument("--group-lam", type=float, default=3e-4)
+    ap.add_argument("--exclusive-lam", type=float, default=3e-3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
+    ap.add_argument("--only", nargs="*", help="run only the searches whose name contains one of these")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 256/128 examples, 1 epoch")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.quick:
+        args.train, args.test, args.epochs = 256, 128, 1
+    stem = "das_steering.quick" if args.quick else "das_steering"
+    out = Path(args.out) if args.out else RESULTS / f"{stem}.json"
+    args.onnx_dir = str(out.parent / f"{out.stem}_onnx")
+    torch.set_num_threads(args.threads)
+    global BN, INIT
+    BN, INIT = not args.no_bn, ("he" if args.no_bn else "default")
+    wall0 = time.perf_counter()
+    payload = {"machine": machine_info(args.threads), "command": command_line(), "settings": vars(args),
+               "rows": [], "errors": [], "paper": PAPER}
+    t0 = time.perf_counter()
+    train, test = make_dataset(args.train, seed=0), make_dataset(args.test, seed=1)
+    payload["data"] = {"train": args.train, "test": args.test, "seconds": time.perf_counter() - t0,
+                       "test_rmse_predict": baseline_rmse(train, test)}
+    print(f"data {args.train}/{args.test} in {payload['data']['seconds']:.1f}s; {payload['data']['test_rmse_predict']}", flush=True)
+    model = new_pilotnet()
+    with OtherLoad() as load:
+        t0 = time.perf_counter()
+        hist = train_plain(model, train, args.epochs, args.batch_size, args.lr)
+    row = measure("Baseline", model, train, test, args, {"train_seconds": time.perf_counter() - t0,
+                                                          "other_load": round(load.share, 3), "history": hist})
+    payload["rows"].append(row)
+    for spec in searches(args):
+        try:
+            with OtherLoad() as load:
+                t0 = time.perf_counter()
+                res = archc.search(new_pilotnet, train, test, loss=F.mse_loss, metric=F.mse_loss, progress=False,
+                                   optimizer=make_optimizer(args.lr, args.arch_lr), **spec["settings"])
+                secs = time.perf_counter() - t0
+        except Exception as exc:  # noqa: BLE001 - record it and go on with the other rows
+            payload["errors"].append({"row": spec["name"], **error_record("search", exc)})
+            print(f"  {spec['name']}: search FAILED: {exc!r}", flush=True)
+            continue
+        for t in spec["t"]:
+            name = f"{spec['name']} t={t:g}" if t else spec["name"]
+            try:
+                small = archc.compact(res.model, threshold=0.0, search_threshold=t)
+                extra = {"t": t, "settings": spec["settings"], "train_seconds": secs, "other_load": round(load.share, 3),
+                         "history": res.history}
+                payload["rows"].append(measure(name, small, train, test, args, extra))
+            except Exception as exc:  # noqa: BLE001
+                payload["errors"].append({"row": name, **error_record("compact/measure", exc)})
+                print(f"  {name}: FAILED: {exc!r}", flush=True)
+        write_json(out, payload)
+    payload["wall_seconds"] = time.perf_counter() - wall0
+    write_json(out, payload)
+    write_report(payload, out)
+    print(f"wall {payload['wall_seconds']:.0f}s -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Differentiable architecture search passes: alpha (filter sizes), beta (input channels),
+P/S (grouped convolutions). Random settings compact exactly, in PyTorch and onnxruntime."""
+import numpy as np
+import torch
+from conftest import kill_channels, n_params
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from random_nets import random_networks
+from torch import nn
+
+import archc
+from archc.das.params import sparsemax
+from archc.das.regularizers import exclusive_lasso, group_lasso, grouped_penalty, threshold_search_params
+from archc.export import onnx_session, run_onnx
+from archc.verify import max_relative_error
+
+
+def _convs(gm):
+    return [m for m in gm.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_kernel_mask_scales_each_tap_by_the_alphas_of_the_windows_covering_it():
+    mask = archc.KernelMask((5, 5))
+    assert len(mask.sizes) == 25 and (4, 5) in mask.sizes and (5, 4) in mask.sizes
+    with torch.no_grad():
+        mask.alpha.copy_(torch.rand(25))
+    want = torch.zeros(5, 5)
+    for a, (h, w) in zip(mask.alpha.tolist(), mask.sizes):
+        top, left = (5 - h) // 2, (5 - w) // 2
+        want[top:top + h, left:left + w] += a
+    torch.testing.assert_close(mask.taps().detach(), want)
+
+
+def test_inserted_search_parameters_start_as_the_plain_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+    x = torch.randn(2, 3, 9, 9)
+    gm = archc.passes.insert_channel_select(archc.passes.insert_kernel_masks(archc.trace(model, (x,))))
+    torch.testing.assert_close(gm(x), model(x))
+
+
+class TwoConsumers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.a, self.b = nn.Conv2d(6, 4, 5, padding=2), nn.Conv2d(6, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return self.a(y) + self.b(y)
+
+
+def _searched(model, x, kernel=True, select=True, patterns=0):
+    gm = archc.passes.insert_filters(archc.trace(model, (x,)))
+    if kernel:
+        archc.passes.insert_kernel_masks(gm)
+    if select:
+        archc.passes.insert_channel_select(gm)
+    if patterns:
+        archc.passes.insert_grouped(gm, patterns)
+    return gm
+
+
+def _exact_everywhere(gm, small, x, tmp_path):
+    assert max_relative_error(gm, small, (x,)) < 1e-4
+    archc.export_onnx(small, (x,), tmp_path / "m.onnx")
+    with torch.no_grad():
+        want = gm.eval()(x[:1]).numpy()
+    got = run_onnx(onnx_session(tmp_path / "m.onnx"), [x[:1]])[0]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max() + 1e-6
+
+
+def test_odd_kernel_sizes_are_cropped_exactly(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 11, 13)
+    gm = _searched(TwoConsumers(), x, select=False)
+    with torch.no_grad():
+        for m in archc.kernel_masks(gm):
+            m.alpha.zero_()
+            m.alpha[m.sizes.index((4, 5) if m.kernel_size == (5, 5) else (1, 3))] = 1.3
+    small = archc.compact(gm)
+    kernels = sorted(tuple(c.kernel_size) for c in _convs(small))
+    assert (4, 5) in kernels and (1, 3) in kernels and (3, 3) not in kernels[1:]
+    _exact_everywhere(gm, small, x, tmp_path)
+
+
+def test_a_channel_dropped_by_every_consumer_dies_at_its_producer():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    gm = _searched(TwoConsumers(), x, kernel=False)
+    with torch.no_grad():
+        for m in archc.channel_selects(gm):
+            if len(m.beta) == 6:
+                m.beta[[1, 4]] = 0.0
+    small = archc.compact(gm)
+    assert small.get_submodule("stem").out_channels == 4
+    assert max_relative_error(gm, small, (x,)) < 1e-4
+
+
+def test_a_channel_dropped_by_one_consumer_leaves_only_that_consumer(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    gm = _searched(TwoConsumers(), x, kernel=False)
+    (beta_a,) = [m for n, _, m in archc.das.params.parametrized_layers(gm, archc.ChannelSelect) if n == "a"]
+    with torch.no_grad():
+        beta_a.beta[[0, 2, 5]] = 0.0
+    small = archc.compact(gm)
+    assert small.get_submodule("stem").out_channels == 6
+    assert small.get_submodule("a").in_channels == 3 and small.get_submodule("b").in_channels == 6
+    assert "index_select" in small.code
+    _exact_everywhere(gm, small, x, tmp_path)
+
+
+def _set_patterns(gm, P, S):
+    (g,) = archc.grouped_connectivities(gm)
+    with torch.no_grad():
+        g.P.copy_(P)
+        g.S.copy_(S)
+
+
+def _one_conv_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 36, 2))
+
+
+def test_disjoint_patterns_become_a_real_grouped_convolution(tmp_path):
+    x = torch.randn(2, 4, 6, 6)
+    gm = _searched(_one_conv_net(), x, kernel=False, select=False, patterns=2)
+    P = torch.tensor([[1.0, 0], [0, 2.0], [0.5, 0], [0, 1.5]])  # inputs {0,2} and {1,3}
+    S = torch.tensor([[1.0, 0, 1.0, 0, 1.0, 0], [0, 1.0, 0, 2.0, 0, 1.0]])  # outputs even / odd
+    _set_patterns(gm, P, S)
+    small = archc.compact(gm)
+    assert any(c.groups == 2 for c in _convs(small))
+    assert n_params(small) < n_params(gm)
+    _exact_everywhere(gm, small, x, tmp_path)
+
+
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["overlap", "one"]))
+@settings(max_examples=10, deadline=None)
+def test_overlapping_or_single_patterns_stay_exact(seed, kind):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, 6, 6, generator=gen)
+    gm = _searched(_one_conv_net(), x, kernel=False, select=False, patterns=3)
+    P = torch.rand(4, 3, generator=gen) * (torch.rand(4, 3, generator=gen) < 0.6)
+    S = torch.rand(3, 6, generator=gen) * (torch.rand(3, 6, generator=gen) < 0.6)
+    if kind == "one":
+        P[:, 1:], S[1:] = 0, 0
+    _set_patterns(gm, P, S)
+    small = archc.compact(gm)
+    assert max_relative_error(gm, small, (x,)) < 1e-4
+
+
+def test_grouped_penalty_and_threshold():
+    g = archc.GroupedConnectivity(4, 6, 3)
+    P, S = g.P.detach(), g.S.detach()
+    assert torch.isclose(group_lasso(P, 0), P.norm(dim=0).sum())
+    assert torch.isclose(exclusive_lasso(S, 0), S.abs().sum(0).pow(2).sum())
+    holder = nn.Conv2d(4, 6, 1)
+    torch.nn.utils.parametrize.register_parametrization(holder, "weight", g)
+    want = 2 * (P.norm(dim=0).sum() + S.norm(dim=1).sum()) + 3 * (P.abs().sum(1).pow(2).sum() + S.abs().sum(0).pow(2).sum())
+    assert torch.isclose(grouped_penalty(holder, 2.0, 3.0).detach(), want)
+    with torch.no_grad():
+        g.P[0, 0] = 1e-5
+    assert threshold_search_params(holder, 1e-3) >= 1 and g.P[0, 0] == 0
+
+
+def test_sparsemax_is_a_sparse_distribution():
+    p = sparsemax(torch.tensor([3.0, 1.0, 0.2, -1.0]))
+    assert torch.isclose(p.sum(), torch.tensor(1.0)) and (p == 0).sum() >= 2
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_networks(), st.integers(0, 2**31 - 1))
+def test_random_networks_with_every_search_parameter_compact_exactly(net, seed):
+    model, inputs = net
+    gen = torch.Generator().manual_seed(seed)
+    gm = archc.passes.insert_filters(archc.trace(model, inputs))
+    archc.passes.insert_grouped(archc.passes.insert_channel_select(archc.passes.insert_kernel_masks(gm)), 3)
+    kill_channels(gm, 0.3, seed)
+    with torch.no_grad():
+        for m in archc.kernel_masks(gm):
+            m.alpha.copy_(torch.rand(len(m.alpha), generator=gen) * (torch.rand(len(m.alpha), generator=gen) < 0.3))
+        for m in archc.channel_selects(gm):
+            m.beta.mul_(torch.rand(len(m.beta), generator=gen) > 0.25)
+        for g in archc.grouped_connectivities(gm):
+            g.P.mul_(torch.rand(g.P.shape, generator=gen) > 0.5)
+            g.S.mul_(torch.rand(g.S.shape, generator=gen) > 0.5)
+    small = archc.compact(gm)
+    assert max_relative_error(gm, small, inputs) < 1e-4
