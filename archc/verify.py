@@ -28,12 +28,21 @@ def max_relative_error(reference: nn.Module, candidate: nn.Module, inputs: tuple
     for a, b in zip(got, want):
         if not isinstance(b, torch.Tensor):
             continue
-        if a.shape != b.shape:
+        if not isinstance(a, torch.Tensor) or a.shape != b.shape:
             return float("inf")
-        scale = b.abs().max().item() if b.numel() else 0.0
-        err = (a.float() - b.float()).abs().max().item() if b.numel() else 0.0
-        worst = max(worst, err / max(scale, 1e-12))
+        worst = max(worst, _relative_error(a.float(), b.float()))
     return worst
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max|a - b| / max|b|`` over finite entries; NaN/inf must sit in the same places."""
+    finite = torch.isfinite(b)
+    if not torch.equal(finite, torch.isfinite(a)) or not torch.equal(a[~finite].nan_to_num(), b[~finite].nan_to_num()):
+        return float("inf")  # also catches NaN, which compares false with everything
+    if not finite.any():
+        return 0.0
+    scale = b[finite].abs().max().item()
+    return (a[finite] - b[finite]).abs().max().item() / max(scale, 1e-12)
 
 
 def assert_equivalent(

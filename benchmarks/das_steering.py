@@ -1,35 +1,39 @@
 """Differentiable architecture search (Shin, Packer & Song 2018), Table 1, on a steering stand-in.
 
-PilotNet (Bojarski et al. 2016: input normalised x*2-1; conv 24,36,48 5x5 stride 2; conv 64,64
-3x3; flatten; FC 100, 50, 10, 1; ELU; BatchNorm after each conv unless --no-bn) is trained plainly (Adam) as the baseline,
+PilotNet (Bojarski et al. 2016: input x*2-1; conv 24,36,48 5x5 stride 2; conv 64,64 3x3; FC 100,
+50, 10, 1; ELU; BatchNorm after each conv unless --no-bn) is trained plainly (Adam) as the baseline,
 then searched with ``archc.search`` on the same data, epochs, batch size, seed and initial weights:
   channels   ShrinkNets gates, regularizer l1 (lam)
-  kernels    filter sizes, kernel_lam > 0, regularizer none (first three convs choose heights and
+  kernels    filter sizes, kernel_lam > 0, regularizer none (the first three convs choose heights and
              widths in 1..5, the next two in 1..3: archc's default candidates)
   grouped    patterns=4 (group_lam, exclusive_lam) with gates (l1, lam), compacted at t = 1e-4, 1e-3, 1e-2
   ch+kernels gates and filter sizes together
-Every row is the COMPACT model (``archc.compact(res.model, threshold=0, search_threshold=t)``),
-evaluated (train and test RMSE), counted (``archc.flops.count`` plus the fixed 0/1 scatter convs
-of the "patterns" form, which that count does not see), exported with ``export_onnx`` and timed
-in onnxruntime (CPU provider, batch 1, median of 50 runs after 10 warm-up; 2 threads as asked,
-1 thread too). The data is the procedural stand-in of ``steering_data.py`` (Udacity is not here).
+Each row is the COMPACT model (``archc.compact(res.model, threshold=0, search_threshold=t)``),
+evaluated (train/test RMSE), counted (``archc.flops.count`` plus the 0/1 scatter convs of the
+"patterns" form, which that count misses), exported with ``export_onnx`` and timed in onnxruntime
+(CPU provider, batch 1, median of 50 runs after 10 warm-up; 2 threads as asked, and 1 thread).
+Data: the procedural stand-in of ``steering_data.py`` (Udacity is not available here).
 
-Search parameters (alphas, P, S, gate thetas) get their own Adam learning rate (--arch-lr):
-with the weights' lr of 1e-3 an alpha starting at 1 needs >= 1000 steps to reach zero, more
-than this CPU budget allows. Training uses --threads torch threads (default 1: on this shared
-2-core machine, 2 threads ran 2-8x slower than 1).
+Search parameters (alphas, P, S, gate thetas) get their own Adam lr (--arch-lr, 1e-2): at the
+weights' 1e-3 an alpha starting at 1 needs >= 1000 steps to reach zero, more than this budget has
+(750 steps). Training uses --threads torch threads (default 1: on this shared 2-core machine two
+threads ran 2-8x slower than one).
 
-Run (from the repository root; ~20 min on the shared 2-core CPU):
+Run (from the repository root; ~19 min + 7 + 7 on the shared 2-core CPU):
     python benchmarks/das_steering.py
-    python benchmarks/das_steering.py --quick      # smoke test, < 90 s
-Output: benchmarks/results/das_steering.{json,md,png} (--quick: das_steering.quick.*).
+    python benchmarks/das_steering.py --only kernels --kernel-lam 1e-2 --out benchmarks/results/das_steering.kernels_lam1e-2.json
+    python benchmarks/das_steering.py --only kernels --kernel-lam 1e-2 --no-bn --out benchmarks/results/das_steering.kernels_nobn_lam1e-2.json
+    python benchmarks/das_steering.py --report     # das_steering.md/.png: main run + the kernels follow-ups
+    python benchmarks/das_steering.py --quick      # smoke test, < 90 s -> das_steering.quick.*
+Output: benchmarks/results/das_steering.{json,md,png}.
 """
 from __future__ import annotations
 
 import argparse
 import gc
-import statistics
+import json
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -46,12 +50,10 @@ from steering_data import baseline_rmse, make_dataset  # noqa: E402
 from archc.export import export_onnx  # noqa: E402
 from archc.meta import tensor_shape  # noqa: E402
 
-PAPER = [("Baseline", "840M", "1.03M", 0.0247, 0.0945),
-         ("DAS indiv. channels t=1e-3, g=1e-8", "692M", "1.01M", 0.0124, 0.0889),
+PAPER = [("Baseline", "840M", "1.03M", 0.0247, 0.0945), ("DAS indiv. channels t=1e-3, g=1e-8", "692M", "1.01M", 0.0124, 0.0889),
          ("DAS indiv. channels t=1e-2, g=1e-6", "402M", "0.43M", 0.0194, 0.0912),
          ("DAS indiv. channels t=1e-1, g=1e-8", "210M", "0.54M", 0.0682, 0.0955),
-         ("DAS grouped t=1e-4, eta=3e-6", "480M", "0.11M", 0.0318, 0.0978),
-         ("DAS grouped t=1e-3, eta=3e-6", "508M", "0.19M", 0.0318, 0.0980),
+         ("DAS grouped t=1e-4, eta=3e-6", "480M", "0.11M", 0.0318, 0.0978), ("DAS grouped t=1e-3, eta=3e-6", "508M", "0.19M", 0.0318, 0.0980),
          ("DAS grouped t=1e-2, eta=3e-5", "409M", "0.04M", 0.0691, 0.0996)]
 ARCH_TYPES = (archc.Filter, archc.KernelMask, archc.ChannelSelect, archc.GroupedConnectivity)
 
@@ -74,10 +76,8 @@ class PilotNet(nn.Module):
         x = x * 2.0 - 1.0
         for conv, norm in zip((self.conv1, self.conv2, self.conv3, self.conv4, self.conv5), self.norms):
             x = F.elu(norm(conv(x)))
-        x = x.flatten(1)
-        for fc in (self.fc1, self.fc2, self.fc3):
-            x = F.elu(fc(x))
-        return self.fc4(x)
+        x = F.elu(self.fc1(x.flatten(1)))
+        return self.fc4(F.elu(self.fc3(F.elu(self.fc2(x)))))
 
 
 BN = True
@@ -117,9 +117,7 @@ def train_plain(model: nn.Module, train, epochs: int, batch: int, lr: float) -> 
         t0, losses = time.perf_counter(), []
         for x, y in loader:
             loss = F.mse_loss(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            opt.zero_grad(set_to_none=True), loss.backward(), opt.step()
             losses.append(loss.item())
         history.append({"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "train_loss": float(np.mean(losses))})
     return history
@@ -131,14 +129,10 @@ def ort_latency_ms(path: Path, threads: int, runs: int = 50, warmup: int = 10) -
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {sess.get_inputs()[0].name: np.random.default_rng(0).random((1, 3, 66, 200), dtype=np.float32)}
-    times = []
     with OtherLoad() as load:
-        for i in range(warmup + runs):
-            t0 = time.perf_counter()
-            sess.run(None, feed)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "other_load": round(load.share, 3)}
+        times = [(sess.run(None, feed), time.perf_counter())[1] for _ in range(warmup + runs + 1)]
+    times = np.diff(times)[warmup:] * 1e3  # time between the ends of consecutive runs
+    return {"median_ms": float(np.median(times)), "min_ms": float(times.min()), "other_load": round(load.share, 3)}
 
 
 def flops(gm) -> dict:
@@ -171,13 +165,12 @@ def measure(name: str, model: nn.Module, train, test, args, extra: dict) -> dict
     row = {"model": name, **extra, **flops(gm), "params": n_params(gm),
            "train_rmse": rmse(gm, train), "test_rmse": rmse(gm, test), "arch": architecture(gm, report),
            "search_report": report}
-    onnx_path = Path(args.onnx_dir) / f"{name.replace(' ', '_').replace('=', '')}.onnx"
+    onnx_path = Path(args.onnx_dir) / "model.onnx"  # a temporary directory
     res = export_onnx(gm, (x,), onnx_path)
     row["onnx_max_abs_err"] = res.max_abs_err
     row["ort_2t"], row["ort_1t"] = ort_latency_ms(onnx_path, 2), ort_latency_ms(onnx_path, 1)
     print(f"  {name}: {row['flops'] / 1e6:.1f}M FLOPs, {row['params']:,} params, train {row['train_rmse']:.4f}, "
-          f"test {row['test_rmse']:.4f}, ORT {row['ort_2t']['median_ms']:.2f} ms; "
-          + arch_text(row), flush=True)
+          f"test {row['test_rmse']:.4f}, ORT {row['ort_2t']['median_ms']:.2f} ms; " + arch_text(row), flush=True)
     return row
 
 
@@ -197,79 +190,89 @@ def arch_text(row: dict) -> str:
     """'5x5 3x4g ...': each conv's kernel, g = grouped, p = patterns form; then linear inputs."""
     tag = {"grouped": "g", "patterns": "p"}
     convs = " ".join(f"{v['kernel'][0]}x{v['kernel'][1]}{tag.get(v['form'], '')}" for v in row["arch"]["convs"].values())
-    return convs + " | fc in " + "-".join(str(v) for v in row["arch"]["linear_in"].values())
+    return convs + "; fc in " + "-".join(str(v) for v in row["arch"]["linear_in"].values())
 
 
-def write_report(payload: dict, out: Path) -> None:
-    """The markdown table (beside the JSON) and a params-vs-test-RMSE scatter (PNG)."""
-    d, m, rows = payload["data"], payload["machine"], payload["rows"]
-    st = payload["settings"]
-    lines = [f"### DAS (Shin, Packer & Song), Table 1, on a procedural steering stand-in", "",
-             f"Command: `{payload['command']}`", "",
+def table(payload: dict, title: str) -> list[str]:
+    """One run's settings line and rows as markdown."""
+    d, m, st = payload["data"], payload["machine"], payload["settings"]
+    lines = [title, "", f"Command: `{payload['command']}`", "",
              f"Data: {d['train']} train / {d['test']} test synthetic 3x66x200 road images (benchmarks/steering_data.py); "
              f"{st['epochs']} epochs, batch {st['batch_size']}, Adam lr {st['lr']} (search parameters: lr {st['arch_lr']}); "
-             f"lam (gates) {st['lam']}, kernel_lam {st['kernel_lam']}, group_lam {st['group_lam']}, exclusive_lam "
-             f"{st['exclusive_lam']}. Machine: {m['cpu']}, {m['cpu_count']} CPUs (shared), torch {m['torch']}, "
-             f"{st['threads']} torch thread(s). Wall time {payload.get('wall_seconds', 0) / 60:.1f} min.", "",
-             "| Model | FLOPs | Params | Train RMSE | Test RMSE | ORT ms (2 thr) | ORT ms (1 thr) | convs (kernel, g/p = grouped/patterns) "
-             "\| FC inputs |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+             f"BatchNorm {'no (He init)' if st.get('no_bn') else 'yes'}; lam (gates) {st['lam']}, kernel_lam "
+             f"{st['kernel_lam']}, group_lam {st['group_lam']}, exclusive_lam {st['exclusive_lam']}. Machine: {m['cpu']}, "
+             f"{m['cpu_count']} CPUs (shared), torch {m['torch']}, {st['threads']} torch thread(s) for training. "
+             f"Wall time {payload.get('wall_seconds', 0) / 60:.1f} min.", "",
+             "| Model | FLOPs | Params | Train RMSE | Test RMSE | ORT ms (2 thr) | ORT ms (1 thr) | conv kernels (p: patterns "
+             "form, g: grouped conv); FC inputs |", "|---|---|---|---|---|---|---|---|"]
+    for r in payload["rows"]:
         lines.append(f"| {r['model']} | {r['flops'] / 1e6:.1f}M | {r['params'] / 1e6:.3f}M | {r['train_rmse']:.4f} | "
                      f"{r['test_rmse']:.4f} | {r['ort_2t']['median_ms']:.2f} | {r['ort_1t']['median_ms']:.2f} | {arch_text(r)} |")
     z = d["test_rmse_predict"]
-    lines += [f"| predict 0 / predict train mean | 0 | 0 | | {z['zero']:.4f} / {z['train_mean']:.4f} | | | |", "",
-              "Paper (Udacity, real data; their PilotNet input gives 840M FLOPs, ours 66x200 gives ~54M):", "",
+    lines.append(f"| predict 0 / predict train mean | 0 | 0 | | {z['zero']:.4f} / {z['train_mean']:.4f} | | | |")
+    return lines + [f"ERROR in {e['row']} ({e['stage']}): {e['type']}: {e['message'][:300]}" for e in payload["errors"]]
+
+
+def write_report(payload: dict, out: Path, followups: list = ()) -> None:
+    """The markdown tables (main run, then follow-up runs) and a params-vs-test-RMSE scatter (PNG)."""
+    lines = table(payload, "### DAS (Shin, Packer & Song), Table 1, on a procedural steering stand-in")
+    for f in followups:
+        lines += [""] + table(f, "#### Follow-up run")
+    lines += ["", "Paper (Udacity, real data; their PilotNet input gives 840M FLOPs, ours 66x200 gives ~54M):", "",
               "| Model | FLOPs | Params | Train RMSE | Test RMSE |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {e} | {f} |" for a, b, c, e, f in payload["paper"]]
-    lines += ["", "FLOPs: archc.flops.count of the compact model plus the 0/1 scatter convs of a 'patterns' layer. "
-              "ORT: onnxruntime CPU provider, batch 1, median of 50 runs after 10 warm-up; the CPU is shared, "
-              "so latencies are indicative.", ""]
-    for e in payload["errors"]:
-        lines.append(f"ERROR in {e['row']} ({e['stage']}): {e['type']}: {e['message'][:300]}")
+    lines += ["", "Rows are compact models (archc.compact, search_threshold=t), evaluated after compaction. FLOPs: "
+              "archc.flops.count plus the 0/1 scatter convs of a 'patterns' layer. ORT: onnxruntime CPU provider, batch "
+              "1, median of 50 runs after 10 warm-up; the CPU is shared with other jobs, so latencies are indicative."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        ax.scatter(r["params"], r["test_rmse"], s=18 + r["flops"] / 1e6)
-        ax.annotate(r["model"], (r["params"], r["test_rmse"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run, marker in zip([payload, *followups], "o^sv"):
+        for r in run["rows"][0 if run is payload else 1:]:
+            ax.scatter(r["params"], r["test_rmse"], s=18 + r["flops"] / 1e6, marker=marker, alpha=0.7)
+            label = r["model"] + ("" if run is payload else f" (kernel_lam {run['settings']['kernel_lam']:g}"
+                                  + (", no BN)" if run["settings"].get("no_bn") else ")"))
+            ax.annotate(label, (r["params"], r["test_rmse"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("parameters of the compact model (log)")
     ax.set_ylabel("test RMSE")
-    ax.set_title(f"DAS on synthetic steering ({d['train']} train, {st['epochs']} epochs); marker area ~ MFLOPs")
+    st = payload["settings"]
+    ax.set_title(f"DAS on synthetic steering ({st['train']} train, {st['epochs']} epochs); marker area ~ MFLOPs", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=100)
+    fig.savefig(out.with_suffix(".png"), dpi=110)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--train", type=int, default=4000)
-    ap.add_argument("--test", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--arch-lr", type=float, default=1e-2)
-    ap.add_argument("--lam", type=float, default=5e-5, help="L1 on the gates (channels)")
-    ap.add_argument("--kernel-lam", type=float, default=3e-3)
-    ap.add_argument("--group-lam", type=float, default=3e-4)
-    ap.add_argument("--exclusive-lam", type=float, default=3e-3)
+    for flag, kind, default in (("--train", int, 4000), ("--test", int, 1000), ("--epochs", int, 6),
+                                ("--batch-size", int, 32), ("--lr", float, 1e-3), ("--arch-lr", float, 1e-2),
+                                ("--lam", float, 5e-5), ("--kernel-lam", float, 3e-3), ("--group-lam", float, 3e-4),
+                                ("--exclusive-lam", float, 3e-3)):
+        ap.add_argument(flag, type=kind, default=default)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
-    ap.add_argument("--only", nargs="*", help="run only the searches whose name contains one of these")
+    ap.add_argument("--only", nargs="*", help="run only the searches whose name contains one of these (kernels: kernels and channels+kernels)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 256/128 examples, 1 epoch")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--report", action="store_true", help="only rebuild the .md/.png from --out's JSON and its follow-ups")
     args = ap.parse_args()
     if args.quick:
         args.train, args.test, args.epochs = 256, 128, 1
     stem = "das_steering.quick" if args.quick else "das_steering"
     out = Path(args.out) if args.out else RESULTS / f"{stem}.json"
-    args.onnx_dir = str(out.parent / f"{out.stem}_onnx")
+    if args.report:
+        followups = [json.loads(p.read_text()) for p in sorted(out.parent.glob(out.stem + ".kernels*.json"))]
+        return write_report(json.loads(out.read_text()), out, followups)
     torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory()  # the ONNX files
+    args.onnx_dir = tmp.name
     global BN, INIT
     BN, INIT = not args.no_bn, ("he" if args.no_bn else "default")
     wall0 = time.perf_counter()
-    payload = {"machine": machine_info(args.threads), "command": command_line(), "settings": vars(args),
+    payload = {"machine": machine_info(args.threads), "command": command_line(),
+               "settings": {k: v for k, v in vars(args).items() if k != "onnx_dir"},
                "rows": [], "errors": [], "paper": PAPER}
     t0 = time.perf_counter()
     train, test = make_dataset(args.train, seed=0), make_dataset(args.test, seed=1)

@@ -158,7 +158,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--mlp-lams", default="1e-3,1e-4")
     ap.add_argument("--lenet-lams", default="1e-3")
     ap.add_argument("--mlp-epochs", type=int, default=10)
-    ap.add_argument("--lenet-epochs", type=int, default=4)
+    ap.add_argument("--lenet-epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--limit", type=int, default=None, help="use only this many training (and test) samples")

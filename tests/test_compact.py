@@ -75,3 +75,24 @@ def test_no_gates_closed_means_same_size():
     small = archc.compact(gated)
     assert n_params(small) == n_params(gated) - sum(f.size for f in archc.filters(gated))
     assert max_relative_error(gated, small, inputs) < 1e-4
+
+
+def test_verification_does_not_pass_nan_or_inf():
+    from archc.verify import assert_equivalent
+
+    class NanOut(nn.Module):
+        def forward(self, x):
+            return x * float("nan")
+
+    gm = archc.trace(NanOut(), (torch.randn(2, 3),))
+    with pytest.raises(archc.CompactionError):
+        assert_equivalent(gm, nn.Identity())
+
+    class InfOut(nn.Module):
+        def forward(self, x):
+            return x / 0.0
+
+    gm = archc.trace(InfOut(), (torch.ones(2, 3),))
+    with pytest.raises(archc.CompactionError):
+        assert_equivalent(gm, nn.Identity(), inputs=(torch.ones(2, 3),))
+    assert assert_equivalent(gm, copy.deepcopy(gm), inputs=(torch.ones(2, 3),)) == 0.0  # same infs: equal
