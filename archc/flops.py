@@ -40,6 +40,12 @@ def _matmul(node: fx.Node) -> int:
     return 2 * _numel(tensor_shape(node)) * tensor_shape(node.args[0])[-1]
 
 
+def _functional_conv(node: fx.Node) -> int:
+    """``F.conv2d(x, w, ...)``: every output element costs one weight slice of MACs."""
+    weight = tensor_shape(node.args[1])
+    return 2 * _numel(tensor_shape(node)) * (_numel(weight[1:]) if weight else 0)
+
+
 def _attention(node: fx.Node) -> int:
     q, k = tensor_shape(node.args[0]), tensor_shape(node.args[1])
     return 2 * _numel(q) * k[-2] + 2 * _numel(tensor_shape(node)) * k[-2]
@@ -52,6 +58,8 @@ MODULE_FLOPS: dict[type, Callable] = {
 FUNCTION_FLOPS: dict = {
     operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _matmul, "matmul": _matmul,
     "bmm": _matmul, F.scaled_dot_product_attention: _attention,
+    F.conv1d: _functional_conv, F.conv2d: _functional_conv, F.conv3d: _functional_conv,
+    torch.conv1d: _functional_conv, torch.conv2d: _functional_conv, torch.conv3d: _functional_conv,
 }
 
 

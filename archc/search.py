@@ -23,6 +23,7 @@ from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .errors import UserFileError
 from .filters import filter_sites, filters
 from .das import regularizers as das_reg
+from .das.params import ChannelSelect, GroupedConnectivity, KernelMask, parametrized_layers
 from .rebuild import build_gated, search_options
 from .search_display import SearchDisplay
 from .shrink import shrink
@@ -39,6 +40,7 @@ class SearchConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    arch_lr: Optional[float] = None  # learning rate of gates and search parameters (default: lr)
     optimizer: str = "adam"        # adam | sgd, when the task brings no optimizer
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -147,12 +149,24 @@ class _Run:
             params = [p for p in params if p.requires_grad]
         if self.task.optimizer_fn is not None:
             opt = self.task.optimizer_fn(params)
-        elif self.cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
         else:
-            opt = torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+            groups = self._param_groups(params)
+            if self.cfg.optimizer == "sgd":
+                opt = torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
+            else:
+                opt = torch.optim.Adam(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.groups = sparsity.channel_weight_groups(self.model) if self.cfg.regularizer in _LASSOS else []
         return opt
+
+    def _param_groups(self, params: list) -> list:
+        """Weights at ``lr``; gates and search parameters at ``arch_lr`` when it is set."""
+        if self.cfg.arch_lr is None:
+            return [{"params": params}]
+        arch = {id(f.theta) for f in filters(self.model)}
+        for kind in (KernelMask, ChannelSelect, GroupedConnectivity):
+            arch |= {id(p) for _, _, m in parametrized_layers(self.model, kind) for p in m.parameters()}
+        return [{"params": [p for p in params if id(p) not in arch]},
+                {"params": [p for p in params if id(p) in arch], "lr": self.cfg.arch_lr}]
 
     def penalty(self) -> torch.Tensor:
         cfg = self.cfg
@@ -195,7 +209,8 @@ class _Run:
         return removed
 
     def widths(self) -> dict[str, int]:
-        alive = {n: int((f.theta.detach() > self.cfg.threshold).sum()) for n, f in self._named_filters()}
+        # a group keeps at least one channel through compaction, so it never reads as 0 wide
+        alive = {n: max(1, int((f.theta.detach() > self.cfg.threshold).sum())) for n, f in self._named_filters()}
         return {self.labels[n]: alive[n] for n in alive}
 
     def params(self) -> int:

@@ -229,12 +229,19 @@ def write_report(payload: dict, out: Path, followups: list = ()) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5))
+    short = {"DAS ": "", "grouped+channels": "grp+ch", "channels+kernels": "ch+k"}
     for run, marker in zip([payload, *followups], "o^sv"):
-        for r in run["rows"][0 if run is payload else 1:]:
-            ax.scatter(r["params"], r["test_rmse"], s=18 + r["flops"] / 1e6, marker=marker, alpha=0.7)
-            label = r["model"] + ("" if run is payload else f" (kernel_lam {run['settings']['kernel_lam']:g}"
-                                  + (", no BN)" if run["settings"].get("no_bn") else ")"))
-            ax.annotate(label, (r["params"], r["test_rmse"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        rows, st = run["rows"][0 if run is payload else 1:], run["settings"]
+        label = "main run" if run is payload else f"kernel_lam {st['kernel_lam']:g}{', no BN' if st.get('no_bn') else ''}"
+        ax.scatter([r["params"] for r in rows], [r["test_rmse"] for r in rows], s=[18 + r["flops"] / 1e6 for r in rows],
+                   marker=marker, alpha=0.6, label=label)
+        for r in rows:
+            name = r["model"]
+            for a, b in short.items():
+                name = name.replace(a, b)
+            ax.annotate(name, (r["params"], r["test_rmse"]), fontsize=6, xytext=(3, 3 if run is payload else -8),
+                        textcoords="offset points")
+    ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("parameters of the compact model (log)")
     ax.set_ylabel("test RMSE")
@@ -262,9 +269,9 @@ def main() -> None:
         args.train, args.test, args.epochs = 256, 128, 1
     stem = "das_steering.quick" if args.quick else "das_steering"
     out = Path(args.out) if args.out else RESULTS / f"{stem}.json"
+    followups = lambda: [json.loads(p.read_text()) for p in sorted(out.parent.glob(out.stem + ".kernels*.json"))]  # noqa: E731
     if args.report:
-        followups = [json.loads(p.read_text()) for p in sorted(out.parent.glob(out.stem + ".kernels*.json"))]
-        return write_report(json.loads(out.read_text()), out, followups)
+        return write_report(json.loads(out.read_text()), out, followups())
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()  # the ONNX files
     args.onnx_dir = tmp.name
@@ -310,7 +317,7 @@ def main() -> None:
         write_json(out, payload)
     payload["wall_seconds"] = time.perf_counter() - wall0
     write_json(out, payload)
-    write_report(payload, out)
+    write_report(payload, out, followups())
     print(f"wall {payload['wall_seconds']:.0f}s -> {out}")
 
 

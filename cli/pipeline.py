@@ -33,6 +33,7 @@ def search_cmd(
     epochs: int = typer.Option(10, help="Training epochs."),
     batch_size: int = typer.Option(128, help="Batch size (when data() returns datasets)."),
     lr: float = typer.Option(1e-3, help="Learning rate (and proximal step size)."),
+    arch_lr: Optional[float] = typer.Option(None, help="Learning rate of gates and search parameters (default: --lr)."),
     optimizer: str = typer.Option("adam", help="adam or sgd, unless model.py defines optimizer(params)."),
     regularizer: str = typer.Option("l1", help="l1 (gates, ShrinkNets), group_lasso, sparse_group_lasso, or none."),
     alpha: float = typer.Option(0.5, help="L1 share of the sparse group lasso."),
@@ -54,7 +55,7 @@ def search_cmd(
 ) -> None:
     """Train the model with gates and a sparsity penalty, shrinking it as channels die."""
     out_dir = out_dir or Path("runs") / model_py.stem
-    cfg = SearchConfig(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+    cfg = SearchConfig(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, arch_lr=arch_lr, optimizer=optimizer,
                        regularizer=regularizer, alpha=alpha, density_lam=density_lam,
                        shrink_every=shrink_every, threshold=threshold, device=device, seed=seed,
                        out=str(out_dir), resume=resume, kernel_lam=kernel_lam, select_lam=select_lam,

@@ -124,3 +124,19 @@ def test_flatten_into_linear_couples_each_channel_with_its_block_of_features():
     an = archc.analyse(gm)
     conv, flat = an.labels_of(("conv", 1)), an.labels_of(("flatten", 1))
     assert list(flat) == [conv[c] for c in range(4) for _ in range(4)]
+
+
+def test_flops_count_convs_linears_and_functional_convs():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 2 * 2, 5))
+    gm = archc.trace(model, (torch.randn(2, 3, 4, 4),))
+    assert archc.flops.count(gm) == 2 * (4 * 2 * 2) * (3 * 9) + 2 * 5 * 16
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 3, 3, 3))
+
+        def forward(self, x):
+            return F.conv2d(x, self.w)
+
+    assert archc.flops.count(archc.trace(Functional(), (torch.randn(2, 3, 4, 4),))) == 2 * (4 * 2 * 2) * (3 * 9)

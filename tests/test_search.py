@@ -107,3 +107,12 @@ def test_cli_search_on_a_file_without_data_is_a_clear_error(tmp_path):
     bad.write_text("import torch\ndef model():\n    return torch.nn.Linear(2, 2)\n")
     res = CliRunner().invoke(app, ["search", str(bad), "--no-progress"])
     assert res.exit_code == 2 and "data" in res.output and "Traceback" not in res.output
+
+
+def test_search_parameters_can_have_their_own_learning_rate_and_resume(tmp_path):
+    first = run_search(_task(), _cfg(tmp_path, epochs=1, arch_lr=0.05, select_lam=1e-3), progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    lrs = [g["lr"] for g in state["optimizer_state"]["param_groups"]]
+    assert lrs == [1e-2, 0.05]
+    resumed = run_search(_task(), _cfg(tmp_path, epochs=2, arch_lr=0.05, select_lam=1e-3, resume=True), progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2] and first.history[0] == resumed.history[0]
