@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import pytest
 import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
+import archc
 from archc.cli import main as cli_main
 from archc.cli.main import app
 from archc.cli.render import human, layer_list, render_report
@@ -94,29 +93,18 @@ def test_ctrl_c_exits_130():
     assert info.value.exit_code == 130
 
 
-@dataclass
-class Row:
-    id: int
-    size: int
-    prunable: bool
-    layers: list[str]
-    reason: Optional[str] = None
-
-
-@dataclass
-class FakeReport:
-    params: int = 1_234_567
-    flops: int = 0
-    groups: list = field(default_factory=lambda: [
-        Row(0, 64, True, ["conv1", "bn1", "layer1.0.conv1", "layer1.0.bn1", "fc"]),
-        Row(1, 3, False, ["[input]"], "model input"),
-    ])
-    unprunable: list = field(default_factory=lambda: [("x", "model input"), ("cat_1", "no rule for [op]")])
+def _report() -> archc.Report:
+    return archc.Report(
+        params=1_234_567, flops=0,
+        groups=[archc.GroupRow(0, 64, True, ["conv1", "bn1", "layer1.0.conv1", "layer1.0.bn1", "fc"]),
+                archc.GroupRow(1, 3, False, ["[input]"], "model input")],
+        unprunable=[("x", "model input"), ("cat_1", "no rule for [op]")],
+    )
 
 
 def test_render_report():
     console = Console(record=True, width=200)
-    render_report(FakeReport(), console)
+    render_report(_report(), console)
     text = console.export_text()
     assert "1.23M params" in text and "unknown FLOPs" in text and "2 channel groups" in text
     assert "64 / 67 channels prunable" in text
@@ -126,15 +114,14 @@ def test_render_report():
 
 def test_inspect_renders_report(tmp_path, monkeypatch):
     path = tmp_path / "m.py"
-    path.write_text("import torch\ndef model():\n    return torch.nn.Linear(2, 2)\n"
-                    "def example_input():\n    return torch.randn(1, 2)\n")
-    import archc
-
-    monkeypatch.setattr(archc, "trace", lambda m, xs: ("gm", m, xs), raising=False)
-    monkeypatch.setattr(archc, "report", lambda gm: FakeReport(flops=2_000_000_000), raising=False)
+    path.write_text("import torch\nfrom torch import nn\n"
+                    "def model():\n    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1))\n"
+                    "def example_input():\n    return torch.randn(2, 3, 6, 6)\n")
     res = runner.invoke(app, ["inspect", str(path)])
     assert res.exit_code == 0, res.output
-    assert "2G FLOPs" in plain(res.output) and "Channel groups" in res.output
+    flops = 2 * (8 * 16) * 27 + 2 * (2 * 16) * 8  # per example: conv 3->8 (3x3) on 4x4, then 8->2 (1x1)
+    assert f"{flops / 1e3:.3g}K FLOPs" in plain(res.output) and "Channel groups" in res.output
+    assert "8 / 10 channels prunable" in plain(res.output)
 
 
 def test_helpers():
