@@ -13,7 +13,7 @@ from .search import SearchConfig, SearchResult, Task, _loader, run_search
 def search(
     model: Union[torch.nn.Module, Callable[[], torch.nn.Module]], train: Any, val: Any, *,
     example_inputs: Optional[tuple] = None, loss: Callable = F.cross_entropy,
-    metric: Optional[Callable] = None, optimizer: Optional[Callable] = None,
+    metric: Optional[Callable] = None, optimizer: Union[str, Callable, None] = None,
     console=None, progress: bool = True, **settings: Any,
 ) -> SearchResult:
     """Learn the widths of ``model`` on ``train`` (datasets or loaders of ``(inputs..., target)``).
@@ -26,6 +26,8 @@ def search(
         >>> result = archc.search(net, train_ds, val_ds, lam=1e-3, epochs=3, out="runs/net")
         >>> small = archc.compact(result.model)
     """
+    if isinstance(optimizer, str):  # "adam" / "sgd" name the built-in optimizer, a callable builds one
+        settings["optimizer"], optimizer = optimizer, None
     cfg = SearchConfig(**settings)
     factory = model if not isinstance(model, torch.nn.Module) else (lambda: copy.deepcopy(model))
     if example_inputs is None:

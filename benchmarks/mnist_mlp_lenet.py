@@ -14,7 +14,7 @@ Compared with (see /work/shared/seeds/NOTES.md): ShrinkNets' medians over 50 ran
 99.34% at 88k params; fixed-size medians 98.19% (1628 units) and 99.21% (65k params); Tessera &
 Rosman 97.86% at ~60k active weights. Ours: the final epoch of a few epochs (``--*-epochs``), one run.
 
-Rerun (from the repository root; ~15 min on a 2-core CPU):
+Rerun (from the repository root; ~10-15 min on an idle 2-core CPU: MLP 20 epochs, LeNet-5 15 epochs):
     python benchmarks/mnist_mlp_lenet.py
     python benchmarks/mnist_mlp_lenet.py --quick     # 1 epoch each, 10k samples, < 60 s
 """
@@ -144,7 +144,8 @@ def render_md(p: dict) -> str:
     for r in p["runs"]:
         per = "; ".join(f"ep {i + 1}: " + "/".join(str(v) for v in w.values()) + f" ({t:.0f} s)"
                         for i, (w, t) in enumerate(zip(r["widths_per_epoch"], r["epoch_seconds"])))
-        lines.append(f"- {r['model']} lambda {r['lam']:g}, widths per epoch ({'/'.join(r['widths_per_epoch'][0])}): {per}")
+        layers = "/".join(r["widths_per_epoch"][0])
+        lines.append(f"- {r['model']} lambda {r['lam']:g}, widths per epoch ({layers}): {per}")
     loads = [r["other_load_share"] for r in p["runs"]]
     lines += ["", f"Other processes used {min(loads):.0%}..{max(loads):.0%} of the CPUs during the runs "
               "(shared machine: timings are indicative).", ""]
@@ -157,8 +158,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--models", default="mlp,lenet5")
     ap.add_argument("--mlp-lams", default="1e-3,1e-4")
     ap.add_argument("--lenet-lams", default="1e-3")
-    ap.add_argument("--mlp-epochs", type=int, default=10)
-    ap.add_argument("--lenet-epochs", type=int, default=5)
+    ap.add_argument("--mlp-epochs", type=int, default=20)
+    ap.add_argument("--lenet-epochs", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--limit", type=int, default=None, help="use only this many training (and test) samples")
