@@ -14,7 +14,7 @@ from .compact import compact
 from .das.params import (ChannelSelect, GroupedConnectivity, KernelMask, channel_selects,
                          grouped_connectivities, kernel_masks)
 from .depgraph import analyse, dependency_graph
-from .errors import AnalysisError, ArchcError, CompactionError, ExportError, TraceError, UserFileError
+from .errors import AnalysisError, ArchcError, CompactionError, ConfigError, ExportError, TraceError, UserFileError
 from .export import export_onnx
 from .filters import Filter, filters
 from .groups import ChannelGroup, channel_groups
@@ -27,6 +27,6 @@ __all__ = [
     "trace", "analyse", "compact", "search", "KernelMask", "ChannelSelect", "GroupedConnectivity",
     "kernel_masks", "channel_selects", "grouped_connectivities", "export_onnx", "report", "Report", "GroupRow", "dependency_graph", "channel_groups", "ChannelGroup", "Filter", "filters",
     "passes", "ArchcError", "TraceError", "AnalysisError", "CompactionError", "ExportError",
-    "UserFileError",
+    "UserFileError", "ConfigError",
 ]
 __version__ = "0.1.0"

@@ -31,6 +31,10 @@ class ExportError(ArchcError):
     """ONNX export failed or the exported model disagrees with PyTorch."""
 
 
+class ConfigError(ArchcError, ValueError):
+    """A setting is out of range or names something that does not exist."""
+
+
 class UserFileError(ArchcError):
     """A user's model file or checkpoint is missing something or returns the wrong thing."""
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import sparsity
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .errors import UserFileError
+from .errors import ConfigError, UserFileError
 from .filters import filter_sites, filters
 from .das import regularizers as das_reg
 from .das.params import ChannelSelect, GroupedConnectivity, KernelMask, parametrized_layers
@@ -29,6 +29,7 @@ from .search_display import SearchDisplay
 from .shrink import shrink
 
 REGULARIZERS = ("l1", "group_lasso", "sparse_group_lasso", "none")
+OPTIMIZERS = ("adam", "sgd")
 _LASSOS = ("group_lasso", "sparse_group_lasso")
 
 
@@ -60,6 +61,18 @@ class SearchConfig:
     seed: int = 0
     out: Optional[str] = None
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}: "
+                                  f"pass one of those names")
+        for name in ("epochs", "batch_size", "lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha (the L1 share of the sparse group lasso) must be in [0, 1], got {self.alpha}")
 
 
 @dataclass
@@ -236,8 +249,6 @@ def _gate_labels(gm: fx.GraphModule) -> dict[str, str]:
 
 def run_search(task: Task, cfg: SearchConfig, *, console=None, progress: bool = True) -> SearchResult:
     """Run (or resume) a search; writes ``log.jsonl`` and ``checkpoint.pt`` to ``cfg.out``."""
-    if cfg.regularizer not in REGULARIZERS:
-        raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {cfg.regularizer!r}")
     with SearchDisplay(console, progress) as display:
         run = _Run(task, cfg, display)
         train = _loader(task.train, cfg.batch_size, True, run.gen)

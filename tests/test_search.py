@@ -116,3 +116,14 @@ def test_search_parameters_can_have_their_own_learning_rate_and_resume(tmp_path)
     assert lrs == [1e-2, 0.05]
     resumed = run_search(_task(), _cfg(tmp_path, epochs=2, arch_lr=0.05, select_lam=1e-3, resume=True), progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2] and first.history[0] == resumed.history[0]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_python_api_takes_an_optimizer_by_name(tmp_path, optimizer):
+    spec = load_user_file(TINY)
+    train, val = spec.data()
+    result = archc.search(spec.model, train, val, optimizer=optimizer, lam=3e-2, epochs=1,
+                          batch_size=64, lr=1e-2, out=str(tmp_path), progress=False)
+    assert len(result.history) == 1 and result.history[0]["train_loss"] > 0
+    with pytest.raises(archc.errors.ConfigError, match="optimizer"):
+        archc.search(spec.model, train, val, optimizer="lbfgs", epochs=1, out=str(tmp_path / "x"), progress=False)
