@@ -18,6 +18,7 @@ from torch import nn
 
 from .analysis import Analysis
 from .das import lower as das_lower
+from .das import permute as das_permute
 from .das.regularizers import threshold_search_params
 from .depgraph import analyse
 from .errors import CompactionError, node_error
@@ -34,9 +35,12 @@ log = logging.getLogger(__name__)
 class CompactionContext:
     """What shrink rules read: which channels of each space survive."""
 
-    def __init__(self, gm: fx.GraphModule, an: Analysis, dead: np.ndarray) -> None:
+    def __init__(self, gm: fx.GraphModule, an: Analysis, dead: np.ndarray,
+                 ranks: Optional[np.ndarray] = None) -> None:
         self.gm, self.an = gm, an
         self._dead_atom = np.isin(an.labels, dead)
+        self._ranks = ranks  # per component: position in a reordered group (NaN: not reordered)
+        self._node_map = {n.name: n for n in gm.graph.nodes}
         self._deps_memo: dict[str, Any] = {}
         # parameter name -> kept indices per dim (None: dim unchanged): to slice optimizer state
         self.param_slices: dict[str, list] = {}
@@ -50,13 +54,24 @@ class CompactionContext:
         return (node.name, dim % len(shape)) if shape else None
 
     def keep(self, node: fx.Node, dim: int) -> Optional[np.ndarray]:
-        """Sorted indices of the surviving channels of ``node``'s dim, or None if all survive."""
+        """Indices of the surviving channels of ``node``'s dim in their new order, or None if
+        all survive in place. The order is ascending unless a grouped conv reordered the group
+        (:mod:`archc.das.permute`); only ops in ``archc.rules.PERMUTES`` ever see that."""
         key = self._key(node, dim)
         sp = self.an.spaces.get(key) if key else None
         if sp is None:
             return None
-        dead = self._dead_atom[sp.base : sp.base + sp.size]
-        return np.flatnonzero(~dead) if dead.any() else None
+        atoms = slice(sp.base, sp.base + sp.size)
+        dead = self._dead_atom[atoms]
+        keep = np.flatnonzero(~dead) if dead.any() else None
+        if self._ranks is None:
+            return keep
+        rank = self._ranks[self.an.labels[atoms]]
+        if np.isnan(rank).all():
+            return keep
+        kept = np.arange(sp.size) if keep is None else keep
+        order = kept[np.argsort(rank[kept], kind="stable")]
+        return None if keep is None and np.array_equal(order, kept) else order
 
     def changed(self, node: fx.Node, dim: int) -> bool:
         return self.keep(node, dim) is not None
@@ -104,16 +119,7 @@ class CompactionContext:
     def stale(self, node: Any) -> bool:
         deps = self.size_deps(node)
         flat = set().union(*deps) if isinstance(deps, list) else deps
-        return any(self.keep(self.gm_node(name), d) is not None for name, d in flat if name in self._nodes)
-
-    @property
-    def _nodes(self) -> dict[str, fx.Node]:
-        if not hasattr(self, "_node_map"):
-            self._node_map = {n.name: n for n in self.gm.graph.nodes}
-        return self._node_map
-
-    def gm_node(self, name: str) -> fx.Node:
-        return self._nodes[name]
+        return any(self.keep(self._node_map[name], d) is not None for name, d in flat if name in self._node_map)
 
     def freeze_if_stale(self, value: Any, original: Any) -> Any:
         """``value`` unless it is a size computed from a dim that changed: then ``original``."""
@@ -162,7 +168,8 @@ def compact(
     if infos:
         dead = np.union1d(dead, np.array(sorted(das_lower.dead_by_selection(work, an, infos)), dtype=np.int64))
         dead = _keep_one_per_group(an, dead)
-    cc = CompactionContext(work, an, dead)
+    plan = das_permute.plan_permutations(work, an, infos, dead) if infos else das_permute.PermutationPlan()
+    cc = CompactionContext(work, an, dead, ranks=plan.ranks)
     for node in list(work.graph.nodes):
         rule = lookup(SHRINK, node, work)
         if rule is not None:
@@ -176,6 +183,8 @@ def compact(
     das_lower.slice_grouped(work, infos, cc)
     (fold_filters if fold else shrink_filters)(work, cc)
     search_report = das_lower.lower(work, infos) if infos else {}
+    for target, order in plan.report.items():
+        search_report.setdefault(target, {})["channel_order"] = order
     work.delete_all_unused_submodules()
     work.graph.lint()
     work.recompile()

@@ -96,3 +96,18 @@ def test_verification_does_not_pass_nan_or_inf():
     with pytest.raises(archc.CompactionError):
         assert_equivalent(gm, nn.Identity(), inputs=(torch.ones(2, 3),))
     assert assert_equivalent(gm, copy.deepcopy(gm), inputs=(torch.ones(2, 3),)) == 0.0  # same infs: equal
+
+
+@pytest.mark.parametrize("slopes", [1, 8])
+def test_prelu_with_one_slope_per_channel_keeps_the_surviving_slopes(slopes):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.PReLU(slopes), nn.Conv2d(8, 4, 1))
+    with torch.no_grad():
+        model[1].weight.uniform_(-1.0, 1.0)
+    x = torch.randn(2, 3, 8, 8)
+    gm = archc.passes.insert_filters(archc.trace(model, (x,)))
+    assert kill_channels(gm, 0.5, 0) > 0
+    small = archc.compact(gm)
+    prelu = next(m for m in small.modules() if isinstance(m, nn.PReLU))
+    assert prelu.num_parameters == (1 if slopes == 1 else next(m for m in small.modules() if isinstance(m, nn.Conv2d)).out_channels)
+    assert max_relative_error(gm, small, (x,)) < 1e-5

@@ -72,6 +72,14 @@ def _is_grouped(pats, c_out: int) -> bool:
             and len({len(s) for s in outs}) == 1 and sum(map(len, outs)) == c_out)
 
 
+def grouped_form_patterns(P: torch.Tensor, S: torch.Tensor) -> Optional[list]:
+    """The surviving patterns of thresholded ``P``, ``S`` if they lower to a real grouped conv
+    with fewer weights than the dense one, else None."""
+    pats = surviving_patterns(P, S)
+    small = sum(len(i) * len(o) for _, i, o in pats) < P.shape[0] * S.shape[1]
+    return pats if pats and small and _is_grouped(pats, S.shape[1]) else None
+
+
 def _block(W, P, S, k: int, ins: list[int], outs: list[int]) -> torch.Tensor:
     """Pattern ``k``'s weight ``W[O_k][:, I_k] * P[I_k, k] * S[k, O_k]``."""
     i, o = torch.as_tensor(ins), torch.as_tensor(outs)
@@ -138,11 +146,13 @@ class _Emitter:
         return node
 
     def select(self, x: fx.Node, idx: list[int], suffix: str) -> fx.Node:
-        """``x[:, idx]``, skipped when ``idx`` is the identity."""
+        """``x[:, idx]``: nothing for the identity, a slice for a contiguous run, else a gather."""
         if idx == list(range(x.meta[SHAPE][1])):
             return x
-        index = self.const(suffix, torch.as_tensor(idx, dtype=torch.long))
         shape = (x.meta[SHAPE][0], len(idx), *x.meta[SHAPE][2:])
+        if idx == list(range(idx[0], idx[0] + len(idx))):
+            return self._emit("call_function", torch.narrow, (x, 1, idx[0], len(idx)), shape)
+        index = self.const(suffix, torch.as_tensor(idx, dtype=torch.long))
         return self._emit("call_function", torch.index_select, (x, 1, index), shape)
 
     def module(self, suffix: str, module: nn.Module, x: fx.Node, channels: int) -> fx.Node:

@@ -1,9 +1,12 @@
-"""Per-op channel rules, in two tables keyed by op (module type, function, or method name).
+"""Per-op channel rules, in tables keyed by op (module type, function, or method name).
 
 ``ANALYSE[key](node, ctx)`` tells an :class:`archc.analysis.Analysis` how the op's dims
 relate; ``SHRINK[key](node, cc)`` rewrites the op once channels are removed (slicing
 weights, fixing size arguments). An op with no analysis rule makes every channel it touches
 unprunable; an op with no shrink rule needs none (its output shape follows its inputs).
+``PERMUTES[key](node)`` says the op treats its channels independently and its shrink rule
+gathers them by index, so a group of channels may be reordered through it (see
+:mod:`archc.das.permute`); an op missing there keeps the channel order it had.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import torch.fx as fx
 
 ANALYSE: dict[Any, Callable] = {}
 SHRINK: dict[Any, Callable] = {}
+PERMUTES: dict[Any, Callable[[fx.Node], bool]] = {}
 
 
 def analyse_rule(*keys: Any) -> Callable:
@@ -35,6 +39,22 @@ def shrink_rule(*keys: Any) -> Callable:
         return fn
 
     return deco
+
+
+def _always(node: fx.Node) -> bool:
+    return True
+
+
+def permutation_rule(*keys: Any, when: Callable[[fx.Node], bool] = _always) -> None:
+    """Declare that the ops ``keys`` commute with any reordering of their channels (if ``when``)."""
+    for k in keys:
+        PERMUTES[k] = when
+
+
+def permutes(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """Whether ``node``'s op lets the channels it touches be reordered."""
+    rule = lookup(PERMUTES, node, gm)
+    return rule is not None and rule(node)
 
 
 def rule_key_candidates(node: fx.Node, gm: fx.GraphModule) -> list:

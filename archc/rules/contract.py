@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..meta import tensor_shape
-from . import analyse_rule, shrink_rule
+from . import analyse_rule, permutation_rule, shrink_rule
 from ._util import arg, module, norm_dims
 
 
@@ -101,3 +101,9 @@ def reduction(node, ctx) -> None:
         else:
             ctx.couple(x, d, node, out, flow=name in _FLOW)
             out += 1
+
+
+# softmax and reductions over *other* dims; a reordered summed dim sums the same terms
+permutation_rule(F.softmax, torch.softmax, "softmax", F.log_softmax, torch.log_softmax, "log_softmax",
+                 nn.Softmax, nn.LogSoftmax, *REDUCTIONS, torch.sum, torch.mean, torch.amax, torch.amin,
+                 torch.std, torch.var, torch.logsumexp, torch.prod)

@@ -6,7 +6,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..meta import tensor_shape
-from . import analyse_rule, shrink_rule
+from . import analyse_rule, permutation_rule, shrink_rule
 
 
 @analyse_rule("placeholder")
@@ -59,3 +59,6 @@ def _get(gm: fx.GraphModule, target: str):
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+permutation_rule("get_attr")  # its shrink rule gathers each dim by index

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..meta import tensor_shape
-from . import analyse_rule, shrink_rule
+from . import analyse_rule, permutation_rule, shrink_rule
 from ._util import couple_same, module
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -234,3 +234,13 @@ def pad(node, ctx) -> None:
         ctx.block(x, d, "padded dim")
         ctx.block(node, d, "padded dim")
     couple_same(ctx, x, node, flow=mode == "constant" and not value, skip=padded)
+
+
+def _channelwise_conv(node) -> bool:
+    """A plain or depthwise conv: reordering channels reorders its weight's rows and columns."""
+    m = module(node)
+    return m.groups == 1 or m.groups == m.in_channels == m.out_channels
+
+
+permutation_rule(*CONVS, when=_channelwise_conv)
+permutation_rule(nn.Linear, *BATCH_NORMS, nn.Embedding, *POOLS, F.pad)

@@ -14,8 +14,8 @@ from torch import nn
 
 from ..filters import Filter
 from ..meta import tensor_shape
-from . import analyse_rule
-from ._util import arg, couple_same, is_tensor
+from . import analyse_rule, permutation_rule, shrink_rule
+from ._util import arg, couple_same, is_tensor, module
 
 ZERO_PRESERVING_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish,
@@ -39,6 +39,18 @@ OTHER_METHODS = ("sigmoid", "exp", "cos", "log", "rsqrt", "reciprocal", "erf")
 @analyse_rule(*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *ZERO_PRESERVING_METHODS)
 def zero_preserving(node, ctx) -> None:
     couple_same(ctx, node.args[0], node, flow=True)
+
+
+@shrink_rule(nn.PReLU)
+def shrink_prelu(node, cc) -> None:
+    """A PReLU with one slope per channel keeps the slopes of the surviving channels."""
+    m, keep = module(node), cc.keep(node, 1)
+    if keep is None or m.num_parameters == 1:
+        return
+    new = nn.PReLU(len(keep), device=m.weight.device, dtype=m.weight.dtype)
+    new.weight = nn.Parameter(m.weight.detach()[torch.as_tensor(keep, dtype=torch.long)].clone())
+    cc.note(f"{node.target}.weight", [keep])
+    cc.replace_module(node, new)
 
 
 @analyse_rule(*OTHER_MODULES, *OTHER_FUNCTIONS, *OTHER_METHODS)
@@ -107,3 +119,10 @@ def div(node, ctx) -> None:
 @analyse_rule(torch.where)
 def where(node, ctx) -> None:
     broadcast(node, ctx, [a for a in node.args[:3] if is_tensor(a)], flow_from=set())
+
+
+permutation_rule(*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *ZERO_PRESERVING_METHODS,
+                 *OTHER_MODULES, *OTHER_FUNCTIONS, *OTHER_METHODS, torch.clamp, "clamp", torch.clip,
+                 "clip", torch.pow, "pow", operator.pow, operator.add, operator.sub, operator.iadd,
+                 operator.isub, torch.add, torch.sub, "add", "sub", operator.mul, operator.imul,
+                 torch.mul, "mul", operator.truediv, operator.itruediv, torch.div, "div", torch.where)

@@ -1,0 +1,118 @@
+"""Channel reorderings that make each connectivity pattern of a grouped conv contiguous.
+
+A real grouped conv reads its input channels, and writes its output channels, in
+contiguous blocks, one per group. The patterns a search learns (``P``, ``S``) pick
+arbitrary channel sets. Rather than gather them at run time, archc reorders the whole
+dependency group of those channels, the way it removes channels: the producer's weight
+rows, its norm and bias, the gates, the columns of every other consumer.
+:class:`archc.compact.CompactionContext` then returns each space's surviving indices in
+the new order, and every shrink rule gathers by them.
+
+A group is reordered only when all of these hold; otherwise the lowering gathers with
+``index_select``, which is still exact, and the report says why:
+
+* none of its channels is blocked (model inputs and outputs keep their order);
+* every space holding one of its channels holds exactly that group (nothing concatenated,
+  split, sliced or reshaped);
+* every op producing or reading those spaces is in :data:`archc.rules.PERMUTES`;
+* no other grouped conv has reordered the same channels first (graph order decides).
+
+Example:
+    >>> plan = plan_permutations(gm, an, infos, dead)
+    >>> cc = CompactionContext(gm, an, dead, ranks=plan.ranks)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch.fx as fx
+
+from ..analysis import Analysis, SpaceKey
+from ..rules import describe, permutes
+from .grouped_lowering import grouped_form_patterns
+
+PERMUTED = "permuted"
+IN_ORDER = "already in order"
+
+
+@dataclass
+class PermutationPlan:
+    """Where each channel group's components go, and what happened at each grouped conv."""
+
+    ranks: Optional[np.ndarray] = None  # per component: its position in the new order (NaN: unchanged)
+    report: dict[str, dict[str, str]] = field(default_factory=dict)  # layer -> side -> outcome
+
+
+def plan_permutations(gm: fx.GraphModule, an: Analysis, infos: dict, dead: np.ndarray) -> PermutationPlan:
+    """Plan the reorderings for every grouped conv of ``infos`` (see :func:`archc.das.lower.bake`).
+
+    Reads ``gm`` and ``an`` only; ``dead`` are the components compaction will remove.
+    """
+    n_components = int(an.labels.max()) + 1 if an.n_atoms else 0
+    dead_mask = np.zeros(n_components, dtype=bool)
+    dead_mask[dead] = True
+    ranks = np.full(n_components, np.nan)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    report: dict[str, dict[str, str]] = {}
+    for target, info in infos.items():
+        if info.grouped is None or len(info.calls) != 1:
+            continue
+        node = nodes[info.calls[0]]
+        in_key, out_key = (node.args[0].name, 1), (node.name, 1)
+        alive_in = np.flatnonzero(~dead_mask[an.labels_of(in_key)])
+        alive_out = np.flatnonzero(~dead_mask[an.labels_of(out_key)])
+        P, S = info.grouped
+        pats = grouped_form_patterns(P[alive_in], S[:, alive_out])
+        if pats is None:
+            continue
+        order_in = alive_in[[i for _, ins, _ in pats for i in ins]]
+        order_out = alive_out[[o for _, _, outs in pats for o in outs]]
+        report[target] = {"inputs": _request(gm, an, ranks, in_key, order_in, nodes),
+                          "outputs": _request(gm, an, ranks, out_key, order_out, nodes)}
+    return PermutationPlan(None if np.isnan(ranks).all() else ranks, report)
+
+
+def _request(gm, an: Analysis, ranks: np.ndarray, key: SpaceKey, first: np.ndarray, nodes) -> str:
+    """Put the atoms ``first`` of space ``key`` at the front of their group, in that order."""
+    labels = an.labels_of(key)
+    rest = np.setdiff1d(np.arange(len(labels)), first)
+    order = labels[np.concatenate([first, rest]).astype(np.int64)]
+    if np.array_equal(order, labels):
+        return IN_ORDER
+    why = _why_fixed(gm, an, labels, nodes)
+    if why is None and not np.isnan(ranks[labels]).all():
+        why = "another grouped conv already reordered these channels"
+    if why is not None:
+        return f"gathered: {why}"
+    ranks[order] = np.arange(len(order))
+    return PERMUTED
+
+
+def _why_fixed(gm, an: Analysis, labels: np.ndarray, nodes) -> Optional[str]:
+    """Why the group of components ``labels`` must keep its order, or None if it may move."""
+    if len(np.unique(labels)) != len(labels):
+        return "some of these channels are tied together (a norm group or a conv group)"
+    if set(labels.tolist()) & set(an.blocked_components()):
+        return "some of these channels are fixed (a model input or output, or an op without a rule)"
+    members = np.isin(an.labels, labels)
+    for key, sp in an.spaces.items():
+        inside = members[sp.base : sp.base + sp.size]
+        if not inside.any():
+            continue
+        if not inside.all() or sp.size != len(labels):
+            return f"{key[0]} holds them together with other channels (a cat, split, slice or reshape)"
+        node = nodes[key[0]]
+        for op in (node, *node.users):
+            if op is not node and _reads_size(op):
+                continue  # a reorder leaves sizes alone
+            if not permutes(op, gm):
+                return f"{describe(op)} does not keep channels independent"
+    return None
+
+
+def _reads_size(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in ("size", "dim")
+    return node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "ndim")

@@ -1,0 +1,147 @@
+"""Channel reorderings for grouped convs propagate through the dependency graph like removals:
+the producer, its norm, the gates and every other consumer are reordered, no gather is left
+where the graph allows it, and the result equals the searched model (PyTorch and onnxruntime)."""
+import torch
+from conftest import kill_channels
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from random_nets import random_networks
+from test_das import _exact_everywhere
+from test_grouped_lowering import structured
+from torch import nn
+
+import archc
+from archc.verify import max_relative_error
+
+IN_BLOCKS = [[5, 0, 3, 6], [1, 4, 2, 7]]
+OUT_BLOCKS = [[7, 2, 0, 5], [1, 6, 3, 4]]
+
+
+class Chain(nn.Module):
+    """conv -> BN -> relu -> conv (searched) -> BN -> relu -> [+ skip] -> 1x1 conv and a second reader."""
+
+    def __init__(self, residual: bool) -> None:
+        super().__init__()
+        self.residual = residual
+        self.c1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.side = nn.Conv2d(8, 2, 1)  # a second consumer of c1's channels: reordered too
+        self.c3, self.fc = nn.Conv2d(8, 4, 1), nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.c1(x)))
+        z = torch.relu(self.bn2(self.c2(y)))
+        z = z + y if self.residual else z
+        return self.fc(self.c3(z).mean((2, 3))) + self.side(y).amax((2, 3))
+
+
+def _searched_chain(residual: bool, x: torch.Tensor):
+    torch.manual_seed(0)
+    model = Chain(residual).eval()
+    for bn in (model.bn1, model.bn2):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    gm = archc.passes.insert_filters(archc.trace(model, (x,)))
+    archc.passes.insert_grouped(gm, 2)
+    P, S = structured(8, 8, IN_BLOCKS, OUT_BLOCKS)
+    with torch.no_grad():
+        for target, g in [(t, gm.get_submodule(t).parametrizations.weight[0]) for t in ("c1", "c2", "c3", "side")]:
+            if target == "c2":
+                g.P.copy_(P)
+                g.S.copy_(S)
+            else:  # one pattern over everything: stays a dense conv
+                g.P.fill_(1.0)
+                g.S.zero_()
+                g.S[0] = 1.0
+        for gate in archc.filters(gm):
+            gate.theta.uniform_(0.5, 1.5)  # open gates of different strengths: folding is checked too
+    return gm
+
+
+def test_a_grouped_conv_reorders_its_producer_and_consumers_instead_of_gathering(tmp_path):
+    x = torch.randn(2, 3, 8, 8)
+    gm = _searched_chain(False, x)
+    small = archc.compact(gm)
+    order = small.meta["archc.search_report"]["c2"]["channel_order"]
+    assert order == {"inputs": "permuted", "outputs": "permuted"}
+    assert "index_select" not in small.code and "narrow" not in small.code
+    assert any(isinstance(m, nn.Conv2d) and m.groups == 2 for m in small.modules())
+    _exact_everywhere(gm, small, x, tmp_path)
+
+
+def test_conflicting_orders_of_one_group_fall_back_to_an_exact_gather(tmp_path):
+    x = torch.randn(2, 3, 8, 8)
+    gm = _searched_chain(True, x)  # the skip makes c2's inputs and outputs one group
+    small = archc.compact(gm)
+    order = small.meta["archc.search_report"]["c2"]["channel_order"]
+    assert order["inputs"] == "permuted" and order["outputs"].startswith("gathered: another grouped conv")
+    assert small.code.count("torch.index_select(") == 1
+    _exact_everywhere(gm, small, x, tmp_path)
+
+
+def test_channels_of_a_model_input_or_a_flatten_keep_their_order(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.Flatten(), nn.Linear(6 * 25, 2))
+    x = torch.randn(2, 4, 5, 5)
+    gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2)
+    (g,) = archc.grouped_connectivities(gm)
+    P, S = structured(4, 6, [[3, 0], [1, 2]], [[5, 1, 2], [0, 3, 4]])
+    with torch.no_grad():
+        g.P.copy_(P)
+        g.S.copy_(S)
+    small = archc.compact(gm)
+    order = small.meta["archc.search_report"]["0"]["channel_order"]
+    assert "fixed" in order["inputs"] and "flatten" in order["outputs"].lower()
+    _exact_everywhere(gm, small, x, tmp_path)
+
+
+def _partition(n: int, blocks: int, gen: torch.Generator) -> list[list[int]]:
+    perm = torch.randperm(n, generator=gen).tolist()
+    size = n // blocks
+    return [perm[b * size:(b + 1) * size] for b in range(blocks)]
+
+
+def _set_disjoint_patterns(gm, gen: torch.Generator) -> int:
+    """Give each searched conv whose widths allow it disjoint equal blocks in a random order."""
+    structured_convs = 0
+    for g in archc.grouped_connectivities(gm):
+        c_in, p = g.P.shape
+        c_out = g.S.shape[1]
+        blocks = next((b for b in (3, 2) if b <= p and c_in % b == 0 and c_out % b == 0), 0)
+        if not blocks:
+            continue
+        P, S = structured(c_in, c_out, _partition(c_in, blocks, gen), _partition(c_out, blocks, gen),
+                          seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        with torch.no_grad():
+            g.P.zero_()
+            g.S.zero_()
+            g.P[:, :blocks] = P
+            g.S[:blocks] = S
+        structured_convs += 1
+    return structured_convs
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_networks(), st.integers(0, 2**31 - 1), st.sampled_from([0.0, 0.3]))
+def test_random_networks_with_disjoint_patterns_compact_exactly(net, seed, kill):
+    model, inputs = net
+    gen = torch.Generator().manual_seed(seed)
+    gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, inputs)), 3)
+    _set_disjoint_patterns(gm, gen)
+    if kill:
+        kill_channels(gm, kill, seed)
+    small = archc.compact(gm)
+    assert max_relative_error(gm, small, inputs) < 1e-4
+    for entry in small.meta["archc.search_report"].values():
+        for outcome in entry.get("channel_order", {}).values():
+            assert outcome in ("permuted", "already in order") or outcome.startswith("gathered: ")
+
+
+def test_reordering_needs_every_op_in_the_group_to_allow_it():
+    from archc.rules import PERMUTES
+
+    assert nn.Conv2d in PERMUTES and nn.BatchNorm2d in PERMUTES and archc.Filter in PERMUTES
+    assert torch.cat not in PERMUTES and "view" not in PERMUTES and nn.GroupNorm not in PERMUTES
+    grouped = archc.trace(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (torch.randn(1, 4, 5, 5),))
+    node = next(n for n in grouped.graph.nodes if n.op == "call_module")
+    assert not PERMUTES[nn.Conv2d](node)
