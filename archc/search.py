@@ -51,6 +51,7 @@ class SearchConfig:
     shrink_every: int = 0          # optimizer steps between shrinks; 0: each epoch; -1: never
     threshold: float = 0.0         # a gate at or below this is closed
     kernel_lam: float = 0.0        # > 0: search filter sizes (L1 on the KernelMask alphas)
+    kernel_weighting: str = "uniform"  # uniform L1 (the paper) | area: each alpha weighted by its window's area
     select_lam: float = 0.0        # > 0: search input channels (L1 on the ChannelSelect betas)
     sparsemax: bool = False        # betas through sparsemax
     patterns: int = 0              # > 0: search grouped convolutions with this many patterns
@@ -63,7 +64,7 @@ class SearchConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS}
+        choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS, "kernel_weighting": das_reg.KERNEL_WEIGHTINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}: "
@@ -189,7 +190,7 @@ class _Run:
         if cfg.density_lam:
             total = total + cfg.density_lam * sparsity.density_penalty(self.model)
         if cfg.kernel_lam:
-            total = total + cfg.kernel_lam * das_reg.alpha_l1(self.model)
+            total = total + cfg.kernel_lam * das_reg.alpha_l1(self.model, cfg.kernel_weighting)
         if cfg.select_lam:
             total = total + cfg.select_lam * das_reg.beta_l1(self.model)
         if cfg.patterns:

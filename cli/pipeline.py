@@ -44,6 +44,8 @@ def search_cmd(
     seed: int = typer.Option(0, help="Random seed."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/<model file name>)."),
     kernel_lam: float = typer.Option(0.0, help="> 0: also search filter sizes (L1 on alpha)."),
+    kernel_weighting: str = typer.Option("uniform", help="L1 weight of each filter size's alpha: uniform "
+                                         "(the paper) or area (favours small windows)."),
     select_lam: float = typer.Option(0.0, help="> 0: also search input channels per layer (L1 on beta)."),
     sparsemax: bool = typer.Option(False, help="Input-channel betas through sparsemax."),
     patterns: int = typer.Option(0, help="> 0: also search grouped convolutions with this many patterns."),
@@ -58,11 +60,10 @@ def search_cmd(
     cfg = SearchConfig(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, arch_lr=arch_lr, optimizer=optimizer,
                        regularizer=regularizer, alpha=alpha, density_lam=density_lam,
                        shrink_every=shrink_every, threshold=threshold, device=device, seed=seed,
-                       out=str(out_dir), resume=resume, kernel_lam=kernel_lam, select_lam=select_lam,
+                       out=str(out_dir), resume=resume, kernel_lam=kernel_lam,
+                       kernel_weighting=kernel_weighting, select_lam=select_lam,
                        sparsemax=sparsemax, patterns=patterns, group_lam=group_lam,
                        exclusive_lam=exclusive_lam, search_threshold=search_threshold)
-    if regularizer not in ("l1", "group_lasso", "sparse_group_lasso", "none"):
-        raise typer.BadParameter("use l1, group_lasso, sparse_group_lasso or none", param_hint="--regularizer")
     result = run_search(_task(model_py), cfg, console=err, progress=progress)
     last = result.history[-1] if result.history else None
     out.print(widths_table(result.initial_widths, last["widths"] if last else result.initial_widths,

@@ -1,6 +1,7 @@
 """Differentiable architecture search passes: alpha (filter sizes), beta (input channels),
 P/S (grouped convolutions). Random settings compact exactly, in PyTorch and onnxruntime."""
 import numpy as np
+import pytest
 import torch
 from conftest import kill_channels, n_params
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +11,7 @@ from torch import nn
 
 import archc
 from archc.das.params import sparsemax
+from archc.search import SearchConfig
 from archc.das.regularizers import exclusive_lasso, group_lasso, grouped_penalty, threshold_search_params
 from archc.export import onnx_session, run_onnx
 from archc.verify import max_relative_error
@@ -187,3 +189,19 @@ def test_random_networks_with_every_search_parameter_compact_exactly(net, seed):
             g.S.mul_(torch.rand(g.S.shape, generator=gen) > 0.5)
     small = archc.compact(gm)
     assert max_relative_error(gm, small, inputs) < 1e-4
+
+
+def test_area_weighting_makes_large_windows_cost_more():
+    from archc.das.regularizers import alpha_l1
+
+    conv = nn.Conv2d(2, 2, (5, 3))
+    mask = archc.KernelMask((5, 3))
+    torch.nn.utils.parametrize.register_parametrization(conv, "weight", mask)
+    with torch.no_grad():
+        mask.alpha.fill_(1.0)
+    areas = {s: float(a) for s, a in zip(mask.sizes, mask.window_areas())}
+    assert areas[(5, 3)] == 1.0 and areas[(1, 1)] == pytest.approx(1 / 15) and areas[(4, 2)] == pytest.approx(8 / 15)
+    assert torch.isclose(alpha_l1(conv), torch.tensor(15.0))
+    assert torch.isclose(alpha_l1(conv, "area"), torch.tensor(sum(h * w for h, w in mask.sizes) / 15))
+    with pytest.raises(archc.ConfigError, match="kernel_weighting"):
+        SearchConfig(kernel_weighting="volume")

@@ -50,6 +50,10 @@ class KernelMask(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.taps()
 
+    def window_areas(self) -> torch.Tensor:
+        """Each candidate window's share of the full kernel's taps (1 for the full size)."""
+        return self.windows.flatten(1).mean(1)
+
     def select(self, keep_in, keep_out) -> dict:
         return {}  # no channel dims
 

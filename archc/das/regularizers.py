@@ -25,8 +25,16 @@ def _total(terms) -> torch.Tensor:
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
-def alpha_l1(gm: nn.Module) -> torch.Tensor:
-    return _total(m.alpha.abs().sum() for m in kernel_masks(gm))
+KERNEL_WEIGHTINGS = ("uniform", "area")
+
+
+def alpha_l1(gm: nn.Module, weighting: str = "uniform") -> torch.Tensor:
+    """L1 on the filter-size alphas; ``weighting="area"`` weights each alpha by its window's
+    share of the full kernel, so a large window costs more than a small one (a FLOPs prior)."""
+    if weighting not in KERNEL_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {KERNEL_WEIGHTINGS}, got {weighting!r}")
+    return _total((m.alpha.abs() * (m.window_areas() if weighting == "area" else 1.0)).sum()
+                  for m in kernel_masks(gm))
 
 
 def beta_l1(gm: nn.Module) -> torch.Tensor:
