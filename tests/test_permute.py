@@ -145,3 +145,22 @@ def test_reordering_needs_every_op_in_the_group_to_allow_it():
     grouped = archc.trace(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (torch.randn(1, 4, 5, 5),))
     node = next(n for n in grouped.graph.nodes if n.op == "call_module")
     assert not PERMUTES[nn.Conv2d](node)
+
+
+def test_inputs_outside_every_pattern_die_at_their_producer(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1))
+    x = torch.randn(2, 3, 7, 7)
+    gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2)
+    searched = gm.get_submodule("2").parametrizations.weight[0]
+    P, S = structured(6, 4, [[4, 1], [0, 2]], [[1, 3], [0, 2]])  # inputs 3 and 5 feed no pattern
+    with torch.no_grad():
+        searched.P.copy_(P)
+        searched.S.copy_(S)
+    small = archc.compact(gm)
+    convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].out_channels == 4 and convs[1].groups == 2
+    order = small.meta["archc.search_report"]["2"]["channel_order"]
+    assert order["inputs"] == "permuted" and "fixed" in order["outputs"]  # the model's output keeps its order
+    assert small.code.count("torch.index_select(") == 1
+    _exact_everywhere(gm, small, x, tmp_path)

@@ -87,6 +87,23 @@ def _zero_columns(m: nn.Module) -> torch.Tensor:
     return (w.abs().sum(dim=dims) == 0) if w.dim() > 1 else torch.zeros(0, dtype=torch.bool)
 
 
+def _unread_inputs(m: nn.Module, info: SearchInfo) -> torch.Tensor:
+    """Input channels this layer reads with zero weight: a zero column of the baked weight,
+    or (grouped search) a row of P outside every pattern that reaches an output."""
+    unread = _zero_columns(m) if info.select else torch.zeros(m.weight.shape[1], dtype=torch.bool)
+    if info.grouped is not None:
+        P, S = info.grouped
+        unread |= ~(P[:, S.abs().sum(1) > 0] != 0).any(1)
+    return unread
+
+
+def _searches_inputs(gm: fx.GraphModule, node: fx.Node, info: Optional[SearchInfo]) -> bool:
+    """Whether ``node`` calls a layer whose input channels were searched (by beta, or by P and S)."""
+    if info is None or not (info.select or info.grouped is not None):
+        return False
+    return getattr(gm.get_submodule(node.target), "groups", 1) == 1
+
+
 def dead_by_selection(gm: fx.GraphModule, an, infos: dict[str, SearchInfo]) -> set[int]:
     """Components that every consumer reads with an all-zero weight column."""
     nodes = {n.name: n for n in gm.graph.nodes}
@@ -97,8 +114,8 @@ def dead_by_selection(gm: fx.GraphModule, an, infos: dict[str, SearchInfo]) -> s
             node = nodes[name]
             reads = np.ones(len(labels), dtype=bool)
             info = infos.get(node.target) if node.op == "call_module" else None
-            if info is not None and info.select and getattr(gm.get_submodule(node.target), "groups", 1) == 1:
-                reads = ~_zero_columns(gm.get_submodule(node.target)).numpy()
+            if _searches_inputs(gm, node, info):
+                reads = ~_unread_inputs(gm.get_submodule(node.target), info).numpy()
             read |= set(labels[reads].tolist())
             consumed |= set(labels.tolist())
     blocked = an.blocked_components()
@@ -108,16 +125,19 @@ def dead_by_selection(gm: fx.GraphModule, an, infos: dict[str, SearchInfo]) -> s
 def _drop_unread_inputs(gm: fx.GraphModule, node: fx.Node, info: SearchInfo) -> int:
     """Remove, from this consumer only, the input channels it reads with zero weights."""
     m = gm.get_submodule(node.target)
-    zero = _zero_columns(m)
+    zero = _unread_inputs(m, info)
     if not zero.any() or zero.all() or getattr(m, "groups", 1) != 1:
         return 0
     keep = (~zero).nonzero().flatten()
-    x, dim = node.args[0], _input_dim(m)
-    name = f"{node.target.replace('.', '_')}_inputs"
-    gm.register_buffer(name, keep)
+    x = node.args[0]
+    dim = _input_dim(m) % len(tensor_shape(x))
     with gm.graph.inserting_before(node):
-        index = gm.graph.get_attr(name)
-        picked = gm.graph.call_function(torch.index_select, (x, dim % len(tensor_shape(x)), index))
+        if int(keep[-1] - keep[0]) + 1 == len(keep):  # a contiguous run: a slice, no gather
+            picked = gm.graph.call_function(torch.narrow, (x, dim, int(keep[0]), len(keep)))
+        else:
+            name = f"{node.target.replace('.', '_')}_inputs"
+            gm.register_buffer(name, keep)
+            picked = gm.graph.call_function(torch.index_select, (x, dim, gm.graph.get_attr(name)))
     shape = list(tensor_shape(x))
     shape[dim] = len(keep)
     picked.meta[SHAPE], picked.meta[DTYPE] = tuple(shape), x.meta.get(DTYPE)
@@ -153,7 +173,7 @@ def lower(gm: fx.GraphModule, infos: dict[str, SearchInfo]) -> dict[str, dict]:
     for target, info in infos.items():
         node = nodes.get(info.calls[0]) if len(info.calls) == 1 else None
         entry = report.setdefault(target, {})
-        if node is not None and info.select:
+        if node is not None and _searches_inputs(gm, node, info):
             entry["inputs_dropped_here"] = _drop_unread_inputs(gm, node, info)
     cropped = crop_kernels(gm)
     for target, info in infos.items():
