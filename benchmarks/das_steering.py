@@ -45,16 +45,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, OtherLoad, archc, command_line, error_record, machine_info, n_params, write_json  # noqa: E402
+from das_report import PAPER, arch_text, write_report  # noqa: E402
 from steering_data import baseline_rmse, make_dataset  # noqa: E402
 
 from archc.export import export_onnx  # noqa: E402
 from archc.meta import tensor_shape  # noqa: E402
 
-PAPER = [("Baseline", "840M", "1.03M", 0.0247, 0.0945), ("DAS indiv. channels t=1e-3, g=1e-8", "692M", "1.01M", 0.0124, 0.0889),
-         ("DAS indiv. channels t=1e-2, g=1e-6", "402M", "0.43M", 0.0194, 0.0912),
-         ("DAS indiv. channels t=1e-1, g=1e-8", "210M", "0.54M", 0.0682, 0.0955),
-         ("DAS grouped t=1e-4, eta=3e-6", "480M", "0.11M", 0.0318, 0.0978), ("DAS grouped t=1e-3, eta=3e-6", "508M", "0.19M", 0.0318, 0.0980),
-         ("DAS grouped t=1e-2, eta=3e-5", "409M", "0.04M", 0.0691, 0.0996)]
 ARCH_TYPES = (archc.Filter, archc.KernelMask, archc.ChannelSelect, archc.GroupedConnectivity)
 
 
@@ -178,77 +174,14 @@ def searches(args) -> list[dict]:
     s = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": 0}
     ts = [1e-3] if args.quick else [1e-4, 1e-3, 1e-2]
     rows = [{"name": "DAS channels", "t": [0.0], "settings": {**s, "regularizer": "l1", "lam": args.lam}},
-            {"name": "DAS kernels", "t": [1e-3, 1e-2, 3e-2], "settings": {**s, "regularizer": "none", "kernel_lam": args.kernel_lam}},
-            {"name": "DAS grouped+channels", "t": ts, "settings": {**s, "regularizer": "l1", "lam": args.lam, "patterns": 4,
+            {"name": "DAS kernels", "t": [1e-3, 1e-2, 3e-2], "settings": {**s, "regularizer": "none", "kernel_lam": args.kernel_lam,
+                                                                     "kernel_weighting": args.kernel_weighting}},
+            {"name": "DAS grouped+channels", "t": ts, "settings": {**s, "regularizer": "l1", "lam": args.lam, "patterns": args.patterns,
                                                                   "group_lam": args.group_lam, "exclusive_lam": args.exclusive_lam}},
             {"name": "DAS channels+kernels", "t": [1e-2], "settings": {**s, "regularizer": "l1", "lam": args.lam,
-                                                                      "kernel_lam": args.kernel_lam}}]
+                                                                      "kernel_lam": args.kernel_lam,
+                                                                      "kernel_weighting": args.kernel_weighting}}]
     return [r for r in rows if not args.only or any(o in r["name"] for o in args.only)]
-
-
-def arch_text(row: dict) -> str:
-    """'5x5 3x4g ...': each conv's kernel, g = grouped, p = patterns form; then linear inputs."""
-    tag = {"grouped": "g", "patterns": "p"}
-    convs = " ".join(f"{v['kernel'][0]}x{v['kernel'][1]}{tag.get(v['form'], '')}" for v in row["arch"]["convs"].values())
-    return convs + "; fc in " + "-".join(str(v) for v in row["arch"]["linear_in"].values())
-
-
-def table(payload: dict, title: str) -> list[str]:
-    """One run's settings line and rows as markdown."""
-    d, m, st = payload["data"], payload["machine"], payload["settings"]
-    lines = [title, "", f"Command: `{payload['command']}`", "",
-             f"Data: {d['train']} train / {d['test']} test synthetic 3x66x200 road images (benchmarks/steering_data.py); "
-             f"{st['epochs']} epochs, batch {st['batch_size']}, Adam lr {st['lr']} (search parameters: lr {st['arch_lr']}); "
-             f"BatchNorm {'no (He init)' if st.get('no_bn') else 'yes'}; lam (gates) {st['lam']}, kernel_lam "
-             f"{st['kernel_lam']}, group_lam {st['group_lam']}, exclusive_lam {st['exclusive_lam']}. Machine: {m['cpu']}, "
-             f"{m['cpu_count']} CPUs (shared), torch {m['torch']}, {st['threads']} torch thread(s) for training. "
-             f"Wall time {payload.get('wall_seconds', 0) / 60:.1f} min.", "",
-             "| Model | FLOPs | Params | Train RMSE | Test RMSE | ORT ms (2 thr) | ORT ms (1 thr) | conv kernels (p: patterns "
-             "form, g: grouped conv); FC inputs |", "|---|---|---|---|---|---|---|---|"]
-    for r in payload["rows"]:
-        lines.append(f"| {r['model']} | {r['flops'] / 1e6:.1f}M | {r['params'] / 1e6:.3f}M | {r['train_rmse']:.4f} | "
-                     f"{r['test_rmse']:.4f} | {r['ort_2t']['median_ms']:.2f} | {r['ort_1t']['median_ms']:.2f} | {arch_text(r)} |")
-    z = d["test_rmse_predict"]
-    lines.append(f"| predict 0 / predict train mean | 0 | 0 | | {z['zero']:.4f} / {z['train_mean']:.4f} | | | |")
-    return lines + [f"ERROR in {e['row']} ({e['stage']}): {e['type']}: {e['message'][:300]}" for e in payload["errors"]]
-
-
-def write_report(payload: dict, out: Path, followups: list = ()) -> None:
-    """The markdown tables (main run, then follow-up runs) and a params-vs-test-RMSE scatter (PNG)."""
-    lines = table(payload, "### DAS (Shin, Packer & Song), Table 1, on a procedural steering stand-in")
-    for f in followups:
-        lines += [""] + table(f, "#### Follow-up run")
-    lines += ["", "Paper (Udacity, real data; their PilotNet input gives 840M FLOPs, ours 66x200 gives ~54M):", "",
-              "| Model | FLOPs | Params | Train RMSE | Test RMSE |", "|---|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {e} | {f} |" for a, b, c, e, f in payload["paper"]]
-    lines += ["", "Rows are compact models (archc.compact, search_threshold=t), evaluated after compaction. FLOPs: "
-              "archc.flops.count plus the 0/1 scatter convs of a 'patterns' layer. ORT: onnxruntime CPU provider, batch "
-              "1, median of 50 runs after 10 warm-up; the CPU is shared with other jobs, so latencies are indicative."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
-    short = {"DAS ": "", "grouped+channels": "grp+ch", "channels+kernels": "ch+k"}
-    for run, marker in zip([payload, *followups], "o^sv"):
-        rows, st = run["rows"][0 if run is payload else 1:], run["settings"]
-        label = "main run" if run is payload else f"kernel_lam {st['kernel_lam']:g}{', no BN' if st.get('no_bn') else ''}"
-        ax.scatter([r["params"] for r in rows], [r["test_rmse"] for r in rows], s=[18 + r["flops"] / 1e6 for r in rows],
-                   marker=marker, alpha=0.6, label=label)
-        for r in rows:
-            name = r["model"]
-            for a, b in short.items():
-                name = name.replace(a, b)
-            ax.annotate(name, (r["params"], r["test_rmse"]), fontsize=6, xytext=(3, 3 if run is payload else -8),
-                        textcoords="offset points")
-    ax.legend(fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters of the compact model (log)")
-    ax.set_ylabel("test RMSE")
-    st = payload["settings"]
-    ax.set_title(f"DAS on synthetic steering ({st['train']} train, {st['epochs']} epochs); marker area ~ MFLOPs", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
 
 
 def main() -> None:
@@ -259,6 +192,10 @@ def main() -> None:
                                 ("--exclusive-lam", float, 3e-3)):
         ap.add_argument(flag, type=kind, default=default)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--patterns", type=int, default=4, help="connectivity patterns per conv (grouped search)")
+    ap.add_argument("--finetune", type=int, default=0, help="also train each compact model this many epochs and measure again")
+    ap.add_argument("--kernel-weighting", default="uniform", choices=["uniform", "area"],
+                    help="L1 weight of each filter size's alpha (area: a prior favouring small windows)")
     ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
     ap.add_argument("--only", nargs="*", help="run only the searches whose name contains one of these (kernels: kernels and channels+kernels)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 256/128 examples, 1 epoch")
@@ -311,6 +248,11 @@ def main() -> None:
                 extra = {"t": t, "settings": spec["settings"], "train_seconds": secs, "other_load": round(load.share, 3),
                          "history": res.history}
                 payload["rows"].append(measure(name, small, train, test, args, extra))
+                if args.finetune:  # the paper's optional step: resume training the compact model briefly
+                    t0 = time.perf_counter()
+                    ft = train_plain(small, train, args.finetune, args.batch_size, args.lr)
+                    extra = {**extra, "finetune_seconds": time.perf_counter() - t0, "finetune_history": ft}
+                    payload["rows"].append(measure(f"{name} +ft{args.finetune}", small, train, test, args, extra))
             except Exception as exc:  # noqa: BLE001
                 payload["errors"].append({"row": name, **error_record("compact/measure", exc)})
                 print(f"  {name}: FAILED: {exc!r}", flush=True)

@@ -68,6 +68,20 @@ def _index(keep, size: int) -> torch.Tensor:
     return torch.as_tensor(np.arange(size) if keep is None else keep, dtype=torch.long)
 
 
+def _replace_sliced(node, cc, slicer, keeps: list, ki, ko, **sizes) -> None:
+    """Replace ``node``'s layer by a copy with its weight sliced by ``slicer`` (``keeps`` per
+    weight dim, for the optimizer), its bias by ``ko``, and the size attributes ``sizes``."""
+    m = module(node)
+    new = copy.deepcopy(m)
+    _set_weight(new, node.target, cc, slicer, keeps, ki, ko)
+    if m.bias is not None:
+        new.bias = _param(m.bias[ko], m.bias)
+        cc.note(f"{node.target}.bias", [ko])
+    for name, value in sizes.items():
+        setattr(new, name, value)
+    cc.replace_module(node, new)
+
+
 @shrink_rule(*CONVS)
 def shrink_conv(node, cc) -> None:
     m, x = module(node), node.args[0]
@@ -76,19 +90,14 @@ def shrink_conv(node, cc) -> None:
         return
     ki, ko = _index(keep_in, m.in_channels), _index(keep_out, m.out_channels)
     transposed = isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
-    new = copy.deepcopy(m)
+    sizes = {"in_channels": len(ki), "out_channels": len(ko)}
     if m.groups == 1:
         first, second = (ki, ko) if transposed else (ko, ki)
-        _set_weight(new, node.target, cc, lambda w: w[first][:, second], [first, second], ki, ko)
+        _replace_sliced(node, cc, lambda w: w[first][:, second], [first, second], ki, ko, **sizes)
     else:  # whole groups go: per-group slices of the weight are unchanged
         first = ki if transposed else ko
-        _set_weight(new, node.target, cc, lambda w: w[first], [first, None], ki, ko)
-        new.groups = len(ko) // (m.out_channels // m.groups)
-    if m.bias is not None:
-        new.bias = _param(m.bias[ko], m.bias)
-        cc.note(f"{node.target}.bias", [ko])
-    new.in_channels, new.out_channels = len(ki), len(ko)
-    cc.replace_module(node, new)
+        _replace_sliced(node, cc, lambda w: w[first], [first, None], ki, ko,
+                        groups=len(ko) // (m.out_channels // m.groups), **sizes)
 
 
 @analyse_rule(nn.Linear)
@@ -107,13 +116,7 @@ def shrink_linear(node, cc) -> None:
     if keep_in is None and keep_out is None:
         return
     ki, ko = _index(keep_in, m.in_features), _index(keep_out, m.out_features)
-    new = copy.deepcopy(m)
-    _set_weight(new, node.target, cc, lambda w: w[ko][:, ki], [ko, ki], ki, ko)
-    if m.bias is not None:
-        new.bias = _param(m.bias[ko], m.bias)
-        cc.note(f"{node.target}.bias", [ko])
-    new.in_features, new.out_features = len(ki), len(ko)
-    cc.replace_module(node, new)
+    _replace_sliced(node, cc, lambda w: w[ko][:, ki], [ko, ki], ki, ko, in_features=len(ki), out_features=len(ko))
 
 
 @analyse_rule(*BATCH_NORMS)
