@@ -158,6 +158,23 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def mnist_payload(experiment: str, args, data: tuple, **extra: Any) -> dict[str, Any]:
+    """The header of an MNIST benchmark's JSON: what ran, where, with which settings and data sizes."""
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings.update(n_train=len(data[0]), n_val=len(data[1]), n_test=len(data[2]))
+    return {"experiment": experiment, "command": command_line(), "machine": machine_info(args.threads),
+            "settings": {**settings, **extra.pop("settings", {})}, **extra}
+
+
+def finish_report(payload: dict[str, Any], out: Path, md: str, started: float) -> None:
+    """Record the wall time, write the JSON and the markdown next to it, and print the table."""
+    payload["total_wall_s"] = time.perf_counter() - started
+    write_json(out, payload)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
 def zoo() -> dict[str, Callable]:
     """tests/zoo.py's ZOO: name -> factory() returning (model, inputs)."""
     from zoo import ZOO

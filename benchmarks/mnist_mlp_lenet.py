@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, OtherLoad, archc, command_line, machine_info, n_params, write_json  # noqa: E402
+from _common import RESULTS, OtherLoad, archc, finish_report, mnist_payload, n_params, write_json  # noqa: E402
 from mnist import TensorLoader, add_data_argument, mnist_datasets  # noqa: E402
 
 from archc.search import evaluate  # noqa: E402
@@ -176,25 +176,16 @@ def main(argv=None) -> dict:
     data = mnist_datasets(args.data, seed=args.seed, limit=args.limit)
     plan = {"mlp": ([float(x) for x in args.mlp_lams.split(",") if x], args.mlp_epochs),
             "lenet5": ([float(x) for x in args.lenet_lams.split(",") if x], args.lenet_epochs)}
-    payload = {"experiment": "shrinknets_mnist_mlp_lenet5", "command": command_line(),
-               "machine": machine_info(args.threads),
-               "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                            "n_train": len(data[0]), "n_val": len(data[1]), "n_test": len(data[2])},
-               "paper": {**PAPER, "tessera_rosman": TESSERA,
-                         "epochs": {"mlp": 100, "lenet5": 200}, "selection": "best validation epoch, median of 50"},
-               "runs": []}
+    payload = mnist_payload("shrinknets_mnist_mlp_lenet5", args, data, runs=[],
+                            paper={**PAPER, "tessera_rosman": TESSERA, "epochs": {"mlp": 100, "lenet5": 200},
+                                   "selection": "best validation epoch, median of 50"})
     t0 = time.perf_counter()
     for name in [m for m in args.models.split(",") if m]:
         lams, epochs = plan[name]
         for lam in lams:
             payload["runs"].append(run_one(name, lam, epochs, data, args))
             write_json(out, payload)
-    payload["total_wall_s"] = time.perf_counter() - t0
-    write_json(out, payload)
-    md = render_md(payload)
-    out.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {out}, {out.with_suffix('.md')}")
+    finish_report(payload, out, render_md(payload), t0)
     return payload
 
 

@@ -1,7 +1,8 @@
 """Full-size reference models for the benchmarks, in plain torch (no torchvision needed).
 
 * :func:`resnet50` -- torchvision's exact ResNet-50 layout (v1.5: stride on the 3x3 conv),
-  Bottleneck blocks [3, 4, 6, 3], widths 64..2048, 1000 classes, 25,557,032 parameters.
+  Bottleneck blocks [3, 4, 6, 3], widths 64..2048, 1000 classes, 25,557,032 parameters,
+  built from the test zoo's ResNet and Bottleneck (``tests/zoo.py``).
 * :func:`deep_chain` -- a generated deep network whose fx graph grows linearly with
   ``n_blocks`` (4 graph nodes per block, plus 5): use it to measure how compile time scales.
 * :func:`mlp` -- a plain multi-layer perceptron (784 -> hidden... -> 10).
@@ -13,78 +14,27 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import sys
+from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from zoo import Bottleneck, ResNet  # noqa: E402  (the test zoo's blocks, torchvision's layout)
+
 # ---------------------------------------------------------------- ResNet-50
 
 
-class Bottleneck(nn.Module):
-    """torchvision.models.resnet.Bottleneck (expansion 4, stride on conv2)."""
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: Optional[nn.Module] = None) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
-
-
-class ResNet(nn.Module):
-    """torchvision.models.resnet.ResNet with Bottleneck blocks, same module names and init."""
-
-    def __init__(self, layers: Sequence[int] = (3, 4, 6, 3), num_classes: int = 1000) -> None:
-        super().__init__()
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(64, layers[0])
-        self.layer2 = self._make_layer(128, layers[1], stride=2)
-        self.layer3 = self._make_layer(256, layers[2], stride=2)
-        self.layer4 = self._make_layer(512, layers[3], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * Bottleneck.expansion))
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+def _resnet_imagenet(layers: Sequence[int], num_classes: int) -> nn.Module:
+    """The test zoo's torchvision-style ResNet with the ImageNet stem and widths 64..2048."""
+    stages = [(Bottleneck, planes, n, 1 if i == 0 else 2) for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers))]
+    model = ResNet(stages, num_classes=num_classes, stem=(64, 7, 2))
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model
 
 
 def _randomise_norms(model: nn.Module, seed: int) -> nn.Module:
@@ -104,7 +54,7 @@ def _randomise_norms(model: nn.Module, seed: int) -> nn.Module:
 def resnet50(num_classes: int = 1000, seed: int = 0) -> nn.Module:
     """torchvision ResNet-50 layout (25,557,032 parameters), random weights, eval mode."""
     torch.manual_seed(seed)
-    return _randomise_norms(ResNet((3, 4, 6, 3), num_classes), seed)
+    return _randomise_norms(_resnet_imagenet((3, 4, 6, 3), num_classes), seed)
 
 
 # ---------------------------------------------------------------- deep chain

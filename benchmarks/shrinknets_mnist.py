@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, OtherLoad, archc, command_line, machine_info, n_params, write_json  # noqa: E402
+from _common import RESULTS, OtherLoad, archc, finish_report, mnist_payload, n_params, write_json  # noqa: E402
 from mnist import TensorLoader, add_data_argument, mnist_datasets  # noqa: E402
 
 from archc.search import evaluate  # noqa: E402
@@ -234,15 +234,11 @@ def main(argv=None) -> dict:
     lams = [float(x) for x in args.lams.split(",") if x]
     noshrink = [float(x) for x in args.noshrink_lams.split(",") if x]
     data = mnist_datasets(args.data, seed=args.seed, limit=args.limit)
-    payload = {"experiment": "shrinknets_convergence_mnist", "command": command_line(),
-               "machine": machine_info(args.threads),
-               "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                            "lams": lams, "noshrink_lams": noshrink, "n_train": len(data[0]),
-                            "n_val": len(data[1]), "n_test": len(data[2])},
-               "paper": {"units_after_100_epochs_batch256": {f"{k:g}": v for k, v in PAPER_UNITS_100.items()},
-                         "lam1e-5_batch256_units_by_epoch": PAPER_1E5_TRAJECTORY, "epochs": 100},
-               "note": f"{args.epochs} epoch(s) per lambda here; the paper's figures are after 100 epochs.",
-               "runs": [], "no_shrink": []}
+    payload = mnist_payload(
+        "shrinknets_convergence_mnist", args, data, settings={"lams": lams, "noshrink_lams": noshrink},
+        paper={"units_after_100_epochs_batch256": {f"{k:g}": v for k, v in PAPER_UNITS_100.items()},
+               "lam1e-5_batch256_units_by_epoch": PAPER_1E5_TRAJECTORY, "epochs": 100},
+        note=f"{args.epochs} epoch(s) per lambda here; the paper's figures are after 100 epochs.", runs=[], no_shrink=[])
     warm_up(args.hidden, args.batch_size)
     t0 = time.perf_counter()
     for lam in lams + [x for x in noshrink if x not in lams]:
@@ -252,13 +248,8 @@ def main(argv=None) -> dict:
         if lam in noshrink:  # right after its shrinking twin, so both see similar machine load
             payload["no_shrink"].append(run_one(lam, False, data, args, args.noshrink_epochs))
             write_json(out, payload)
-    payload["total_wall_s"] = time.perf_counter() - t0
-    write_json(out, payload)
     plot(payload, out.with_suffix(".png"))
-    md = render_md(payload)
-    out.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.md')}")
+    finish_report(payload, out, render_md(payload), t0)
     return payload
 
 

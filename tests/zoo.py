@@ -94,11 +94,12 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """torchvision-style ResNet; ``stages`` is a list of (block, planes, n, stride)."""
 
-    def __init__(self, stages, groups=1, width_per_group=64, num_classes=10):
+    def __init__(self, stages, groups=1, width_per_group=64, num_classes=10, stem=(16, 3, 1)):
         super().__init__()
-        self.inplanes, self.groups, self.wpg = 16, groups, width_per_group
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        width, kernel, stride = stem  # torchvision's ImageNet stem is (64, 7, 2)
+        self.inplanes, self.groups, self.wpg = width, groups, width_per_group
+        self.conv1 = nn.Conv2d(3, width, kernel, stride, kernel // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.layers = nn.Sequential(*[self._make_layer(*s) for s in stages])
