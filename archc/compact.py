@@ -7,9 +7,10 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 from .analysis import Analysis
 from .das import lower as das_lower
 from .das import permute as das_permute
-from .das.regularizers import threshold_search_params
+from .das.regularizers import search_parameters, threshold_search_params
 from .depgraph import analyse
 from .errors import CompactionError, node_error
 from .filters import filter_sites, filters
@@ -156,12 +157,8 @@ def compact(
     Example:
         >>> small = archc.compact(gated, threshold=1e-3)
     """
-    reference = copy.deepcopy(gm)
-    for gate in filters(reference):
-        with torch.no_grad():
-            gate.theta[torch.relu(gate.theta) <= threshold] = 0.0
-    threshold_search_params(reference, search_threshold)
-    work = copy.deepcopy(reference)
+    with _thresholded(gm, threshold, search_threshold):
+        work = copy.deepcopy(gm)
     infos = das_lower.bake(work) if fold else {}
     an = analyse(work)
     dead = _dead_components(work, an)
@@ -189,11 +186,30 @@ def compact(
     work.graph.lint()
     work.recompile()
     work.meta.update({k: v for k, v in gm.meta.items() if k.startswith("archc.")})
-    assert_equivalent(reference, work, rtol=rtol, inputs=inputs, trials=trials)
+    with _thresholded(gm, threshold, search_threshold):  # the reference: gm with those gates closed
+        assert_equivalent(gm, work, rtol=rtol, inputs=inputs, trials=trials)
     record_shapes(work)
     work.meta["archc.param_slices"] = cc.param_slices
     work.meta["archc.search_report"] = search_report
     return work
+
+
+@contextlib.contextmanager
+def _thresholded(gm: fx.GraphModule, threshold: float, search_threshold: float) -> Iterator[None]:
+    """``gm`` with gates at or below ``threshold`` and search parameters below
+    ``search_threshold`` set to zero, restored on exit (cheaper than a deep copy)."""
+    params = [gate.theta for gate in filters(gm)] + search_parameters(gm)
+    saved = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            for gate in filters(gm):
+                gate.theta[torch.relu(gate.theta) <= threshold] = 0.0
+        threshold_search_params(gm, search_threshold)
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in zip(params, saved):
+                p.copy_(value)
 
 
 def _dead_components(gm: fx.GraphModule, an: Analysis) -> np.ndarray:

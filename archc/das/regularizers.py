@@ -60,14 +60,19 @@ def grouped_penalty(gm: nn.Module, group: float, exclusive: float) -> torch.Tens
     return _total(terms)
 
 
-@torch.no_grad()
-def threshold_search_params(gm: nn.Module, t: float) -> int:
-    """Set every alpha, beta, P and S entry with ``|value| < t`` to zero; returns how many."""
+def search_parameters(gm: nn.Module) -> list[nn.Parameter]:
+    """Every alpha, beta, P and S of ``gm``."""
     params = [m.alpha for m in kernel_masks(gm)] + [m.beta for m in channel_selects(gm)]
     for g in grouped_connectivities(gm):
         params += [g.P, g.S]
+    return params
+
+
+@torch.no_grad()
+def threshold_search_params(gm: nn.Module, t: float) -> int:
+    """Set every alpha, beta, P and S entry with ``|value| < t`` to zero; returns how many."""
     zeroed = 0
-    for p in params:
+    for p in search_parameters(gm):
         small = (p.abs() < t) & (p != 0)
         zeroed += int(small.sum())
         p[small] = 0.0
