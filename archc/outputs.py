@@ -133,9 +133,17 @@ def report_markdown(report: dict) -> str:
     ]
     lines += [f"| {r['name']} | {r['width_before']} | {r['width_after']} |" for r in report["layers"]]
     if report.get("search_layers"):
-        lines += ["", "| layer | kernel before -> after | grouped form | inputs dropped here |", "|---|---|---|---:|"]
-        for name, r in report["search_layers"].items():
-            kernel = " -> ".join("x".join(map(str, k)) for k in r["kernel"]) if "kernel" in r else "-"
-            lines.append(f"| {name} | {kernel} | {r.get('grouped', '-')} | {r.get('inputs_dropped_here', '-')} |")
+        lines += ["", "| layer | kernel before -> after | grouped form | patterns (inputs x outputs) | channel order "
+                  "| inputs dropped here |", "|---|---|---|---|---|---:|"]
+        lines += [_search_row(name, r) for name, r in report["search_layers"].items()]
     lines += ["", "![widths](widths.png)", "", "![width over training](width_history.png)", ""]
     return "\n".join(lines)
+
+
+def _search_row(name: str, r: dict) -> str:
+    """One searched layer of report.md: its kernel crop, grouped form, patterns and channel order."""
+    kernel = " -> ".join("x".join(map(str, k)) for k in r["kernel"]) if "kernel" in r else "-"
+    pats = r.get("patterns")
+    sizes = ", ".join(f"{i}x{o}" for i, o in zip(pats["in_sizes"], pats["out_sizes"])) if pats else "-"
+    order = "; ".join(f"{side}: {what}" for side, what in r.get("channel_order", {}).items()) or "-"
+    return f"| {name} | {kernel} | {r.get('grouped', '-')} | {sizes} | {order} | {r.get('inputs_dropped_here', '-')} |"

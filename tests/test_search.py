@@ -127,3 +127,22 @@ def test_python_api_takes_an_optimizer_by_name(tmp_path, optimizer):
     assert len(result.history) == 1 and result.history[0]["train_loss"] > 0
     with pytest.raises(archc.errors.ConfigError, match="optimizer"):
         archc.search(spec.model, train, val, optimizer="lbfgs", epochs=1, out=str(tmp_path / "x"), progress=False)
+
+
+def test_cli_das_search_reports_kernels_and_patterns_per_layer(tmp_path):
+    runner = CliRunner()
+    model_py = tmp_path / "tiny_conv.py"
+    shutil.copy(TINY.with_name("tiny_conv_task.py"), model_py)
+    res = runner.invoke(app, ["search", str(model_py), "--epochs", "1", "--batch-size", "32", "--lr", "0.01",
+                              "--kernel-lam", "1e-3", "--kernel-weighting", "area", "--patterns", "2",
+                              "--out", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["compact", str(tmp_path / "run" / "checkpoint.pt"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    layers = json.loads((tmp_path / "out" / "report.json").read_text())["search_layers"]
+    assert {"0", "3"} <= set(layers)
+    assert all(r["grouped"] in ("grouped", "patterns", "dense") and r["patterns"]["n_patterns"] <= 2 for r in layers.values())
+    assert all(len(r["kernel"]) == 2 for r in layers.values())
+    assert "| channel order |" in (tmp_path / "out" / "report.md").read_text()
+    bad = runner.invoke(app, ["search", str(model_py), "--kernel-weighting", "volume", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "kernel_weighting" in bad.output and "Traceback" not in bad.output

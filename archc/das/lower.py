@@ -166,7 +166,7 @@ def slice_grouped(gm: fx.GraphModule, infos: dict[str, SearchInfo], cc) -> None:
 def lower(gm: fx.GraphModule, infos: dict[str, SearchInfo]) -> dict[str, dict]:
     """After channel compaction and folding: per-consumer drops, kernel crops, grouped convs."""
     from .crop import crop_kernels
-    from .grouped_lowering import lower_grouped_conv
+    from .grouped_lowering import describe_patterns, lower_grouped_conv
 
     report: dict[str, dict] = {}
     nodes = {n.name: n for n in gm.graph.nodes}
@@ -181,6 +181,7 @@ def lower(gm: fx.GraphModule, infos: dict[str, SearchInfo]) -> dict[str, dict]:
             report[target]["kernel"] = [list(info.kernel), list(cropped.get(target, (info.kernel, info.kernel))[1])]
         node = nodes.get(info.calls[0]) if len(info.calls) == 1 else None
         if info.grouped is not None and node is not None:
+            report[target]["patterns"] = describe_patterns(*info.grouped)
             report[target]["grouped"] = lower_grouped_conv(gm, node, *info.grouped)
     gm.graph.lint()
     gm.recompile()
