@@ -28,7 +28,7 @@ def table(payload: dict, title: str) -> list[str]:
              f"BatchNorm {'no (He init)' if st.get('no_bn') else 'yes'}; lam (gates) {st['lam']}, kernel_lam "
              f"{st['kernel_lam']} ({st.get('kernel_weighting', 'uniform')}), group_lam {st['group_lam']}, exclusive_lam "
              f"{st['exclusive_lam']}, patterns {st.get('patterns', 4)}; fine-tuning of compact models (+ftN rows): "
-             f"{st.get('finetune', 0)} epochs. Machine: {m['cpu']}, "
+             f"{st.get('finetune', 0)} epochs at Adam lr {st.get('finetune_lr', st['lr'])}. Machine: {m['cpu']}, "
              f"{m['cpu_count']} CPUs (shared), torch {m['torch']}, {st['threads']} torch thread(s) for training. "
              f"Wall time {payload.get('wall_seconds', 0) / 60:.1f} min.", "",
              "| Model | FLOPs | Params | Train RMSE | Test RMSE | ORT ms (2 thr) | ORT ms (1 thr) | conv kernels (p: patterns "

@@ -194,6 +194,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--patterns", type=int, default=4, help="connectivity patterns per conv (grouped search)")
     ap.add_argument("--finetune", type=int, default=0, help="also train each compact model this many epochs and measure again")
+    ap.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam lr of the fine-tuning (a fresh optimizer)")
     ap.add_argument("--kernel-weighting", default="uniform", choices=["uniform", "area"],
                     help="L1 weight of each filter size's alpha (area: a prior favouring small windows)")
     ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
@@ -250,7 +251,7 @@ def main() -> None:
                 payload["rows"].append(measure(name, small, train, test, args, extra))
                 if args.finetune:  # the paper's optional step: resume training the compact model briefly
                     t0 = time.perf_counter()
-                    ft = train_plain(small, train, args.finetune, args.batch_size, args.lr)
+                    ft = train_plain(small, train, args.finetune, args.batch_size, args.finetune_lr)
                     extra = {**extra, "finetune_seconds": time.perf_counter() - t0, "finetune_history": ft}
                     payload["rows"].append(measure(f"{name} +ft{args.finetune}", small, train, test, args, extra))
             except Exception as exc:  # noqa: BLE001
