@@ -198,6 +198,7 @@ def main() -> None:
     ap.add_argument("--kernel-weighting", default="uniform", choices=["uniform", "area"],
                     help="L1 weight of each filter size's alpha (area: a prior favouring small windows)")
     ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the baseline row (for sweeps)")
     ap.add_argument("--only", nargs="*", help="run only the searches whose name contains one of these (kernels: kernels and channels+kernels)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 256/128 examples, 1 epoch")
     ap.add_argument("--out", default=None)
@@ -224,13 +225,13 @@ def main() -> None:
     payload["data"] = {"train": args.train, "test": args.test, "seconds": time.perf_counter() - t0,
                        "test_rmse_predict": baseline_rmse(train, test)}
     print(f"data {args.train}/{args.test} in {payload['data']['seconds']:.1f}s; {payload['data']['test_rmse_predict']}", flush=True)
-    model = new_pilotnet()
-    with OtherLoad() as load:
-        t0 = time.perf_counter()
-        hist = train_plain(model, train, args.epochs, args.batch_size, args.lr)
-    row = measure("Baseline", model, train, test, args, {"train_seconds": time.perf_counter() - t0,
-                                                          "other_load": round(load.share, 3), "history": hist})
-    payload["rows"].append(row)
+    if not args.no_baseline:
+        model = new_pilotnet()
+        with OtherLoad() as load:
+            t0 = time.perf_counter()
+            hist = train_plain(model, train, args.epochs, args.batch_size, args.lr)
+        payload["rows"].append(measure("Baseline", model, train, test, args, {
+            "train_seconds": time.perf_counter() - t0, "other_load": round(load.share, 3), "history": hist}))
     for spec in searches(args):
         try:
             with OtherLoad() as load:
