@@ -164,3 +164,19 @@ def test_inputs_outside_every_pattern_die_at_their_producer(tmp_path):
     assert order["inputs"] == "permuted" and "fixed" in order["outputs"]  # the model's output keeps its order
     assert small.code.count("torch.index_select(") == 1
     _exact_everywhere(gm, small, x, tmp_path)
+
+
+def test_disjoint_patterns_of_different_sizes_read_slices_and_write_in_place(tmp_path):
+    x = torch.randn(2, 3, 8, 8)
+    gm = _searched_chain(False, x)
+    P, S = structured(8, 8, [[5, 0], [1, 4, 2, 7, 3, 6]], [[7, 2, 0], [1, 6, 3, 4, 5]])
+    with torch.no_grad():
+        g = gm.get_submodule("c2").parametrizations.weight[0]
+        g.P.copy_(P)
+        g.S.copy_(S)
+    small = archc.compact(gm)
+    entry = small.meta["archc.search_report"]["c2"]
+    assert entry["grouped"] == "patterns"
+    assert entry["channel_order"] == {"inputs": "permuted", "outputs": "permuted"}
+    assert "index_select" not in small.code and small.code.count("torch.narrow(") == 2
+    _exact_everywhere(gm, small, x, tmp_path)

@@ -45,7 +45,7 @@ def surviving_patterns(P: torch.Tensor, S: torch.Tensor) -> list[tuple[int, list
     return out
 
 
-def _disjoint(sets: list[list[int]]) -> bool:
+def disjoint(sets: list[list[int]]) -> bool:
     return sum(len(s) for s in sets) == len({i for s in sets for i in s})
 
 
@@ -60,7 +60,7 @@ def describe_patterns(P: torch.Tensor, S: torch.Tensor) -> dict:
     return {
         "n_patterns": len(pats), "patterns": [p[0] for p in pats],
         "in_sizes": [len(s) for s in ins], "out_sizes": [len(s) for s in outs],
-        "inputs_disjoint": _disjoint(ins), "outputs_disjoint": _disjoint(outs),
+        "inputs_disjoint": disjoint(ins), "outputs_disjoint": disjoint(outs),
         "outputs_covered": len(covered), "covers_outputs": len(covered) == S.shape[1],
         "unused_inputs": P.shape[0] - len({i for s in ins for i in s}),
     }
@@ -68,16 +68,16 @@ def describe_patterns(P: torch.Tensor, S: torch.Tensor) -> dict:
 
 def _is_grouped(pats, c_out: int) -> bool:
     ins, outs = [p[1] for p in pats], [p[2] for p in pats]
-    return (_disjoint(ins) and _disjoint(outs) and len({len(s) for s in ins}) == 1
+    return (disjoint(ins) and disjoint(outs) and len({len(s) for s in ins}) == 1
             and len({len(s) for s in outs}) == 1 and sum(map(len, outs)) == c_out)
 
 
-def grouped_form_patterns(P: torch.Tensor, S: torch.Tensor) -> Optional[list]:
-    """The surviving patterns of thresholded ``P``, ``S`` if they lower to a real grouped conv
-    with fewer weights than the dense one, else None."""
+def lowered_form(P: torch.Tensor, S: torch.Tensor) -> tuple[str, list]:
+    """The form :func:`lower_grouped_conv` emits for thresholded ``P``, ``S``, and the patterns."""
     pats = surviving_patterns(P, S)
-    small = sum(len(i) * len(o) for _, i, o in pats) < P.shape[0] * S.shape[1]
-    return pats if pats and small and _is_grouped(pats, S.shape[1]) else None
+    if not pats or sum(len(i) * len(o) for _, i, o in pats) >= P.shape[0] * S.shape[1]:
+        return "dense", pats
+    return ("grouped" if _is_grouped(pats, S.shape[1]) else "patterns"), pats
 
 
 def _block(W, P, S, k: int, ins: list[int], outs: list[int]) -> torch.Tensor:
@@ -226,19 +226,17 @@ def lower_grouped_conv(gm: fx.GraphModule, node: fx.Node, P: torch.Tensor, S: to
     conv = _check(gm, node, P, S)
     W = conv.weight.detach()
     P, S = P.detach().to(W), S.detach().to(W)
-    pats = surviving_patterns(P, S)
+    form, pats = lowered_form(P, S)
     em, target = _Emitter(gm, node), str(node.target)
-    compact_size = sum(len(i) * len(o) for _, i, o in pats) * W[0, 0].numel()
-    if not pats or compact_size >= W.numel():
+    if form == "dense":
         mask = (P @ S).T.reshape(*W.shape[:2], *[1] * (W.dim() - 2))
         bias = None if conv.bias is None else conv.bias.detach()
         new = em.module("_dense", _new_conv(conv, W.shape[1], W.shape[0], W * mask, bias),
                         node.args[0], W.shape[0])
-        form = "dense"
-    elif _is_grouped(pats, W.shape[0]):
-        new, form = _grouped(em, conv, W, P, S, pats), "grouped"
+    elif form == "grouped":
+        new = _grouped(em, conv, W, P, S, pats)
     else:
-        new, form = _patterns(em, conv, W, P, S, pats, W.shape[0]), "patterns"
+        new = _patterns(em, conv, W, P, S, pats, W.shape[0])
     node.replace_all_uses_with(new)
     gm.graph.erase_node(node)
     if not any(n.op in ("call_module", "get_attr") and (n.target == target or str(n.target).startswith(target + "."))

@@ -1,7 +1,8 @@
 """Channel reorderings that make each connectivity pattern of a grouped conv contiguous.
 
 A real grouped conv reads its input channels, and writes its output channels, in
-contiguous blocks, one per group. The patterns a search learns (``P``, ``S``) pick
+contiguous blocks, one per group (and the per-pattern form reads slices instead of
+gathers when its patterns' inputs are disjoint). The patterns a search learns (``P``, ``S``) pick
 arbitrary channel sets. Rather than gather them at run time, archc reorders the whole
 dependency group of those channels, the way it removes channels: the producer's weight
 rows, its norm and bias, the gates, the columns of every other consumer.
@@ -31,7 +32,7 @@ import torch.fx as fx
 
 from ..analysis import Analysis, SpaceKey
 from ..rules import describe, permutes
-from .grouped_lowering import grouped_form_patterns
+from .grouped_lowering import disjoint, lowered_form
 
 PERMUTED = "permuted"
 IN_ORDER = "already in order"
@@ -64,13 +65,15 @@ def plan_permutations(gm: fx.GraphModule, an: Analysis, infos: dict, dead: np.nd
         alive_in = np.flatnonzero(~dead_mask[an.labels_of(in_key)])
         alive_out = np.flatnonzero(~dead_mask[an.labels_of(out_key)])
         P, S = info.grouped
-        pats = grouped_form_patterns(P[alive_in], S[:, alive_out])
-        if pats is None:
+        form, pats = lowered_form(P[alive_in], S[:, alive_out])
+        if form == "dense":
             continue
-        order_in = alive_in[[i for _, ins, _ in pats for i in ins]]
-        order_out = alive_out[[o for _, _, outs in pats for o in outs]]
-        report[target] = {"inputs": _request(gm, an, ranks, in_key, order_in, nodes),
-                          "outputs": _request(gm, an, ranks, out_key, order_out, nodes)}
+        ins, outs = [p[1] for p in pats], [p[2] for p in pats]
+        entry = report[target] = {}
+        if disjoint(ins):  # each pattern's inputs become one slice
+            entry["inputs"] = _request(gm, an, ranks, in_key, alive_in[np.concatenate(ins)], nodes)
+        if disjoint(outs) and sum(map(len, outs)) == len(alive_out):  # the outputs come out in place
+            entry["outputs"] = _request(gm, an, ranks, out_key, alive_out[np.concatenate(outs)], nodes)
     return PermutationPlan(None if np.isnan(ranks).all() else ranks, report)
 
 
