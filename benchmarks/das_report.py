@@ -41,6 +41,14 @@ def table(payload: dict, title: str) -> list[str]:
     return lines + [f"ERROR in {e['row']} ({e['stage']}): {e['type']}: {e['message'][:300]}" for e in payload["errors"]]
 
 
+def _followup_label(st: dict) -> str:
+    """What a follow-up run changed, for the plot legend."""
+    only = "/".join(st.get("only") or ["all"])
+    if "kernels" in only:
+        return f"{only}: kernel_lam {st['kernel_lam']:g} ({st.get('kernel_weighting', 'uniform')})"
+    return f"{only}: group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
+
+
 def write_report(payload: dict, out: Path, followups: list = ()) -> None:
     """The markdown tables (main run, then follow-up runs) and a params-vs-test-RMSE scatter (PNG)."""
     lines = table(payload, "### DAS (Shin, Packer & Song), Table 1, on a procedural steering stand-in")
@@ -59,8 +67,8 @@ def write_report(payload: dict, out: Path, followups: list = ()) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     short = {"DAS ": "", "grouped+channels": "grp+ch", "channels+kernels": "ch+k"}
     for run, marker in zip([payload, *followups], "o^sv"):
-        rows, st = run["rows"][0 if run is payload else 1:], run["settings"]
-        label = "main run" if run is payload else f"kernel_lam {st['kernel_lam']:g}{', no BN' if st.get('no_bn') else ''}"
+        rows, st = [r for r in run["rows"] if run is payload or r["model"] != "Baseline"], run["settings"]
+        label = "main run" if run is payload else _followup_label(st)
         ax.scatter([r["params"] for r in rows], [r["test_rmse"] for r in rows], s=[18 + r["flops"] / 1e6 for r in rows],
                    marker=marker, alpha=0.6, label=label)
         for r in rows:

@@ -8,22 +8,26 @@ then searched with ``archc.search`` on the same data, epochs, batch size, seed a
              widths in 1..5, the next two in 1..3: archc's default candidates)
   grouped    patterns=4 (group_lam, exclusive_lam) with gates (l1, lam), compacted at t = 1e-4, 1e-3, 1e-2
   ch+kernels gates and filter sizes together
-Each row is the COMPACT model (``archc.compact(res.model, threshold=0, search_threshold=t)``),
-evaluated (train/test RMSE), counted (``archc.flops.count`` plus the 0/1 scatter convs of the
+Each row is the COMPACT model (``archc.compact(res.model, threshold=0, search_threshold=t)``); a
+"+ftN" row is that compact model after N epochs of plain training (the paper's optional last step,
+"resume training of the network for a short period"), fresh Adam at --finetune-lr. Each row is
+then evaluated (train/test RMSE), counted (``archc.flops.count`` plus the 0/1 scatter convs of the
 "patterns" form, which that count misses), exported with ``export_onnx`` and timed in onnxruntime
 (CPU provider, batch 1, median of 50 runs after 10 warm-up; 2 threads as asked, and 1 thread).
 Data: the procedural stand-in of ``steering_data.py`` (Udacity is not available here).
 
 Search parameters (alphas, P, S, gate thetas) get their own Adam lr (--arch-lr, 1e-2): at the
-weights' 1e-3 an alpha starting at 1 needs >= 1000 steps to reach zero, more than this budget has
-(750 steps). Training uses --threads torch threads (default 1: on this shared 2-core machine two
+weights' 1e-3 an alpha starting at 1 needs >= 1000 steps to reach zero (this budget: 1250 steps).
+Training uses --threads torch threads (default 1: on this shared 2-core machine two
 threads ran 2-8x slower than one).
 
-Run (from the repository root; ~19 min + 7 + 7 on the shared 2-core CPU):
+Run (from the repository root; about 25 + 8 + 5 min at one thread on a 2-core CPU):
     python benchmarks/das_steering.py
-    python benchmarks/das_steering.py --only kernels --kernel-lam 1e-2 --out benchmarks/results/das_steering.kernels_lam1e-2.json
-    python benchmarks/das_steering.py --only kernels --kernel-lam 1e-2 --no-bn --out benchmarks/results/das_steering.kernels_nobn_lam1e-2.json
-    python benchmarks/das_steering.py --report     # das_steering.md/.png: main run + the kernels follow-ups
+    python benchmarks/das_steering.py --no-baseline --only kernels --kernel-weighting area --kernel-lam 1e-2 \
+        --out benchmarks/results/das_steering.kernels_area.json
+    python benchmarks/das_steering.py --no-baseline --only grouped --group-lam 1e-4 --exclusive-lam 1e-3 \
+        --out benchmarks/results/das_steering.grouped_lam1e-4.json
+    python benchmarks/das_steering.py --report     # das_steering.md/.png: main run + the follow-ups
     python benchmarks/das_steering.py --quick      # smoke test, < 90 s -> das_steering.quick.*
 Output: benchmarks/results/das_steering.{json,md,png}.
 """
@@ -186,14 +190,14 @@ def searches(args) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for flag, kind, default in (("--train", int, 4000), ("--test", int, 1000), ("--epochs", int, 6),
+    for flag, kind, default in (("--train", int, 4000), ("--test", int, 1000), ("--epochs", int, 10),
                                 ("--batch-size", int, 32), ("--lr", float, 1e-3), ("--arch-lr", float, 1e-2),
                                 ("--lam", float, 5e-5), ("--kernel-lam", float, 3e-3), ("--group-lam", float, 3e-4),
                                 ("--exclusive-lam", float, 3e-3)):
         ap.add_argument(flag, type=kind, default=default)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--patterns", type=int, default=4, help="connectivity patterns per conv (grouped search)")
-    ap.add_argument("--finetune", type=int, default=0, help="also train each compact model this many epochs and measure again")
+    ap.add_argument("--finetune", type=int, default=3, help="also train each compact model this many epochs and measure again")
     ap.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam lr of the fine-tuning (a fresh optimizer)")
     ap.add_argument("--kernel-weighting", default="uniform", choices=["uniform", "area"],
                     help="L1 weight of each filter size's alpha (area: a prior favouring small windows)")
@@ -205,10 +209,11 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="only rebuild the .md/.png from --out's JSON and its follow-ups")
     args = ap.parse_args()
     if args.quick:
-        args.train, args.test, args.epochs = 256, 128, 1
+        args.train, args.test, args.epochs, args.finetune = 256, 128, 1, min(args.finetune, 1)
     stem = "das_steering.quick" if args.quick else "das_steering"
     out = Path(args.out) if args.out else RESULTS / f"{stem}.json"
-    followups = lambda: [json.loads(p.read_text()) for p in sorted(out.parent.glob(out.stem + ".kernels*.json"))]  # noqa: E731
+    followups = lambda: [json.loads(p.read_text()) for p in sorted(out.parent.glob(out.stem + ".*.json"))  # noqa: E731
+                         if ".quick" not in p.name]
     if args.report:
         return write_report(json.loads(out.read_text()), out, followups())
     torch.set_num_threads(args.threads)
