@@ -28,16 +28,16 @@ def _fold_conv(m: nn.Module, dim: int, rank: int, s: torch.Tensor) -> bool:
     transposed = isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
     if dim != 1 or (transposed and m.groups > 1):
         return False
-    _scale_out_channels(m.weight.data, 1 if transposed else 0, s)
-    if m.bias is not None:
-        m.bias.data.mul_(s)
-    return True
+    return _scale_outputs(m, 1 if transposed else 0, s)
 
 
 def _fold_linear(m: nn.Linear, dim: int, rank: int, s: torch.Tensor) -> bool:
-    if dim != rank - 1:
-        return False
-    _scale_out_channels(m.weight.data, 0, s)
+    return dim == rank - 1 and _scale_outputs(m, 0, s)
+
+
+def _scale_outputs(m: nn.Module, weight_dim: int, s: torch.Tensor) -> bool:
+    """Scale output channel ``c`` of a conv or linear layer (its weight and bias) by ``s[c]``."""
+    _scale_out_channels(m.weight.data, weight_dim, s)
     if m.bias is not None:
         m.bias.data.mul_(s)
     return True

@@ -124,17 +124,24 @@ def batch_norm(node, ctx) -> None:
     couple_same(ctx, node.args[0], node, flow=False)  # per-channel statistics and affine
 
 
+def _with_sliced_affine(node, cc, k: torch.Tensor) -> nn.Module:
+    """A copy of ``node``'s norm with its per-channel weight and bias (if any) kept at ``k``."""
+    m = module(node)
+    new = copy.deepcopy(m)
+    for name in ("weight", "bias"):
+        if getattr(m, name, None) is not None:
+            setattr(new, name, _param(getattr(m, name)[k], getattr(m, name)))
+            cc.note(f"{node.target}.{name}", [k])
+    return new
+
+
 @shrink_rule(*BATCH_NORMS)
 def shrink_batch_norm(node, cc) -> None:
     m, keep = module(node), cc.keep(node, 1)
     if keep is None:
         return
     k = _index(keep, m.num_features)
-    new = copy.deepcopy(m)
-    for name in ("weight", "bias"):
-        if getattr(m, name) is not None:
-            setattr(new, name, _param(getattr(m, name)[k], getattr(m, name)))
-            cc.note(f"{node.target}.{name}", [k])
+    new = _with_sliced_affine(node, cc, k)
     for name in ("running_mean", "running_var"):
         if getattr(m, name, None) is not None:
             setattr(new, name, getattr(m, name)[k].clone())
@@ -173,12 +180,9 @@ def shrink_group_norm(node, cc) -> None:
     if keep is None:
         return
     k = _index(keep, m.num_channels)
-    new = copy.deepcopy(m)
+    new = _with_sliced_affine(node, cc, k)
     new.num_groups = len(k) // (m.num_channels // m.num_groups)
     new.num_channels = len(k)
-    if m.affine:
-        new.weight, new.bias = _param(m.weight[k], m.weight), _param(m.bias[k], m.bias)
-        cc.note(f"{node.target}.weight", [k]), cc.note(f"{node.target}.bias", [k])
     cc.replace_module(node, new)
 
 
