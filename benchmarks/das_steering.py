@@ -237,6 +237,9 @@ def main() -> None:
             hist = train_plain(model, train, args.epochs, args.batch_size, args.lr)
         payload["rows"].append(measure("Baseline", model, train, test, args, {
             "train_seconds": time.perf_counter() - t0, "other_load": round(load.share, 3), "history": hist}))
+        if args.finetune:  # the same extra epochs as the compact models get, for a fair comparison
+            ft = train_plain(model, train, args.finetune, args.batch_size, args.finetune_lr)
+            payload["rows"].append(measure(f"Baseline +ft{args.finetune}", model, train, test, args, {"finetune_history": ft}))
     for spec in searches(args):
         try:
             with OtherLoad() as load:
