@@ -46,7 +46,9 @@ def _followup_label(st: dict) -> str:
     only = "/".join(st.get("only") or ["all"])
     if "kernels" in only:
         return f"{only}: kernel_lam {st['kernel_lam']:g} ({st.get('kernel_weighting', 'uniform')})"
-    return f"{only}: group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
+    if "grouped" in only:
+        return f"{only}: lam {st['lam']:g}, group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
+    return f"{only}: lam {st['lam']:g}"
 
 
 def write_report(payload: dict, out: Path, followups: list = ()) -> None:
@@ -59,7 +61,10 @@ def write_report(payload: dict, out: Path, followups: list = ()) -> None:
     lines += [f"| {a} | {b} | {c} | {e} | {f} |" for a, b, c, e, f in payload["paper"]]
     lines += ["", "Rows are compact models (archc.compact, search_threshold=t), evaluated after compaction. FLOPs: "
               "archc.flops.count plus the 0/1 scatter convs of a 'patterns' layer. ORT: onnxruntime CPU provider, batch "
-              "1, median of 50 runs after 10 warm-up; the CPU is shared with other jobs, so latencies are indicative."]
+              "1, median of 50 runs after 10 warm-up; the CPU is shared with other jobs, so latencies are indicative.",
+              "", "Two follow-ups (kernels_area, grouped_lam1e-4) were run while `--only` still matched substrings of the "
+              "search names (`kernels` ran kernels and channels+kernels; `grouped` ran grouped+channels); the docstring of "
+              "benchmarks/das_steering.py gives today's equivalent commands."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
     matplotlib.use("Agg")

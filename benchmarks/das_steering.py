@@ -23,10 +23,13 @@ threads ran 2-8x slower than one).
 
 Run (from the repository root; about 25 + 8 + 5 min at one thread on a 2-core CPU):
     python benchmarks/das_steering.py
-    python benchmarks/das_steering.py --no-baseline --only kernels --kernel-weighting area --kernel-lam 1e-2 \
+    python benchmarks/das_steering.py --no-baseline --only kernels channels+kernels --kernel-weighting area --kernel-lam 1e-2 \
         --out benchmarks/results/das_steering.kernels_area.json
-    python benchmarks/das_steering.py --no-baseline --only grouped --group-lam 1e-4 --exclusive-lam 1e-3 \
+    python benchmarks/das_steering.py --no-baseline --only grouped+channels --group-lam 1e-4 --exclusive-lam 1e-3 \
         --out benchmarks/results/das_steering.grouped_lam1e-4.json
+    python benchmarks/das_steering.py --no-baseline --only channels --lam 1e-5 --out benchmarks/results/das_steering.channels_lam1e-5.json
+    python benchmarks/das_steering.py --no-baseline --only grouped+channels --lam 1e-5 --group-lam 3e-5 --exclusive-lam 3e-4 \
+        --out benchmarks/results/das_steering.grouped_lam1e-5.json
     python benchmarks/das_steering.py --report     # das_steering.md/.png: main run + the follow-ups
     python benchmarks/das_steering.py --quick      # smoke test, < 90 s -> das_steering.quick.*
 Output: benchmarks/results/das_steering.{json,md,png}.
@@ -185,7 +188,7 @@ def searches(args) -> list[dict]:
             {"name": "DAS channels+kernels", "t": [1e-2], "settings": {**s, "regularizer": "l1", "lam": args.lam,
                                                                       "kernel_lam": args.kernel_lam,
                                                                       "kernel_weighting": args.kernel_weighting}}]
-    return [r for r in rows if not args.only or any(o in r["name"] for o in args.only)]
+    return [r for r in rows if not args.only or r["name"].removeprefix("DAS ") in args.only]
 
 
 def main() -> None:
@@ -203,7 +206,8 @@ def main() -> None:
                     help="L1 weight of each filter size's alpha (area: a prior favouring small windows)")
     ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline row (for sweeps)")
-    ap.add_argument("--only", nargs="*", help="run only the searches whose name contains one of these (kernels: kernels and channels+kernels)")
+    ap.add_argument("--only", nargs="*", choices=["channels", "kernels", "grouped+channels", "channels+kernels"],
+                    help="run only these searches")
     ap.add_argument("--quick", action="store_true", help="smoke test: 256/128 examples, 1 epoch")
     ap.add_argument("--out", default=None)
     ap.add_argument("--report", action="store_true", help="only rebuild the .md/.png from --out's JSON and its follow-ups")
