@@ -66,27 +66,38 @@ def write_report(payload: dict, out: Path, followups: list = ()) -> None:
               "search names (`kernels` ran kernels and channels+kernels; `grouped` ran grouped+channels); the docstring of "
               "benchmarks/das_steering.py gives today's equivalent commands."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _plot(payload, followups, out.with_suffix(".png"))
+
+
+def _final_rows(run: dict, main: bool) -> list[dict]:
+    """The models a user would keep: fine-tuned compact models (or all rows if none were fine-tuned)."""
+    tuned = [r for r in run["rows"] if "+ft" in r["model"] and (main or not r["model"].startswith("Baseline"))]
+    return tuned or [r for r in run["rows"] if main or r["model"] != "Baseline"]
+
+
+def _plot(payload: dict, followups: list, path: Path) -> None:
+    """Test RMSE against parameters of each final model, one marker per run; area ~ MFLOPs."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
-    short = {"DAS ": "", "grouped+channels": "grp+ch", "channels+kernels": "ch+k"}
-    for run, marker in zip([payload, *followups], "o^sv"):
-        rows, st = [r for r in run["rows"] if run is payload or r["model"] != "Baseline"], run["settings"]
-        label = "main run" if run is payload else _followup_label(st)
-        ax.scatter([r["params"] for r in rows], [r["test_rmse"] for r in rows], s=[18 + r["flops"] / 1e6 for r in rows],
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    short = {"DAS ": "", "grouped+channels": "grp+ch", "channels+kernels": "ch+k", " +ft3": ""}
+    for i, (run, marker) in enumerate(zip([payload, *followups], "o^svDP*X")):
+        rows = _final_rows(run, run is payload)
+        label = "main run" if run is payload else _followup_label(run["settings"])
+        ax.scatter([r["params"] for r in rows], [r["test_rmse"] for r in rows], s=[18 + 2 * r["flops"] / 1e6 for r in rows],
                    marker=marker, alpha=0.6, label=label)
         for r in rows:
             name = r["model"]
             for a, b in short.items():
                 name = name.replace(a, b)
-            ax.annotate(name, (r["params"], r["test_rmse"]), fontsize=6, xytext=(3, 3 if run is payload else -8),
-                        textcoords="offset points")
+            ax.annotate(name, (r["params"], r["test_rmse"]), fontsize=6, xytext=(4, 6 - 5 * i), textcoords="offset points")
     ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("parameters of the compact model (log)")
-    ax.set_ylabel("test RMSE")
+    ax.set_ylabel("test RMSE (after fine-tuning)")
     st = payload["settings"]
-    ax.set_title(f"DAS on synthetic steering ({st['train']} train, {st['epochs']} epochs); marker area ~ MFLOPs", fontsize=9)
+    ax.set_title(f"DAS on synthetic steering ({st['train']} train, {st['epochs']} epochs + {st.get('finetune', 0)} "
+                 "fine-tuning); marker area ~ MFLOPs", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
+    fig.savefig(path, dpi=110)

@@ -273,7 +273,10 @@ def main() -> None:
         write_json(out, payload)
     payload["wall_seconds"] = time.perf_counter() - wall0
     write_json(out, payload)
-    write_report(payload, out, followups())
+    if out.name.startswith("das_steering.") and ".quick" not in out.name:  # a follow-up: part of the main report
+        print("follow-up written; rebuild the main report with --report")
+    else:
+        write_report(payload, out, followups())
     print(f"wall {payload['wall_seconds']:.0f}s -> {out}")
 
 
