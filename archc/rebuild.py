@@ -22,7 +22,8 @@ from .trace import trace
 def search_options(settings: dict) -> dict:
     """Which search parametrizations a search's settings ask for."""
     return {"kernel": settings.get("kernel_lam", 0) > 0, "select": settings.get("select_lam", 0) > 0,
-            "sparsemax": settings.get("sparsemax", False), "patterns": settings.get("patterns", 0)}
+            "sparsemax": settings.get("sparsemax", False), "patterns": settings.get("patterns", 0),
+            "patterns_init": settings.get("patterns_init", "random")}
 
 
 def build_gated(
@@ -39,7 +40,7 @@ def build_gated(
     if search.get("select"):
         passes.insert_channel_select(gated, use_sparsemax=search.get("sparsemax", False))
     if search.get("patterns"):
-        passes.insert_grouped(gated, patterns=search["patterns"])
+        passes.insert_grouped(gated, patterns=search["patterns"], init=search.get("patterns_init", "random"))
     if not kept:
         return gated
     names = {name for name, m in gated.named_modules() if m.__class__.__name__ == "Filter"}

@@ -55,6 +55,7 @@ class SearchConfig:
     select_lam: float = 0.0        # > 0: search input channels (L1 on the ChannelSelect betas)
     sparsemax: bool = False        # betas through sparsemax
     patterns: int = 0              # > 0: search grouped convolutions with this many patterns
+    patterns_init: str = "random"  # random (dense on average) | partition (starts near a grouped conv)
     group_lam: float = 1e-6        # group lasso on P columns and S rows
     exclusive_lam: float = 3e-6    # exclusive lasso on P rows and S columns
     search_threshold: float = 1e-3 # search parameters below this count as zero (the paper's t)
@@ -64,7 +65,8 @@ class SearchConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS, "kernel_weighting": das_reg.KERNEL_WEIGHTINGS}
+        choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS, "kernel_weighting": das_reg.KERNEL_WEIGHTINGS,
+                   "patterns_init": GroupedConnectivity.INITS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}: "

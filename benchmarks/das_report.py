@@ -27,7 +27,7 @@ def table(payload: dict, title: str) -> list[str]:
              f"{st['epochs']} epochs, batch {st['batch_size']}, Adam lr {st['lr']} (search parameters: lr {st['arch_lr']}); "
              f"BatchNorm {'no (He init)' if st.get('no_bn') else 'yes'}; lam (gates) {st['lam']}, kernel_lam "
              f"{st['kernel_lam']} ({st.get('kernel_weighting', 'uniform')}), group_lam {st['group_lam']}, exclusive_lam "
-             f"{st['exclusive_lam']}, patterns {st.get('patterns', 4)}; fine-tuning of compact models (+ftN rows): "
+             f"{st['exclusive_lam']}, patterns {st.get('patterns', 4)} ({st.get('patterns_init', 'random')} init); fine-tuning of compact models (+ftN rows): "
              f"{st.get('finetune', 0)} epochs at Adam lr {st.get('finetune_lr', st['lr'])}. Machine: {m['cpu']}, "
              f"{m['cpu_count']} CPUs (shared), torch {m['torch']}, {st['threads']} torch thread(s) for training. "
              f"Wall time {payload.get('wall_seconds', 0) / 60:.1f} min.", "",
@@ -47,7 +47,8 @@ def _followup_label(st: dict) -> str:
     if "kernels" in only:
         return f"{only}: kernel_lam {st['kernel_lam']:g} ({st.get('kernel_weighting', 'uniform')})"
     if "grouped" in only:
-        return f"{only}: lam {st['lam']:g}, group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
+        return (f"{only}: lam {st['lam']:g}, group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
+                f"{', partition init' if st.get('patterns_init') == 'partition' else ''}")
     return f"{only}: lam {st['lam']:g}"
 
 

@@ -30,6 +30,10 @@ Run (from the repository root; about 25 + 8 + 5 min at one thread on a 2-core CP
     python benchmarks/das_steering.py --no-baseline --only channels --lam 1e-5 --out benchmarks/results/das_steering.channels_lam1e-5.json
     python benchmarks/das_steering.py --no-baseline --only grouped+channels --lam 1e-5 --group-lam 3e-5 --exclusive-lam 3e-4 \
         --out benchmarks/results/das_steering.grouped_lam1e-5.json
+    python benchmarks/das_steering.py --no-baseline --only grouped+channels --lam 1e-6 --group-lam 3e-5 --exclusive-lam 3e-4 \
+        --out benchmarks/results/das_steering.grouped_lam1e-6.json
+    python benchmarks/das_steering.py --no-baseline --only grouped+channels --lam 1e-6 --group-lam 3e-5 --exclusive-lam 3e-4 \
+        --patterns-init partition --out benchmarks/results/das_steering.grouped_partition.json
     python benchmarks/das_steering.py --report     # das_steering.md/.png: main run + the follow-ups
     python benchmarks/das_steering.py --quick      # smoke test, < 90 s -> das_steering.quick.*
 Output: benchmarks/results/das_steering.{json,md,png}.
@@ -184,6 +188,7 @@ def searches(args) -> list[dict]:
             {"name": "DAS kernels", "t": [1e-3, 1e-2, 3e-2], "settings": {**s, "regularizer": "none", "kernel_lam": args.kernel_lam,
                                                                      "kernel_weighting": args.kernel_weighting}},
             {"name": "DAS grouped+channels", "t": ts, "settings": {**s, "regularizer": "l1", "lam": args.lam, "patterns": args.patterns,
+                                                                  "patterns_init": args.patterns_init,
                                                                   "group_lam": args.group_lam, "exclusive_lam": args.exclusive_lam}},
             {"name": "DAS channels+kernels", "t": [1e-2], "settings": {**s, "regularizer": "l1", "lam": args.lam,
                                                                       "kernel_lam": args.kernel_lam,
@@ -200,6 +205,7 @@ def main() -> None:
         ap.add_argument(flag, type=kind, default=default)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--patterns", type=int, default=4, help="connectivity patterns per conv (grouped search)")
+    ap.add_argument("--patterns-init", default="random", choices=["random", "partition"], help="initial P and S")
     ap.add_argument("--finetune", type=int, default=3, help="also train each compact model this many epochs and measure again")
     ap.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam lr of the fine-tuning (a fresh optimizer)")
     ap.add_argument("--kernel-weighting", default="uniform", choices=["uniform", "area"],

@@ -49,6 +49,8 @@ def search_cmd(
     select_lam: float = typer.Option(0.0, help="> 0: also search input channels per layer (L1 on beta)."),
     sparsemax: bool = typer.Option(False, help="Input-channel betas through sparsemax."),
     patterns: int = typer.Option(0, help="> 0: also search grouped convolutions with this many patterns."),
+    patterns_init: str = typer.Option("random", help="random (dense on average) or partition (each channel "
+                                      "starts mostly in one pattern: near a grouped conv)."),
     group_lam: float = typer.Option(1e-6, help="Group lasso on P columns and S rows."),
     exclusive_lam: float = typer.Option(3e-6, help="Exclusive lasso on P rows and S columns."),
     search_threshold: float = typer.Option(1e-3, help="Search parameters below this count as zero."),
@@ -62,7 +64,7 @@ def search_cmd(
                        shrink_every=shrink_every, threshold=threshold, device=device, seed=seed,
                        out=str(out_dir), resume=resume, kernel_lam=kernel_lam,
                        kernel_weighting=kernel_weighting, select_lam=select_lam,
-                       sparsemax=sparsemax, patterns=patterns, group_lam=group_lam,
+                       sparsemax=sparsemax, patterns=patterns, patterns_init=patterns_init, group_lam=group_lam,
                        exclusive_lam=exclusive_lam, search_threshold=search_threshold)
     result = run_search(_task(model_py), cfg, console=err, progress=progress)
     last = result.history[-1] if result.history else None

@@ -58,10 +58,14 @@ def insert_channel_select(gm: fx.GraphModule, use_sparsemax: bool = False) -> fx
     return gm
 
 
-def insert_grouped(gm: fx.GraphModule, patterns: int = 4) -> fx.GraphModule:
-    """A GroupedConnectivity with ``patterns`` patterns on every ungrouped conv (mutates ``gm``)."""
+def insert_grouped(gm: fx.GraphModule, patterns: int = 4, init: str = "random") -> fx.GraphModule:
+    """A GroupedConnectivity with ``patterns`` patterns on every ungrouped conv (mutates ``gm``).
+
+    ``init="partition"`` starts each conv near a grouped conv (every channel mostly in one
+    pattern); ``"random"`` starts it dense on average.
+    """
     for conv in _called_layers(gm, _CONVS):
         if conv.groups == 1 and not _has(conv, GroupedConnectivity):
-            grouped = GroupedConnectivity(conv.in_channels, conv.out_channels, patterns)
+            grouped = GroupedConnectivity(conv.in_channels, conv.out_channels, patterns, init)
             parametrize.register_parametrization(conv, "weight", grouped)
     return gm

@@ -205,3 +205,20 @@ def test_area_weighting_makes_large_windows_cost_more():
     assert torch.isclose(alpha_l1(conv, "area"), torch.tensor(sum(h * w for h, w in mask.sizes) / 15))
     with pytest.raises(archc.ConfigError, match="kernel_weighting"):
         SearchConfig(kernel_weighting="volume")
+
+
+def test_partition_init_starts_each_channel_in_one_pattern():
+    torch.manual_seed(0)
+    g = archc.GroupedConnectivity(8, 6, 3, init="partition")
+    P, S = g.P.detach(), g.S.detach()
+    assert ((P == 1).sum(1) == 1).all() and ((S == 1).sum(0) == 1).all()
+    assert (P == 1).sum(0).tolist() == [3, 3, 2] and (S == 1).sum(1).tolist() == [2, 2, 2]
+    assert (P[P != 1] < 0.01).all() and (S[S != 1] < 0.01).all()
+    thresholded = archc.GroupedConnectivity(8, 6, 3, init="partition")
+    with torch.no_grad():
+        thresholded.P[thresholded.P < 0.5] = 0
+        thresholded.S[thresholded.S < 0.5] = 0
+    from archc.das.grouped_lowering import lowered_form
+    assert lowered_form(thresholded.P.detach(), thresholded.S.detach())[0] == "patterns"  # 3+3+2 inputs: unequal
+    with pytest.raises(ValueError, match="init"):
+        archc.GroupedConnectivity(4, 4, 2, init="zeros")

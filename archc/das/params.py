@@ -102,14 +102,27 @@ class ChannelSelect(nn.Module):
         return {}
 
 
+def _one_hot_rows(n: int, patterns: int, rest: float = 0.01) -> torch.Tensor:
+    """``n`` rows, each 1 at one pattern (a random balanced assignment) and ``rest`` * U(0, 1) elsewhere."""
+    out = torch.rand(n, patterns) * rest
+    out[torch.arange(n), torch.randperm(n) % patterns] = 1.0
+    return out
+
+
 class GroupedConnectivity(nn.Module):
     """Grouped-convolution search: ``weight[o, i] * (P @ S)[i, o]``."""
 
-    def __init__(self, in_channels: int, out_channels: int, patterns: int) -> None:
+    INITS = ("random", "partition")
+
+    def __init__(self, in_channels: int, out_channels: int, patterns: int, init: str = "random") -> None:
         super().__init__()
-        # random, so patterns differ; E[(P @ S)[i, o]] = 1, i.e. the dense conv on average
-        self.P = nn.Parameter(torch.rand(in_channels, patterns) * 2 / patterns)
-        self.S = nn.Parameter(torch.rand(patterns, out_channels) * 2)
+        if init not in self.INITS:
+            raise ValueError(f"init must be one of {self.INITS}, got {init!r}")
+        if init == "random":  # patterns differ; E[(P @ S)[i, o]] = 1, i.e. the dense conv on average
+            P, S = torch.rand(in_channels, patterns) * 2 / patterns, torch.rand(patterns, out_channels) * 2
+        else:  # each channel mostly in one pattern: a near-grouped conv that the search may reconnect
+            P, S = _one_hot_rows(in_channels, patterns), _one_hot_rows(out_channels, patterns).t()
+        self.P, self.S = nn.Parameter(P), nn.Parameter(S)
 
     def connectivity(self) -> torch.Tensor:
         return self.P @ self.S  # (in, out)
