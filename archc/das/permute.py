@@ -71,22 +71,22 @@ def plan_permutations(gm: fx.GraphModule, an: Analysis, infos: dict, dead: np.nd
         ins, outs = [p[1] for p in pats], [p[2] for p in pats]
         entry = report[target] = {}
         if disjoint(ins):  # each pattern's inputs become one slice
-            entry["inputs"] = _request(gm, an, ranks, in_key, alive_in[np.concatenate(ins)], nodes)
+            entry["inputs"] = _request(gm, an, ranks, in_key, alive_in[np.concatenate(ins)], nodes, dead_mask)
         if disjoint(outs) and sum(map(len, outs)) == len(alive_out):  # the outputs come out in place
-            entry["outputs"] = _request(gm, an, ranks, out_key, alive_out[np.concatenate(outs)], nodes)
+            entry["outputs"] = _request(gm, an, ranks, out_key, alive_out[np.concatenate(outs)], nodes, dead_mask)
     return PermutationPlan(None if np.isnan(ranks).all() else ranks, report)
 
 
-def _request(gm, an: Analysis, ranks: np.ndarray, key: SpaceKey, first: np.ndarray, nodes) -> str:
+def _request(gm, an: Analysis, ranks: np.ndarray, key: SpaceKey, first: np.ndarray, nodes, dead: np.ndarray) -> str:
     """Put the atoms ``first`` of space ``key`` at the front of their group, in that order."""
     labels = an.labels_of(key)
     rest = np.setdiff1d(np.arange(len(labels)), first)
     order = labels[np.concatenate([first, rest]).astype(np.int64)]
-    if np.array_equal(order, labels):
+    taken = not np.isnan(ranks[labels]).all()
+    current = labels[np.argsort(ranks[labels], kind="stable")] if taken else labels
+    if np.array_equal(order[~dead[order]], current[~dead[current]]):  # the survivors' order is right
         return IN_ORDER
-    why = _why_fixed(gm, an, labels, nodes)
-    if why is None and not np.isnan(ranks[labels]).all():
-        why = "another grouped conv already reordered these channels"
+    why = "another grouped conv already reordered these channels" if taken else _why_fixed(gm, an, labels, nodes)
     if why is not None:
         return f"gathered: {why}"
     ranks[order] = np.arange(len(order))
