@@ -1,6 +1,8 @@
 """Channel reorderings for grouped convs propagate through the dependency graph like removals:
 the producer, its norm, the gates and every other consumer are reordered, no gather is left
 where the graph allows it, and the result equals the searched model (PyTorch and onnxruntime)."""
+import os
+
 import torch
 from conftest import kill_channels
 from hypothesis import HealthCheck, given, settings
@@ -121,7 +123,8 @@ def _set_disjoint_patterns(gm, gen: torch.Generator) -> int:
     return structured_convs
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("ARCHC_EXAMPLES", 30)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(random_networks(), st.integers(0, 2**31 - 1), st.sampled_from([0.0, 0.3]))
 def test_random_networks_with_disjoint_patterns_compact_exactly(net, seed, kill):
     model, inputs = net
