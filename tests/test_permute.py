@@ -3,6 +3,8 @@ the producer, its norm, the gates and every other consumer are reordered, no gat
 where the graph allows it, and the result equals the searched model (PyTorch and onnxruntime)."""
 import os
 
+import numpy as np
+import pytest
 import torch
 from conftest import kill_channels
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +15,7 @@ from test_grouped_lowering import structured
 from torch import nn
 
 import archc
+from archc.das.permute import _whole_blocks
 from archc.verify import max_relative_error
 
 IN_BLOCKS = [[5, 0, 3, 6], [1, 4, 2, 7]]
@@ -81,9 +84,20 @@ def test_conflicting_orders_of_one_group_fall_back_to_an_exact_gather(tmp_path):
     _exact_everywhere(gm, small, x, tmp_path)
 
 
-def test_channels_of_a_model_input_or_a_flatten_keep_their_order(tmp_path):
+class ChannelsLastHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(4, 6, 3, padding=1), nn.Linear(6 * 25, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).permute(0, 2, 3, 1).flatten(1))  # channel = inner factor
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_flatten_into_linear_is_reordered_by_whole_channel_runs(tmp_path, channels_last):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.Flatten(), nn.Linear(6 * 25, 2))
+    model = ChannelsLastHead() if channels_last else nn.Sequential(
+        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 25, 2))
     x = torch.randn(2, 4, 5, 5)
     gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2)
     (g,) = archc.grouped_connectivities(gm)
@@ -92,8 +106,12 @@ def test_channels_of_a_model_input_or_a_flatten_keep_their_order(tmp_path):
         g.P.copy_(P)
         g.S.copy_(S)
     small = archc.compact(gm)
-    order = small.meta["archc.search_report"]["0"]["channel_order"]
-    assert "fixed" in order["inputs"] and "flatten" in order["outputs"].lower()
+    order = small.meta["archc.search_report"]["conv" if channels_last else "0"]["channel_order"]
+    assert "fixed" in order["inputs"]  # the model's input keeps its order: one gather there
+    if channels_last:
+        assert "permute" in order["outputs"] and small.code.count("torch.index_select(") == 2
+    else:
+        assert order["outputs"] == "permuted" and small.code.count("torch.index_select(") == 1
     _exact_everywhere(gm, small, x, tmp_path)
 
 
@@ -144,7 +162,10 @@ def test_reordering_needs_every_op_in_the_group_to_allow_it():
     from archc.rules import PERMUTES
 
     assert nn.Conv2d in PERMUTES and nn.BatchNorm2d in PERMUTES and archc.Filter in PERMUTES
-    assert torch.cat not in PERMUTES and "view" not in PERMUTES and nn.GroupNorm not in PERMUTES
+    assert torch.cat not in PERMUTES and "permute" not in PERMUTES and nn.GroupNorm not in PERMUTES
+    assert _whole_blocks(np.array([4, 4, 4, 7, 7, 7, 1, 1, 1]), 3)  # a flatten with the channel outermost
+    assert not _whole_blocks(np.array([4, 7, 1, 4, 7, 1, 4, 7, 1]), 3)  # the channel innermost
+    assert not _whole_blocks(np.array([4, 4, 7, 7, 4, 4]), 3)  # one channel twice
     grouped = archc.trace(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (torch.randn(1, 4, 5, 5),))
     node = next(n for n in grouped.graph.nodes if n.op == "call_module")
     assert not PERMUTES[nn.Conv2d](node)

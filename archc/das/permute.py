@@ -14,7 +14,8 @@ A group is reordered only when all of these hold; otherwise the lowering gathers
 
 * none of its channels is blocked (model inputs and outputs keep their order);
 * every space holding one of its channels holds exactly that group (nothing concatenated,
-  split, sliced or reshaped);
+  split or sliced), each channel once, or as one contiguous run in a flatten where the
+  channel is the outer factor (a conv's output flattened into a linear layer);
 * every op producing or reading those spaces is in :data:`archc.rules.PERMUTES`;
 * no other grouped conv has reordered the same channels first (graph order decides).
 
@@ -104,7 +105,7 @@ def _why_fixed(gm, an: Analysis, labels: np.ndarray, nodes) -> Optional[str]:
         inside = members[sp.base : sp.base + sp.size]
         if not inside.any():
             continue
-        if not inside.all() or sp.size != len(labels):
+        if not inside.all() or not _whole_blocks(an.labels[sp.base : sp.base + sp.size], len(labels)):
             return f"{key[0]} holds them together with other channels (a cat, split, slice or reshape)"
         node = nodes[key[0]]
         for op in (node, *node.users):
@@ -113,6 +114,16 @@ def _why_fixed(gm, an: Analysis, labels: np.ndarray, nodes) -> Optional[str]:
             if not permutes(op, gm):
                 return f"{describe(op)} does not keep channels independent"
     return None
+
+
+def _whole_blocks(space_labels: np.ndarray, n: int) -> bool:
+    """Whether a space holds ``n`` distinct channels, each as one contiguous run of equal length:
+    the channel dim itself, or a flatten with the channel as its outer factor (``c * HW + s``).
+    Reordering the channels then moves whole runs, and the order inside a run is kept."""
+    if len(space_labels) % n:
+        return False
+    runs = space_labels.reshape(n, -1)
+    return bool((runs == runs[:, :1]).all()) and len(np.unique(runs[:, 0])) == n
 
 
 def _reads_size(node: fx.Node) -> bool:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..meta import tensor_shape
-from . import analyse_rule, shrink_rule
+from . import analyse_rule, permutation_rule, shrink_rule
 from ._util import arg, couple_same, is_tensor, norm_dims
 from .indexing import index_tensor, shrink_index
 
@@ -209,3 +209,9 @@ def getitem(node, ctx) -> None:
 def shrink_getitem(node, cc) -> None:
     if is_tensor(node.args[0]):
         shrink_index(node, cc)
+
+
+# reshapes whose size arguments only count channels; archc.das.permute still requires every
+# reordered channel to stay one contiguous run (the channel as the outer factor of a flatten)
+permutation_rule("view", "reshape", "flatten", "squeeze", "unsqueeze", torch.reshape, torch.flatten, torch.squeeze,
+                 torch.unsqueeze, nn.Flatten)
