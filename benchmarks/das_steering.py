@@ -91,10 +91,11 @@ class PilotNet(nn.Module):
 
 BN = True
 INIT = "default"  # "he": He init + small fc4 (used with --no-bn: default init plateaus long without BN)
+SEED = 0  # --seed: the initial weights, the search's seed and the fine-tuning's shuffling
 
 
 def new_pilotnet() -> PilotNet:
-    torch.manual_seed(0)  # every run starts from the same weights
+    torch.manual_seed(SEED)  # every run of one invocation starts from the same weights
     return PilotNet(BN)
 
 
@@ -119,7 +120,7 @@ def rmse(model: nn.Module, ds, batch: int = 250) -> float:
 
 
 def train_plain(model: nn.Module, train, epochs: int, batch: int, lr: float) -> list[dict]:
-    opt, gen, history = torch.optim.Adam(model.parameters(), lr=lr), torch.Generator().manual_seed(0), []
+    opt, gen, history = torch.optim.Adam(model.parameters(), lr=lr), torch.Generator().manual_seed(SEED), []
     loader = torch.utils.data.DataLoader(train, batch_size=batch, shuffle=True, generator=gen)
     for epoch in range(epochs):
         model.train()
@@ -184,7 +185,7 @@ def measure(name: str, model: nn.Module, train, test, args, extra: dict) -> dict
 
 
 def searches(args) -> list[dict]:
-    s = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": 0}
+    s = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
     ts = [1e-3] if args.quick else [1e-4, 1e-3, 1e-2]
     rows = [{"name": "DAS channels", "t": [0.0], "settings": {**s, "regularizer": "l1", "lam": args.lam}},
             {"name": "DAS kernels", "t": [1e-3, 1e-2, 3e-2], "settings": {**s, "regularizer": "none", "kernel_lam": args.kernel_lam,
@@ -206,6 +207,7 @@ def main() -> None:
                                 ("--exclusive-lam", float, 3e-3)):
         ap.add_argument(flag, type=kind, default=default)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0, help="initial weights, search seed and shuffling (not the data)")
     ap.add_argument("--patterns", type=int, default=4, help="connectivity patterns per conv (grouped search)")
     ap.add_argument("--patterns-init", default="random", choices=["random", "partition"], help="initial P and S")
     ap.add_argument("--finetune", type=int, default=3, help="also train each compact model this many epochs and measure again")
@@ -231,8 +233,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()  # the ONNX files
     args.onnx_dir = tmp.name
-    global BN, INIT
-    BN, INIT = not args.no_bn, ("he" if args.no_bn else "default")
+    global BN, INIT, SEED
+    BN, INIT, SEED = not args.no_bn, ("he" if args.no_bn else "default"), args.seed
     wall0 = time.perf_counter()
     payload = {"machine": machine_info(args.threads), "command": command_line(),
                "settings": {k: v for k, v in vars(args).items() if k != "onnx_dir"},
