@@ -1,5 +1,7 @@
 """Differentiable architecture search passes: alpha (filter sizes), beta (input channels),
 P/S (grouped convolutions). Random settings compact exactly, in PyTorch and onnxruntime."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -171,7 +173,7 @@ def test_sparsemax_is_a_sparse_distribution():
     assert torch.isclose(p.sum(), torch.tensor(1.0)) and (p == 0).sum() >= 2
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("ARCHC_EXAMPLES", 25)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_networks(), st.integers(0, 2**31 - 1))
 def test_random_networks_with_every_search_parameter_compact_exactly(net, seed):
     model, inputs = net
