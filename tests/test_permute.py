@@ -204,3 +204,18 @@ def test_disjoint_patterns_of_different_sizes_read_slices_and_write_in_place(tmp
     assert entry["channel_order"] == {"inputs": "permuted", "outputs": "permuted"}
     assert "index_select" not in small.code and small.code.count("torch.narrow(") == 2
     _exact_everywhere(gm, small, x, tmp_path)
+
+
+def test_a_conv_whose_patterns_all_died_keeps_one_zero_input_and_its_bias(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(4, 2, 1))
+    x = torch.randn(2, 3, 7, 7)
+    gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2)
+    with torch.no_grad():
+        gm.get_submodule("2").parametrizations.weight[0].P.zero_()  # conv 2 reads nothing: bias only
+    small = archc.compact(gm)
+    convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.in_channels for c in convs][:2] == [3, 1] and convs[0].out_channels == 1
+    assert small.meta["archc.search_report"]["2"]["inputs_dropped_here"] == 0  # its one input is the survivor
+    _exact_everywhere(gm, small, x, tmp_path)

@@ -126,9 +126,11 @@ def _drop_unread_inputs(gm: fx.GraphModule, node: fx.Node, info: SearchInfo) -> 
     """Remove, from this consumer only, the input channels it reads with zero weights."""
     m = gm.get_submodule(node.target)
     zero = _unread_inputs(m, info)
-    if not zero.any() or zero.all() or getattr(m, "groups", 1) != 1:
+    if not zero.any() or getattr(m, "groups", 1) != 1:
         return 0
     keep = (~zero).nonzero().flatten()
+    if not len(keep):  # it reads nothing: one (zero-weight) input keeps the layer's output shape
+        keep, zero = keep.new_zeros(1), torch.cat([zero.new_zeros(1), zero[1:]])
     x = node.args[0]
     dim = _input_dim(m) % len(tensor_shape(x))
     with gm.graph.inserting_before(node):
