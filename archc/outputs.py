@@ -94,19 +94,31 @@ def compact_checkpoint(
     write_model_dir(small, out, inputs, model_name=f"{type(original).__name__} ({spec.path.name})")
     onnx = export_onnx(small, inputs, out / "model.onnx")
     before, after = layer_widths(original), layer_widths(small)
+    lowered = small.meta.get("archc.search_report", {})  # layers renamed by lowering report their width
     report = {
         "params_before": sum(p.numel() for p in original.parameters()),
         "params_after": sum(p.numel() for p in small.parameters()),
         "flops_before": _flops.count(trace(original, inputs)), "flops_after": _flops.count(small),
         "metric": evaluate(small, val, spec.metric_fn or _accuracy),
-        "layers": [{"name": n, "width_before": w, "width_after": after.get(n, w)} for n, w in before.items()],
+        "layers": [{"name": n, "width_before": w, "width_after": after.get(n, lowered.get(n, {}).get("width", w))}
+                   for n, w in before.items()],
         "threshold": threshold, "finetune_epochs": finetune, "checkpoint": str(checkpoint),
         "onnx_providers": onnx.providers, "onnx_max_rel_err": onnx.max_rel_err,
-        "search_layers": small.meta.get("archc.search_report", {}),
-        "search": {k: settings[k] for k in ("lam", "epochs", "regularizer", "lr", "batch_size", "seed")},
+        "search_layers": lowered,
+        "search": {k: settings[k] for k in _search_keys(settings) if k in settings},
     }
     _write_reports(out, report, list(state["history"]))
     return report
+
+
+def _search_keys(settings: dict) -> list[str]:
+    """The settings worth a line in the report: the basics, plus each search that was on."""
+    keys = ["lam", "epochs", "regularizer", "lr", "batch_size", "seed"]
+    options = search_options(settings)
+    keys += ["kernel_lam", "kernel_weighting"] if options["kernel"] else []
+    keys += ["select_lam", "sparsemax"] if options["select"] else []
+    keys += ["patterns", "patterns_init", "group_lam", "exclusive_lam"] if options["patterns"] else []
+    return keys + (["search_threshold"] if len(keys) > 6 else [])
 
 
 def _write_reports(out: Path, report: dict, history: list[dict]) -> None:

@@ -139,8 +139,12 @@ def test_cli_das_search_reports_kernels_and_patterns_per_layer(tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["compact", str(tmp_path / "run" / "checkpoint.pt"), "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
-    layers = json.loads((tmp_path / "out" / "report.json").read_text())["search_layers"]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    layers = report["search_layers"]
     assert {"0", "3"} <= set(layers)
+    assert {"patterns", "patterns_init", "kernel_lam", "kernel_weighting"} <= set(report["search"])
+    widths = {r["name"]: r["width_after"] for r in report["layers"]}
+    assert all(widths[name] == r["width"] for name, r in layers.items())  # renamed by lowering, still reported
     assert all(r["grouped"] in ("grouped", "patterns", "dense") and r["patterns"]["n_patterns"] <= 2 for r in layers.values())
     assert all(len(r["kernel"]) == 2 for r in layers.values())
     assert "| channel order |" in (tmp_path / "out" / "report.md").read_text()

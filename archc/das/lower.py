@@ -184,6 +184,7 @@ def lower(gm: fx.GraphModule, infos: dict[str, SearchInfo]) -> dict[str, dict]:
         node = nodes.get(info.calls[0]) if len(info.calls) == 1 else None
         if info.grouped is not None and node is not None:
             report[target]["patterns"] = describe_patterns(*info.grouped)
+            report[target]["width"] = gm.get_submodule(node.target).out_channels  # the module is renamed below
             report[target]["grouped"] = lower_grouped_conv(gm, node, *info.grouped)
     gm.graph.lint()
     gm.recompile()
