@@ -222,5 +222,7 @@ def test_partition_init_starts_each_channel_in_one_pattern():
         thresholded.S[thresholded.S < 0.5] = 0
     from archc.das.grouped_lowering import lowered_form
     assert lowered_form(thresholded.P.detach(), thresholded.S.detach())[0] == "patterns"  # 3+3+2 inputs: unequal
+    narrow = archc.GroupedConnectivity(3, 8, 4, init="partition")  # fewer inputs than patterns: dense start
+    assert (narrow.P.detach() @ narrow.S.detach() > 0.05).all()
     with pytest.raises(ValueError, match="init"):
         archc.GroupedConnectivity(4, 4, 2, init="zeros")

@@ -118,10 +118,12 @@ class GroupedConnectivity(nn.Module):
         super().__init__()
         if init not in self.INITS:
             raise ValueError(f"init must be one of {self.INITS}, got {init!r}")
-        if init == "random":  # patterns differ; E[(P @ S)[i, o]] = 1, i.e. the dense conv on average
-            P, S = torch.rand(in_channels, patterns) * 2 / patterns, torch.rand(patterns, out_channels) * 2
-        else:  # each channel mostly in one pattern: a near-grouped conv that the search may reconnect
+        if init == "partition" and min(in_channels, out_channels) >= patterns:
+            # each channel mostly in one pattern: a near-grouped conv that the search may reconnect
             P, S = _one_hot_rows(in_channels, patterns), _one_hot_rows(out_channels, patterns).t()
+        else:  # patterns differ; E[(P @ S)[i, o]] = 1, i.e. the dense conv on average. (With fewer
+            # channels than patterns a partition would leave whole patterns, and their outputs, unfed.)
+            P, S = torch.rand(in_channels, patterns) * 2 / patterns, torch.rand(patterns, out_channels) * 2
         self.P, self.S = nn.Parameter(P), nn.Parameter(S)
 
     def connectivity(self) -> torch.Tensor:
