@@ -57,16 +57,6 @@ class KernelMask(nn.Module):
     def select(self, keep_in, keep_out) -> dict:
         return {}  # no channel dims
 
-    def chosen_size(self) -> tuple:
-        """The smallest window that holds every tap with a non-zero scale."""
-        nz = self.taps().detach().abs() > 0
-        size = []
-        for d in range(nz.dim()):
-            others = tuple(i for i in range(nz.dim()) if i != d)
-            idx = (nz.any(dim=others) if others else nz).nonzero()
-            size.append(int(idx.max() - idx.min() + 1) if len(idx) else 0)
-        return tuple(size)
-
 
 def sparsemax(z: torch.Tensor) -> torch.Tensor:
     """Martins & Astudillo's sparsemax of a vector: a sparse probability vector."""
@@ -142,9 +132,6 @@ class GroupedConnectivity(nn.Module):
             self.S = nn.Parameter(self.S.detach()[:, keep_out].clone())
             slices["S"] = [None, keep_out]
         return slices
-
-
-SEARCH_PARAMETRIZATIONS = (KernelMask, ChannelSelect, GroupedConnectivity)
 
 
 def parametrized_layers(gm: nn.Module, kind: type) -> Iterator[tuple[str, nn.Module, nn.Module]]:
