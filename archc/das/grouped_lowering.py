@@ -127,8 +127,9 @@ def _add_tensor(gm: fx.GraphModule, base: str, value: torch.Tensor, param: bool 
     return name
 
 
-class _Emitter:
-    """Inserts nodes before the conv call, recording each one's shape and dtype."""
+class Emitter:
+    """Inserts nodes before a layer's call ``node``, recording each one's shape and dtype;
+    new modules and tensors are named after the layer."""
 
     def __init__(self, gm: fx.GraphModule, node: fx.Node) -> None:
         self.gm, self.node, self.base = gm, node, str(node.target)
@@ -145,15 +146,17 @@ class _Emitter:
         node.meta[DTYPE] = value.dtype
         return node
 
-    def select(self, x: fx.Node, idx: list[int], suffix: str) -> fx.Node:
-        """``x[:, idx]``: nothing for the identity, a slice for a contiguous run, else a gather."""
-        if idx == list(range(x.meta[SHAPE][1])):
+    def select(self, x: fx.Node, idx: list[int], suffix: str, dim: int = 1) -> fx.Node:
+        """``x`` at indices ``idx`` of ``dim``: nothing for the identity, a slice for a
+        contiguous run, else a gather."""
+        shape = list(x.meta[SHAPE])
+        if idx == list(range(shape[dim])):
             return x
-        shape = (x.meta[SHAPE][0], len(idx), *x.meta[SHAPE][2:])
+        shape[dim] = len(idx)
         if idx == list(range(idx[0], idx[0] + len(idx))):
-            return self._emit("call_function", torch.narrow, (x, 1, idx[0], len(idx)), shape)
+            return self._emit("call_function", torch.narrow, (x, dim, idx[0], len(idx)), shape)
         index = self.const(suffix, torch.as_tensor(idx, dtype=torch.long))
-        return self._emit("call_function", torch.index_select, (x, 1, index), shape)
+        return self._emit("call_function", torch.index_select, (x, dim, index), shape)
 
     def module(self, suffix: str, module: nn.Module, x: fx.Node, channels: int) -> fx.Node:
         name = _free_name(self.gm, self.base + suffix)
@@ -168,7 +171,7 @@ class _Emitter:
         return (shape[0], channels, *shape[2:])
 
 
-def _grouped(em: _Emitter, conv, W, P, S, pats) -> fx.Node:
+def _grouped(em: Emitter, conv, W, P, S, pats) -> fx.Node:
     ins = [i for _, s, _ in pats for i in s]
     outs = [o for _, _, s in pats for o in s]
     weight = torch.cat([_block(W, P, S, k, i, o) for k, i, o in pats])
@@ -180,7 +183,7 @@ def _grouped(em: _Emitter, conv, W, P, S, pats) -> fx.Node:
     return em.select(y, inverse.tolist(), "_grouped_out")
 
 
-def _patterns(em: _Emitter, conv, W, P, S, pats, c_out: int) -> fx.Node:
+def _patterns(em: Emitter, conv, W, P, S, pats, c_out: int) -> fx.Node:
     x, ys, outs = em.node.args[0], [], [o for _, _, s in pats for o in s]
     for n, (k, i, o) in enumerate(pats):
         small = _new_conv(conv, len(i), len(o), _block(W, P, S, k, i, o), None)
@@ -227,7 +230,7 @@ def lower_grouped_conv(gm: fx.GraphModule, node: fx.Node, P: torch.Tensor, S: to
     W = conv.weight.detach()
     P, S = P.detach().to(W), S.detach().to(W)
     form, pats = lowered_form(P, S)
-    em, target = _Emitter(gm, node), str(node.target)
+    em, target = Emitter(gm, node), str(node.target)
     if form == "dense":
         mask = (P @ S).T.reshape(*W.shape[:2], *[1] * (W.dim() - 2))
         bias = None if conv.bias is None else conv.bias.detach()

@@ -25,7 +25,9 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..meta import DTYPE, SHAPE, tensor_shape
+from ..meta import tensor_shape
+from .crop import crop_kernels
+from .grouped_lowering import Emitter, describe_patterns, lower_grouped_conv
 from .params import ChannelSelect, GroupedConnectivity, KernelMask
 
 
@@ -133,17 +135,7 @@ def _drop_unread_inputs(gm: fx.GraphModule, node: fx.Node, info: SearchInfo) -> 
         keep, zero = keep.new_zeros(1), torch.cat([zero.new_zeros(1), zero[1:]])
     x = node.args[0]
     dim = _input_dim(m) % len(tensor_shape(x))
-    with gm.graph.inserting_before(node):
-        if int(keep[-1] - keep[0]) + 1 == len(keep):  # a contiguous run: a slice, no gather
-            picked = gm.graph.call_function(torch.narrow, (x, dim, int(keep[0]), len(keep)))
-        else:
-            name = f"{node.target.replace('.', '_')}_inputs"
-            gm.register_buffer(name, keep)
-            picked = gm.graph.call_function(torch.index_select, (x, dim, gm.graph.get_attr(name)))
-    shape = list(tensor_shape(x))
-    shape[dim] = len(keep)
-    picked.meta[SHAPE], picked.meta[DTYPE] = tuple(shape), x.meta.get(DTYPE)
-    node.args = (picked, *node.args[1:])
+    node.args = (Emitter(gm, node).select(x, keep.tolist(), "_inputs", dim), *node.args[1:])
     m.weight = nn.Parameter(m.weight.detach()[:, keep].clone())
     if isinstance(m, nn.Linear):
         m.in_features = len(keep)
@@ -167,9 +159,6 @@ def slice_grouped(gm: fx.GraphModule, infos: dict[str, SearchInfo], cc) -> None:
 
 def lower(gm: fx.GraphModule, infos: dict[str, SearchInfo]) -> dict[str, dict]:
     """After channel compaction and folding: per-consumer drops, kernel crops, grouped convs."""
-    from .crop import crop_kernels
-    from .grouped_lowering import describe_patterns, lower_grouped_conv
-
     report: dict[str, dict] = {}
     nodes = {n.name: n for n in gm.graph.nodes}
     for target, info in infos.items():
