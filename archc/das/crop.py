@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..meta import DTYPE, SHAPE
+from .grouped_lowering import conv_like
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -64,15 +65,9 @@ def _new_padding(conv: nn.Module, window: Window) -> Pads:
 
 def _cropped_conv(conv: nn.Module, window: Window, padding: tuple[int, ...]) -> nn.Module:
     """A fresh conv of the same type, device and dtype holding the window's taps."""
-    size = tuple(t1 - t0 + 1 for t0, t1 in window)
-    new = type(conv)(conv.in_channels, conv.out_channels, size, stride=conv.stride, padding=padding,
-                     dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-                     padding_mode="zeros", device=conv.weight.device, dtype=conv.weight.dtype)
     index = (slice(None), slice(None), *(slice(t0, t1 + 1) for t0, t1 in window))
-    with torch.no_grad():
-        new.weight.copy_(conv.weight[index])
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias)
+    new = conv_like(conv, conv.weight.detach()[index], None if conv.bias is None else conv.bias.detach(),
+                    groups=conv.groups, padding=padding)
     new.weight.requires_grad_(conv.weight.requires_grad)
     if conv.bias is not None:
         new.bias.requires_grad_(conv.bias.requires_grad)

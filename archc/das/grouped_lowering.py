@@ -87,12 +87,15 @@ def _block(W, P, S, k: int, ins: list[int], outs: list[int]) -> torch.Tensor:
     return W[o][:, i] * scale.view(*scale.shape, *([1] * (W.dim() - 2)))
 
 
-def _new_conv(conv: nn.Module, c_in: int, c_out: int, weight: torch.Tensor,
-              bias: Optional[torch.Tensor], groups: int = 1) -> nn.Module:
-    """A conv like ``conv`` (stride, padding, dilation, padding_mode) with the given weights."""
-    new = type(conv)(c_in, c_out, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                     dilation=conv.dilation, groups=groups, bias=bias is not None,
-                     padding_mode=conv.padding_mode, device=weight.device, dtype=weight.dtype)
+def conv_like(conv: nn.Module, weight: torch.Tensor, bias: Optional[torch.Tensor], *,
+              groups: int = 1, padding=None) -> nn.Module:
+    """A conv of ``conv``'s type, stride, dilation and padding mode holding ``weight`` and
+    ``bias``; its channels and kernel size come from ``weight``, its padding from ``conv``
+    unless given."""
+    new = type(conv)(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=conv.stride,
+                     padding=conv.padding if padding is None else padding, dilation=conv.dilation,
+                     groups=groups, bias=bias is not None, padding_mode=conv.padding_mode,
+                     device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         new.weight.copy_(weight)
         if bias is not None:
@@ -176,7 +179,7 @@ def _grouped(em: Emitter, conv, W, P, S, pats) -> fx.Node:
     outs = [o for _, _, s in pats for o in s]
     weight = torch.cat([_block(W, P, S, k, i, o) for k, i, o in pats])
     bias = None if conv.bias is None else conv.bias.detach()[torch.as_tensor(outs)]
-    grouped = _new_conv(conv, len(ins), len(outs), weight, bias, groups=len(pats))
+    grouped = conv_like(conv, weight, bias, groups=len(pats))
     y = em.module("_grouped", grouped, em.select(em.node.args[0], ins, "_grouped_in"), len(outs))
     inverse = torch.empty(len(outs), dtype=torch.long)
     inverse[torch.as_tensor(outs)] = torch.arange(len(outs))
@@ -186,7 +189,7 @@ def _grouped(em: Emitter, conv, W, P, S, pats) -> fx.Node:
 def _patterns(em: Emitter, conv, W, P, S, pats, c_out: int) -> fx.Node:
     x, ys, outs = em.node.args[0], [], [o for _, _, s in pats for o in s]
     for n, (k, i, o) in enumerate(pats):
-        small = _new_conv(conv, len(i), len(o), _block(W, P, S, k, i, o), None)
+        small = conv_like(conv, _block(W, P, S, k, i, o), None)
         ys.append(em.module(f"_pattern{n}", small, em.select(x, i, f"_pattern{n}_in"), len(o)))
     y = ys[0] if len(ys) == 1 else em.call(torch.cat, (ys, 1), len(outs))
     if sorted(outs) == list(range(c_out)):  # outputs partitioned: a permutation, bias added
@@ -234,7 +237,7 @@ def lower_grouped_conv(gm: fx.GraphModule, node: fx.Node, P: torch.Tensor, S: to
     if form == "dense":
         mask = (P @ S).T.reshape(*W.shape[:2], *[1] * (W.dim() - 2))
         bias = None if conv.bias is None else conv.bias.detach()
-        new = em.module("_dense", _new_conv(conv, W.shape[1], W.shape[0], W * mask, bias),
+        new = em.module("_dense", conv_like(conv, W * mask, bias),
                         node.args[0], W.shape[0])
     elif form == "grouped":
         new = _grouped(em, conv, W, P, S, pats)
