@@ -113,12 +113,11 @@ def compact_checkpoint(
 
 def _search_keys(settings: dict) -> list[str]:
     """The settings worth a line in the report: the basics, plus each search that was on."""
-    keys = ["lam", "epochs", "regularizer", "lr", "batch_size", "seed"]
     options = search_options(settings)
-    keys += ["kernel_lam", "kernel_weighting"] if options["kernel"] else []
-    keys += ["select_lam", "sparsemax"] if options["select"] else []
-    keys += ["patterns", "patterns_init", "group_lam", "exclusive_lam"] if options["patterns"] else []
-    return keys + (["search_threshold"] if len(keys) > 6 else [])
+    searched = {"kernel": ["kernel_lam", "kernel_weighting"], "select": ["select_lam", "sparsemax"],
+                "patterns": ["patterns", "patterns_init", "group_lam", "exclusive_lam"]}
+    extra = [k for option, keys in searched.items() if options[option] for k in keys]
+    return ["lam", "epochs", "regularizer", "lr", "batch_size", "seed"] + extra + (["search_threshold"] if extra else [])
 
 
 def _write_reports(out: Path, report: dict, history: list[dict]) -> None:

@@ -23,7 +23,7 @@ from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .errors import ConfigError, UserFileError
 from .filters import filter_sites, filters
 from .das import regularizers as das_reg
-from .das.params import ChannelSelect, GroupedConnectivity, KernelMask, parametrized_layers
+from .das.params import GroupedConnectivity
 from .rebuild import build_gated, search_options
 from .search_display import SearchDisplay
 from .shrink import shrink
@@ -178,9 +178,7 @@ class _Run:
         """Weights at ``lr``; gates and search parameters at ``arch_lr`` when it is set."""
         if self.cfg.arch_lr is None:
             return [{"params": params}]
-        arch = {id(f.theta) for f in filters(self.model)}
-        for kind in (KernelMask, ChannelSelect, GroupedConnectivity):
-            arch |= {id(p) for _, _, m in parametrized_layers(self.model, kind) for p in m.parameters()}
+        arch = {id(p) for p in [f.theta for f in filters(self.model)] + das_reg.search_parameters(self.model)}
         return [{"params": [p for p in params if id(p) not in arch]},
                 {"params": [p for p in params if id(p) in arch], "lr": self.cfg.arch_lr}]
 
