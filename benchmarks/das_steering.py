@@ -16,7 +16,8 @@ then evaluated (train/test RMSE), counted (``archc.flops.count`` plus the 0/1 sc
 (CPU provider, batch 1, median of 50 runs after 10 warm-up; 2 threads as asked, and 1 thread).
 Data: the procedural stand-in of ``steering_data.py`` (Udacity is not available here).
 
-Search parameters (alphas, P, S, gate thetas) get their own Adam lr (--arch-lr, 1e-2): at the
+Search parameters (alphas, P, S, gate thetas) get their own Adam lr (--arch-lr, 1e-2, passed as archc.search's
+arch_lr): at the
 weights' 1e-3 an alpha starting at 1 needs >= 1000 steps to reach zero (this budget: 1250 steps).
 Training uses --threads torch threads (default 1: on this shared 2-core machine two
 threads ran 2-8x slower than one).
@@ -45,12 +46,10 @@ Output: benchmarks/results/das_steering.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +65,6 @@ from steering_data import baseline_rmse, make_dataset  # noqa: E402
 from archc.export import export_onnx  # noqa: E402
 from archc.meta import tensor_shape  # noqa: E402
 
-ARCH_TYPES = (archc.Filter, archc.KernelMask, archc.ChannelSelect, archc.GroupedConnectivity)
 
 
 class PilotNet(nn.Module):
@@ -99,18 +97,6 @@ SEED = 0  # --seed: the initial weights, the search's seed and the fine-tuning's
 def new_pilotnet() -> PilotNet:
     torch.manual_seed(SEED)  # every run of one invocation starts from the same weights
     return PilotNet(BN)
-
-
-def make_optimizer(lr: float, arch_lr: float):
-    """Adam with lr for the weights and arch_lr for the search parameters of archc's modules."""
-    def build(params):
-        with warnings.catch_warnings():  # isinstance on torch's lazy modules warns
-            warnings.simplefilter("ignore")
-            arch = {id(p) for m in gc.get_objects() if isinstance(m, ARCH_TYPES) for p in m.parameters(recurse=False)}
-        groups = [{"params": [p for p in params if id(p) not in arch], "lr": lr},
-                  {"params": [p for p in params if id(p) in arch], "lr": arch_lr}]
-        return torch.optim.Adam([g for g in groups if g["params"]])
-    return build
 
 
 @torch.no_grad()
@@ -187,7 +173,7 @@ def measure(name: str, model: nn.Module, train, test, args, extra: dict) -> dict
 
 
 def searches(args) -> list[dict]:
-    s = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    s = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "arch_lr": args.arch_lr, "seed": args.seed}
     ts = [1e-3] if args.quick else [1e-4, 1e-3, 1e-2]
     rows = [{"name": "DAS channels", "t": [0.0], "settings": {**s, "regularizer": "l1", "lam": args.lam}},
             {"name": "DAS kernels", "t": [1e-3, 1e-2, 3e-2], "settings": {**s, "regularizer": "none", "kernel_lam": args.kernel_lam,
@@ -261,7 +247,7 @@ def main() -> None:
             with OtherLoad() as load:
                 t0 = time.perf_counter()
                 res = archc.search(new_pilotnet, train, test, loss=F.mse_loss, metric=F.mse_loss, progress=False,
-                                   optimizer=make_optimizer(args.lr, args.arch_lr), **spec["settings"])
+                                   **spec["settings"])
                 secs = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001 - record it and go on with the other rows
             payload["errors"].append({"row": spec["name"], **error_record("search", exc)})
