@@ -16,9 +16,9 @@ then evaluated (train/test RMSE), counted (``archc.flops.count`` plus the 0/1 sc
 (CPU provider, batch 1, median of 50 runs after 10 warm-up; 2 threads as asked, and 1 thread).
 Data: the procedural stand-in of ``steering_data.py`` (Udacity is not available here).
 
-Search parameters (alphas, P, S, gate thetas) get their own Adam lr (--arch-lr, 1e-2, passed as archc.search's
-arch_lr): at the
-weights' 1e-3 an alpha starting at 1 needs >= 1000 steps to reach zero (this budget: 1250 steps).
+Search parameters (alphas, P, S, gate thetas) get their own Adam lr (--arch-lr, 1e-2, archc.search's
+arch_lr): at the weights' 1e-3 an alpha starting at 1 needs >= 1000 steps to reach zero (this budget:
+1250 steps).
 Training uses --threads torch threads (default 1: on this shared 2-core machine two
 threads ran 2-8x slower than one).
 
