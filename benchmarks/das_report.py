@@ -38,6 +38,7 @@ def table(payload: dict, title: str) -> list[str]:
                      f"{r['test_rmse']:.4f} | {r['ort_2t']['median_ms']:.2f} | {r['ort_1t']['median_ms']:.2f} | {arch_text(r)} |")
     z = d["test_rmse_predict"]
     lines.append(f"| predict 0 / predict train mean | 0 | 0 | | {z['zero']:.4f} / {z['train_mean']:.4f} | | | |")
+    lines += [f"Correction: {c}." for c in payload.get("corrections", [])]
     return lines + [f"ERROR in {e['row']} ({e['stage']}): {e['type']}: {e['message'][:300]}" for e in payload["errors"]]
 
 
@@ -61,7 +62,7 @@ def write_report(payload: dict, out: Path, followups: list = ()) -> None:
               "| Model | FLOPs | Params | Train RMSE | Test RMSE |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {e} | {f} |" for a, b, c, e, f in payload["paper"]]
     lines += ["", "Rows are compact models (archc.compact, search_threshold=t), evaluated after compaction. FLOPs: "
-              "archc.flops.count plus the 0/1 scatter convs of a 'patterns' layer. ORT: onnxruntime CPU provider, batch "
+              "archc.flops.count (the 0/1 scatter conv of a 'patterns' layer included). ORT: onnxruntime CPU provider, batch "
               "1, median of 50 runs after 10 warm-up; the CPU is shared with other jobs, so latencies are indicative.",
               "", "Two follow-ups (kernels_area, grouped_lam1e-4) were run while `--only` still matched substrings of the "
               "search names (`kernels` ran kernels and channels+kernels; `grouped` ran grouped+channels); the docstring of "

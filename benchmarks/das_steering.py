@@ -11,8 +11,8 @@ then searched with ``archc.search`` on the same data, epochs, batch size, seed a
 Each row is the COMPACT model (``archc.compact(res.model, threshold=0, search_threshold=t)``); a
 "+ftN" row is that compact model after N epochs of plain training (the paper's optional last step,
 "resume training of the network for a short period"), fresh Adam at --finetune-lr. Each row is
-then evaluated (train/test RMSE), counted (``archc.flops.count`` plus the 0/1 scatter convs of the
-"patterns" form, which that count misses), exported with ``export_onnx`` and timed in onnxruntime
+then evaluated (train/test RMSE), counted (``archc.flops.count``, which includes the 0/1 scatter conv
+of the "patterns" form), exported with ``export_onnx`` and timed in onnxruntime
 (CPU provider, batch 1, median of 50 runs after 10 warm-up; 2 threads as asked, and 1 thread).
 Data: the procedural stand-in of ``steering_data.py`` (Udacity is not available here).
 
@@ -63,7 +63,6 @@ from das_report import PAPER, arch_text, write_report  # noqa: E402
 from steering_data import baseline_rmse, make_dataset  # noqa: E402
 
 from archc.export import export_onnx  # noqa: E402
-from archc.meta import tensor_shape  # noqa: E402
 
 
 
@@ -133,17 +132,6 @@ def ort_latency_ms(path: Path, threads: int, runs: int = 50, warmup: int = 10) -
     return {"median_ms": float(np.median(times)), "min_ms": float(times.min()), "other_load": round(load.share, 3)}
 
 
-def flops(gm) -> dict:
-    """archc's count, plus F.conv2d calls (the patterns form's 0/1 scatter) that it does not see."""
-    extra = 0
-    for n in gm.graph.nodes:
-        if n.op == "call_function" and n.target is F.conv2d and tensor_shape(n):
-            w = tensor_shape(n.args[1])
-            extra += 2 * int(np.prod(tensor_shape(n))) * w[1] * int(np.prod(w[2:])) // tensor_shape(n)[0]
-    base = archc.flops.count(gm)
-    return {"flops": base + extra, "flops_archc": base, "flops_scatter": extra}
-
-
 def architecture(gm, report: dict) -> dict:
     """Per conv: kernel size (from the search report, else the module), compact form, params."""
     mods = dict(gm.named_modules())
@@ -160,7 +148,7 @@ def measure(name: str, model: nn.Module, train, test, args, extra: dict) -> dict
     x = train.tensors[0][:2]
     gm = model if isinstance(model, torch.fx.GraphModule) else archc.trace(model, (x,))
     report = gm.meta.get("archc.search_report", {})
-    row = {"model": name, **extra, **flops(gm), "params": n_params(gm),
+    row = {"model": name, **extra, "flops": archc.flops.count(gm), "params": n_params(gm),
            "train_rmse": rmse(gm, train), "test_rmse": rmse(gm, test), "arch": architecture(gm, report),
            "search_report": report}
     onnx_path = Path(args.onnx_dir) / "model.onnx"  # a temporary directory
