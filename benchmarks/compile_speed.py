@@ -33,7 +33,11 @@ from _common import (RESULTS, OtherLoad, archc, command_line, error_record, fit_
                      kill_fraction, machine_info, timed, wait_quiet, write_json, zoo)
 from models import chain_blocks_for, deep_chain, resnet50  # noqa: E402
 
+from archc.verify import assert_equivalent  # noqa: E402
+
 STAGES = ("trace", "analyse", "gate", "compact")
+# not a stage: the same check compact ends with, timed again on its own (part of "compact")
+VERIFY = "verify_in_compact"
 CHAIN_SIZES = (100, 300, 1000, 3000, 10000)
 CHAIN_INPUT = (1, 3, 16, 16)
 
@@ -51,6 +55,7 @@ def pipeline(model: torch.nn.Module, inputs: tuple, fraction: float, seed: int) 
     out["killed"] = kill_fraction(gated, fraction, seed)
     small, out["compact"] = timed(archc.compact, gated)
     out["compact_nodes"] = len(small.graph.nodes)
+    _, out[VERIFY] = timed(assert_equivalent, gated, small)
     return out
 
 
@@ -81,11 +86,11 @@ def bench(name: str, make: Callable[[], tuple], repeats: int, args) -> dict[str,
 
 def _summarise(row: dict[str, Any], max_other: float) -> None:
     """Medians over the uncontended samples (over all of them when none was)."""
-    keys = [k for k in row["samples"][0] if k not in (*STAGES, "other_load")]
+    keys = [k for k in row["samples"][0] if k not in (*STAGES, VERIFY, "other_load")]
     row.update({k: row["samples"][0][k] for k in keys})
     use = [x for x in row["samples"] if x["other_load"] <= max_other] or row["samples"]
     row["contended"] = use is row["samples"] and any(x["other_load"] > max_other for x in use)
-    for s in (*STAGES, "other_load"):
+    for s in (*STAGES, VERIFY, "other_load"):
         row[s] = statistics.median(x[s] for x in use)
     row["total"] = sum(row[s] for s in STAGES)
     row["total_min"] = min(sum(x[s] for s in STAGES) for x in use)
