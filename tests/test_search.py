@@ -125,6 +125,9 @@ def test_python_api_takes_an_optimizer_by_name(tmp_path, optimizer):
     result = archc.search(spec.model, train, val, optimizer=optimizer, lam=3e-2, epochs=1,
                           batch_size=64, lr=1e-2, out=str(tmp_path), progress=False)
     assert len(result.history) == 1 and result.history[0]["train_loss"] > 0
+    states = load_checkpoint(tmp_path / "checkpoint.pt")["optimizer_state"]["state"].values()
+    want = {"sgd": "momentum_buffer", "adam": "exp_avg"}[optimizer]  # the named optimizer really ran
+    assert states and all(want in st for st in states)
     with pytest.raises(archc.errors.ConfigError, match="optimizer"):
         archc.search(spec.model, train, val, optimizer="lbfgs", epochs=1, out=str(tmp_path / "x"), progress=False)
 
