@@ -40,6 +40,14 @@ class Chain(nn.Module):
         return self.fc(self.c3(z).mean((2, 3))) + self.side(y).amax((2, 3))
 
 
+def _set_patterns(gm, target: str, P: torch.Tensor, S: torch.Tensor) -> None:
+    """Give the searched layer ``target`` the connectivity ``P``, ``S``."""
+    g = gm.get_submodule(target).parametrizations.weight[0]
+    with torch.no_grad():
+        g.P.copy_(P)
+        g.S.copy_(S)
+
+
 def _searched_chain(residual: bool, x: torch.Tensor):
     torch.manual_seed(0)
     model = Chain(residual).eval()
@@ -48,16 +56,13 @@ def _searched_chain(residual: bool, x: torch.Tensor):
         bn.running_var.uniform_(0.5, 2.0)
     gm = archc.passes.insert_filters(archc.trace(model, (x,)))
     archc.passes.insert_grouped(gm, 2)
-    P, S = structured(8, 8, IN_BLOCKS, OUT_BLOCKS)
+    everything = torch.zeros(2, 8)
+    everything[0] = 1.0
+    for target in ("c1", "c3", "side"):  # one pattern over everything: stays a dense conv
+        conv = gm.get_submodule(target)
+        _set_patterns(gm, target, torch.ones(conv.in_channels, 2), everything[:, :conv.out_channels])
+    _set_patterns(gm, "c2", *structured(8, 8, IN_BLOCKS, OUT_BLOCKS))
     with torch.no_grad():
-        for target, g in [(t, gm.get_submodule(t).parametrizations.weight[0]) for t in ("c1", "c2", "c3", "side")]:
-            if target == "c2":
-                g.P.copy_(P)
-                g.S.copy_(S)
-            else:  # one pattern over everything: stays a dense conv
-                g.P.fill_(1.0)
-                g.S.zero_()
-                g.S[0] = 1.0
         for gate in archc.filters(gm):
             gate.theta.uniform_(0.5, 1.5)  # open gates of different strengths: folding is checked too
     return gm
@@ -100,13 +105,10 @@ def test_a_flatten_into_linear_is_reordered_by_whole_channel_runs(tmp_path, chan
         nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 25, 2))
     x = torch.randn(2, 4, 5, 5)
     gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2)
-    (g,) = archc.grouped_connectivities(gm)
-    P, S = structured(4, 6, [[3, 0], [1, 2]], [[5, 1, 2], [0, 3, 4]])
-    with torch.no_grad():
-        g.P.copy_(P)
-        g.S.copy_(S)
+    target = "conv" if channels_last else "0"
+    _set_patterns(gm, target, *structured(4, 6, [[3, 0], [1, 2]], [[5, 1, 2], [0, 3, 4]]))
     small = archc.compact(gm)
-    order = small.meta["archc.search_report"]["conv" if channels_last else "0"]["channel_order"]
+    order = small.meta["archc.search_report"][target]["channel_order"]
     assert "fixed" in order["inputs"]  # the model's input keeps its order: one gather there
     if channels_last:
         assert "permute" in order["outputs"] and small.code.count("torch.index_select(") == 2
@@ -176,11 +178,7 @@ def test_inputs_outside_every_pattern_die_at_their_producer(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1))
     x = torch.randn(2, 3, 7, 7)
     gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2)
-    searched = gm.get_submodule("2").parametrizations.weight[0]
-    P, S = structured(6, 4, [[4, 1], [0, 2]], [[1, 3], [0, 2]])  # inputs 3 and 5 feed no pattern
-    with torch.no_grad():
-        searched.P.copy_(P)
-        searched.S.copy_(S)
+    _set_patterns(gm, "2", *structured(6, 4, [[4, 1], [0, 2]], [[1, 3], [0, 2]]))  # inputs 3, 5 feed no pattern
     small = archc.compact(gm)
     convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
     assert convs[0].out_channels == 4 and convs[1].groups == 2
@@ -193,11 +191,7 @@ def test_inputs_outside_every_pattern_die_at_their_producer(tmp_path):
 def test_disjoint_patterns_of_different_sizes_read_slices_and_write_in_place(tmp_path):
     x = torch.randn(2, 3, 8, 8)
     gm = _searched_chain(False, x)
-    P, S = structured(8, 8, [[5, 0], [1, 4, 2, 7, 3, 6]], [[7, 2, 0], [1, 6, 3, 4, 5]])
-    with torch.no_grad():
-        g = gm.get_submodule("c2").parametrizations.weight[0]
-        g.P.copy_(P)
-        g.S.copy_(S)
+    _set_patterns(gm, "c2", *structured(8, 8, [[5, 0], [1, 4, 2, 7, 3, 6]], [[7, 2, 0], [1, 6, 3, 4, 5]]))
     small = archc.compact(gm)
     entry = small.meta["archc.search_report"]["c2"]
     assert entry["grouped"] == "patterns"
