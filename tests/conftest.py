@@ -4,10 +4,19 @@ import sys
 
 import pytest
 import torch
+from hypothesis import settings
+
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 import archc  # noqa: E402
+
+# The suite draws the same examples on every run, so a CI verdict can be reproduced on any
+# machine. To look for new failures, draw fresh ones: `--hypothesis-profile=explore`, with
+# ARCHC_EXAMPLES=1000 for more of them per test and `--hypothesis-seed=N` to replay a run.
+settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile("repeatable")
 
 
 def kill_channels(gm, fraction: float, seed: int = 0) -> int:

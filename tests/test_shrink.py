@@ -23,7 +23,7 @@ def _step(model, opt, inputs, target) -> float:
     loss = F.cross_entropy(model(*inputs), target) + 1e-3 * gate_l1(model)
     loss.backward()
     opt.step()
-    return float(loss)
+    return loss.item()
 
 
 @pytest.mark.parametrize("name", ["resnet", "vit", "csp"])
