@@ -18,7 +18,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from . import sparsity
+from . import gate_costs, sparsity
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .errors import ConfigError, UserFileError
 from .filters import filter_sites, filters
@@ -46,6 +46,7 @@ class SearchConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     regularizer: str = "l1"        # l1 on gates (ShrinkNets) | group_lasso | sparse_group_lasso | none
+    gate_weighting: str = "uniform"  # l1 per gate: uniform (ShrinkNets) | params | flops each channel carries
     alpha: float = 0.5             # L1 share of the sparse group lasso
     density_lam: float = 0.0       # extra penalty on the mean |weight| per layer (Tessera & Rosman)
     shrink_every: int = 0          # optimizer steps between shrinks; 0: each epoch; -1: never
@@ -65,7 +66,7 @@ class SearchConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS, "kernel_weighting": das_reg.KERNEL_WEIGHTINGS,
+        choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS, "gate_weighting": gate_costs.WEIGHTINGS, "kernel_weighting": das_reg.KERNEL_WEIGHTINGS,
                    "patterns_init": GroupedConnectivity.INITS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -172,7 +173,14 @@ class _Run:
             else:
                 opt = torch.optim.Adam(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.groups = sparsity.channel_weight_groups(self.model) if self.cfg.regularizer in _LASSOS else []
+        self.costs = self._gate_costs()
         return opt
+
+    def _gate_costs(self) -> Optional[dict]:
+        """Each gate's per-channel cost for a weighted L1, recomputed whenever the model shrinks."""
+        if self.cfg.gate_weighting == "uniform" or self.cfg.regularizer != "l1":
+            return None
+        return gate_costs.channel_costs(self.model, self.cfg.gate_weighting)
 
     def _param_groups(self, params: list) -> list:
         """Weights at ``lr``; gates and search parameters at ``arch_lr`` when it is set."""
@@ -186,7 +194,8 @@ class _Run:
         cfg = self.cfg
         total = torch.zeros((), device=self.device)
         if cfg.regularizer == "l1":
-            total = total + cfg.lam * sparsity.gate_l1(self.model)
+            size = gate_costs.weighted_gate_l1(self.costs) if self.costs is not None else sparsity.gate_l1(self.model)
+            total = total + cfg.lam * size
         if cfg.density_lam:
             total = total + cfg.density_lam * sparsity.density_penalty(self.model)
         if cfg.kernel_lam:
@@ -220,6 +229,7 @@ class _Run:
                 self.kept[name] = self.kept[name][slices[f"{name}.theta"][0]]
         if self.groups:
             self.groups = sparsity.channel_weight_groups(self.model)
+        self.costs = self._gate_costs()  # shrink made new gates: costs of the old ones would train nothing
         return removed
 
     def widths(self) -> dict[str, int]:

@@ -36,6 +36,8 @@ def search_cmd(
     arch_lr: Optional[float] = typer.Option(None, help="Learning rate of gates and search parameters (default: --lr)."),
     optimizer: str = typer.Option("adam", help="adam or sgd, unless model.py defines optimizer(params)."),
     regularizer: str = typer.Option("l1", help="l1 (gates, ShrinkNets), group_lasso, sparse_group_lasso, or none."),
+    gate_weighting: str = typer.Option("uniform", help="L1 weight of each gate: uniform (ShrinkNets), or the "
+                                       "params or flops its channel carries (prunes dear channels first)."),
     alpha: float = typer.Option(0.5, help="L1 share of the sparse group lasso."),
     density_lam: float = typer.Option(0.0, help="Extra penalty on the mean |weight| per layer."),
     shrink_every: int = typer.Option(0, help="Steps between shrinks; 0: every epoch; -1: never."),
@@ -60,7 +62,7 @@ def search_cmd(
     """Train the model with gates and a sparsity penalty, shrinking it as channels die."""
     out_dir = out_dir or Path("runs") / model_py.stem
     cfg = SearchConfig(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, arch_lr=arch_lr, optimizer=optimizer,
-                       regularizer=regularizer, alpha=alpha, density_lam=density_lam,
+                       regularizer=regularizer, gate_weighting=gate_weighting, alpha=alpha, density_lam=density_lam,
                        shrink_every=shrink_every, threshold=threshold, device=device, seed=seed,
                        out=str(out_dir), resume=resume, kernel_lam=kernel_lam,
                        kernel_weighting=kernel_weighting, select_lam=select_lam,

@@ -153,3 +153,21 @@ def test_cli_das_search_reports_kernels_and_patterns_per_layer(tmp_path):
     assert "| channel order |" in (tmp_path / "out" / "report.md").read_text()
     bad = runner.invoke(app, ["search", str(model_py), "--kernel-weighting", "volume", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "kernel_weighting" in bad.output and "Traceback" not in bad.output
+
+
+def test_gate_costs_follow_the_gates_through_every_shrink_and_weigh_the_penalty(tmp_path):
+    from archc.search import _Run
+    from archc.search_display import SearchDisplay
+    from archc.sparsity import gate_l1
+
+    with SearchDisplay(None, False) as display:
+        run = _Run(_task(), _cfg(tmp_path, gate_weighting="flops"), display)
+        for closed in (0, 10):  # a shrink that removes nothing still builds new gates
+            with torch.no_grad():
+                next(archc.filters(run.model)).theta[:closed] = 0.0
+            assert run.shrink_now() == closed
+            assert set(run.costs) == set(archc.filters(run.model))  # not the gates of the model before
+            assert [len(c) for c in run.costs.values()] == [f.size for f in run.costs]
+        # the search's size penalty is the weighted one, at strength lam
+        want = run.cfg.lam * archc.gate_costs.weighted_gate_l1(run.costs)
+        assert torch.allclose(run.penalty(), want) and not torch.allclose(want, run.cfg.lam * gate_l1(run.model))

@@ -1,0 +1,123 @@
+"""What each gated channel costs, so the size penalty can charge expensive channels more.
+
+ShrinkNets' penalty ``lam * sum(relu(theta))`` charges every channel the same, but a channel
+of a conv that feeds a large linear layer carries a hundred times the parameters of a channel
+of the first conv. ``channel_costs(gm, "params")`` gives, for every gate, the number of
+parameters that leave the model with each of its channels (the rows that make it, the norm
+entries, and the columns of every layer that reads it); ``"flops"`` weights each of those
+entries by how many times it is used per example. ``weighted_gate_l1`` is the penalty
+``sum(cost / mean_cost * relu(theta))``, so ``lam`` keeps the scale it has with uniform
+weights. This resource-weighted L1 follows MorphNet (Gordon et al. 2018); it is not in the
+seed papers.
+
+Example:
+    >>> costs = archc.gate_costs.channel_costs(gated, "params")
+    >>> loss = task_loss + 1e-4 * archc.gate_costs.weighted_gate_l1(costs)
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .depgraph import analyse
+from .errors import ConfigError
+from .filters import Filter, filter_sites
+from .groups import channel_groups
+from .meta import tensor_shape
+
+WEIGHTINGS = ("uniform", "params", "flops")
+
+
+def _conv(m: nn.Module) -> tuple[float, float]:
+    taps = math.prod(m.kernel_size)
+    made = m.in_channels // m.groups * taps + (m.bias is not None)
+    read = m.out_channels * taps if m.groups == 1 else 0.0  # grouped: whole groups, counted where made
+    return made, read
+
+
+def _linear(m: nn.Linear) -> tuple[float, float]:
+    return m.in_features + (m.bias is not None), m.out_features
+
+
+def _affine(m: nn.Module) -> tuple[float, float]:
+    return 2.0 * bool(getattr(m, "affine", getattr(m, "elementwise_affine", False))), 0.0
+
+
+# module type -> (parameters that make one output channel, parameters that read one input channel)
+_COSTS: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
+    nn.ConvTranspose1d: _conv, nn.ConvTranspose2d: _conv, nn.ConvTranspose3d: _conv,
+    nn.Linear: _linear,
+    nn.BatchNorm1d: _affine, nn.BatchNorm2d: _affine, nn.BatchNorm3d: _affine, nn.GroupNorm: _affine,
+    nn.InstanceNorm1d: _affine, nn.InstanceNorm2d: _affine, nn.InstanceNorm3d: _affine,
+}
+
+
+def _rule(m: nn.Module) -> Optional[Callable]:
+    """The table entry of ``m``'s class or a base class (a searched layer subclasses its own)."""
+    return next((_COSTS[t] for t in type(m).__mro__ if t in _COSTS), None)
+
+
+def _channel_dim(m: nn.Module, rank: int) -> int:
+    return rank - 1 if isinstance(m, nn.Linear) else 1
+
+
+def _uses(node: fx.Node, m: nn.Module, kind: str) -> float:
+    """How often each weight of ``m`` is applied per example: 1 for "params", the number of
+    output positions (times 2 for multiply and add) for "flops"."""
+    if kind == "params":
+        return 1.0
+    shape = tensor_shape(node)
+    channel = _channel_dim(m, len(shape))
+    return 2.0 * math.prod(s for i, s in enumerate(shape) if i not in (0, channel))
+
+
+def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str) -> float:
+    """The cost of one channel of ``node``'s output along ``dim``: what makes it, what reads it."""
+    total = 0.0
+    rank = len(tensor_shape(node))
+    if node.op == "call_module" and (rule := _rule(m := gm.get_submodule(node.target))):
+        if dim == _channel_dim(m, rank):
+            total += rule(m)[0] * _uses(node, m, kind)
+    for user in node.users:
+        if user.op != "call_module" or user.args[:1] != (node,):
+            continue
+        reader = gm.get_submodule(user.target)
+        if (rule := _rule(reader)) and dim == _channel_dim(reader, rank):
+            total += rule(reader)[1] * _uses(user, reader, kind)
+    return total
+
+
+def channel_costs(gm: fx.GraphModule, kind: str = "params") -> dict[Filter, torch.Tensor]:
+    """Per gate of the gated ``gm``, the cost of each of its channels (one entry per theta)."""
+    if kind not in WEIGHTINGS[1:]:
+        raise ConfigError(f"kind must be one of {WEIGHTINGS[1:]}, got {kind!r}")
+    nodes = {n.name: n for n in gm.graph.nodes}
+    gate_at = {(node.args[0].name, gate.dims[site] % len(tensor_shape(node))): gate
+               for node, gate, site in filter_sites(gm)}
+    costs: dict[Filter, torch.Tensor] = {}
+    for group in channel_groups(analyse(gm)):
+        gate = next((gate_at[k] for k in group.spaces if k in gate_at), None)
+        if not group.prunable or gate is None or gate.size != group.size:
+            continue
+        cost = np.zeros(group.size + 1)
+        for key in group.spaces:
+            if per_entry := _entry_cost(gm, nodes[key[0]], key[1], kind):
+                np.add.at(cost, group.index_in(key), per_entry)
+        costs[gate] = torch.as_tensor(cost[: group.size], dtype=torch.float32)
+    return costs
+
+
+def weighted_gate_l1(costs: dict[Filter, torch.Tensor]) -> torch.Tensor:
+    """``sum(cost / mean_cost * relu(theta))`` over the gates in ``costs``."""
+    if not costs:
+        return torch.zeros(())
+    mean = torch.cat(list(costs.values())).mean().clamp_min(1e-12)
+    terms = [(c.to(g.theta.device) / mean * torch.relu(g.theta)).sum() for g, c in costs.items()]
+    return torch.stack(terms).sum()

@@ -1,0 +1,77 @@
+"""A channel's cost is exactly the parameters compaction removes with it; the weighted penalty
+charges each gate by that cost."""
+import pytest
+import torch
+from conftest import n_params
+from torch import nn
+from zoo import ZOO
+
+import archc
+from archc.errors import ConfigError
+from archc.gate_costs import channel_costs, weighted_gate_l1
+from archc.search import SearchConfig
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv3", "densenet", "vit", "unet", "csp"])
+def test_a_channels_cost_is_what_compaction_removes_with_it(name):
+    model, inputs = ZOO[name]()
+    gated = archc.passes.insert_filters(archc.trace(model, inputs))
+    costs = channel_costs(gated, "params")
+    assert costs
+    full = n_params(archc.compact(gated))
+    for gate, cost in costs.items():
+        if gate.size < 2:
+            continue  # a group keeps one channel: its last one cannot be removed
+        for channel in {int(cost.argmax()), int(cost.argmin())}:
+            with torch.no_grad():
+                saved = gate.theta[channel].clone()
+                gate.theta[channel] = 0.0
+            removed = full - n_params(archc.compact(gated))
+            with torch.no_grad():
+                gate.theta[channel] = saved
+            assert removed == cost[channel].item(), (gate, channel)
+
+
+class ConvIntoLinear(nn.Module):
+    """conv1's channels are cheap; conv2's each carry 36 x 5 entries of the linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 36, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.conv2(torch.relu(self.conv1(x))), 1))
+
+
+def _gated():
+    model, x = ConvIntoLinear(), torch.randn(2, 3, 6, 6)
+    return archc.passes.insert_filters(archc.trace(model, (x,)))
+
+
+def test_flops_weigh_each_entry_by_its_uses_per_example():
+    costs = {g.size: c for g, c in channel_costs(_gated(), "flops").items()}
+    # conv1 channel: its 27 weights at 36 positions, then 6 x 9 reads in conv2 at 36 positions, x2 (MAC)
+    assert torch.allclose(costs[4], torch.full((4,), 2.0 * 36 * (27 + 6 * 9) + 2 * 36))
+    # conv2 channel: 36 weights + bias at 36 positions, then 36 x 5 linear weights once, x2
+    assert torch.allclose(costs[6], torch.full((6,), 2.0 * 36 * (36 + 1) + 2 * 36 * 5))
+
+
+def test_weighted_penalty_charges_expensive_channels_more():
+    gated = _gated()
+    costs = channel_costs(gated, "params")
+    by_size = {g.size: g for g in costs}
+    weighted_gate_l1(costs).backward()
+    cheap, dear = by_size[4].theta.grad, by_size[6].theta.grad
+    want = costs[by_size[6]][0] / costs[by_size[4]][0]  # (36 + 1 + 180) / (27 + 1 + 36)
+    assert torch.allclose(dear[0] / cheap[0], want)
+    mean = torch.cat(list(costs.values())).mean()
+    total = sum((c / mean * torch.relu(g.theta)).sum() for g, c in costs.items())
+    assert torch.allclose(weighted_gate_l1(costs), total)
+
+
+def test_unknown_weighting_is_a_config_error():
+    with pytest.raises(ConfigError, match="one of"):
+        channel_costs(_gated(), "latency")
+    with pytest.raises(ConfigError, match="gate_weighting"):
+        SearchConfig(gate_weighting="latency")
