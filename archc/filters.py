@@ -84,3 +84,9 @@ def filter_sites(gm: fx.GraphModule) -> Iterator[tuple[fx.Node, Filter, int]]:
             if isinstance(mod, Filter):
                 site = node.args[1] if len(node.args) > 1 else node.kwargs.get("site", 0)
                 yield node, mod, site
+
+
+def gates_by_space(gm: fx.GraphModule) -> dict[tuple[str, int], Filter]:
+    """The gate of each gated space: ``(name of the node it gates, dim) -> Filter``."""
+    return {(node.args[0].name, gate.dims[site] % len(node.meta["archc.shape"])): gate
+            for node, gate, site in filter_sites(gm)}

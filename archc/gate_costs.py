@@ -23,11 +23,10 @@ import numpy as np
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.nn.utils import parametrize
 
 from .depgraph import analyse
 from .errors import ConfigError
-from .filters import Filter, filter_sites
+from .filters import Filter, gates_by_space
 from .groups import channel_groups
 from .meta import tensor_shape
 
@@ -99,8 +98,7 @@ def channel_costs(gm: fx.GraphModule, kind: str = "params") -> dict[Filter, torc
     if kind not in WEIGHTINGS[1:]:
         raise ConfigError(f"kind must be one of {WEIGHTINGS[1:]}, got {kind!r}")
     nodes = {n.name: n for n in gm.graph.nodes}
-    gate_at = {(node.args[0].name, gate.dims[site] % len(tensor_shape(node))): gate
-               for node, gate, site in filter_sites(gm)}
+    gate_at = gates_by_space(gm)
     costs: dict[Filter, torch.Tensor] = {}
     for group in channel_groups(analyse(gm)):
         gate = next((gate_at[k] for k in group.spaces if k in gate_at), None)

@@ -66,8 +66,8 @@ class SearchConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS, "gate_weighting": gate_costs.WEIGHTINGS, "kernel_weighting": das_reg.KERNEL_WEIGHTINGS,
-                   "patterns_init": GroupedConnectivity.INITS}
+        choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS, "gate_weighting": gate_costs.WEIGHTINGS,
+                   "kernel_weighting": das_reg.KERNEL_WEIGHTINGS, "patterns_init": GroupedConnectivity.INITS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}: "

@@ -31,7 +31,7 @@ import torch.fx as fx
 from torch import nn
 
 from .depgraph import analyse
-from .filters import Filter, filter_sites, filters
+from .filters import Filter, filters, gates_by_space
 from .groups import channel_groups
 
 # module type -> which parameters (and along which dim) make the channels of its output dim
@@ -92,8 +92,7 @@ def channel_weight_groups(gm: fx.GraphModule) -> list[WeightGroup]:
     """One WeightGroup per prunable channel group of ``gm`` (gated or not)."""
     an = analyse(gm)
     nodes = {n.name: n for n in gm.graph.nodes}
-    gate_at = {(node.args[0].name, gate.dims[site] % len(node.meta["archc.shape"])): gate
-               for node, gate, site in filter_sites(gm)}
+    gate_at = gates_by_space(gm)
     out = []
     for group in channel_groups(an):
         if not group.prunable:
