@@ -42,16 +42,22 @@ def table(payload: dict, title: str) -> list[str]:
     return lines + [f"ERROR in {e['row']} ({e['stage']}): {e['type']}: {e['message'][:300]}" for e in payload["errors"]]
 
 
-def _followup_label(st: dict) -> str:
+def _followup_label(st: dict, main_epochs: int) -> str:
     """What a follow-up run changed, for the plot legend."""
+    epochs = f"{st['epochs']} epochs, " if st["epochs"] != main_epochs else ""
+    return epochs + _searched(st)
+
+
+def _searched(st: dict) -> str:
     only = "/".join(st.get("only") or ["all"])
     if "kernels" in only:
         return f"{only}: kernel_lam {st['kernel_lam']:g} ({st.get('kernel_weighting', 'uniform')})"
-    if "grouped" in only:
-        return (f"{only}: lam {st['lam']:g} ({st.get('gate_weighting', 'uniform')}), group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
-                f"{', partition init' if st.get('patterns_init') == 'partition' else ''}")
     weighting = st.get("gate_weighting", "uniform")
-    return f"{only}: lam {st['lam']:g}" + (f" ({weighting}-weighted)" if weighting != "uniform" else "")
+    lam = f"{only}: lam {st['lam']:g}" + (f" ({weighting}-weighted)" if weighting != "uniform" else "")
+    if "grouped" in only:
+        return (f"{lam}, group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
+                f"{', partition init' if st.get('patterns_init') == 'partition' else ''}")
+    return lam
 
 
 def write_report(payload: dict, out: Path, followups: list = ()) -> None:
@@ -72,10 +78,11 @@ def write_report(payload: dict, out: Path, followups: list = ()) -> None:
     _plot(payload, followups, out.with_suffix(".png"))
 
 
-def _final_rows(run: dict, main: bool) -> list[dict]:
-    """The models a user would keep: fine-tuned compact models (or all rows if none were fine-tuned)."""
-    tuned = [r for r in run["rows"] if "+ft" in r["model"] and (main or not r["model"].startswith("Baseline"))]
-    return tuned or [r for r in run["rows"] if main or r["model"] != "Baseline"]
+def _final_rows(run: dict) -> list[dict]:
+    """The models a user would keep: fine-tuned compact models (or all rows if none were fine-tuned),
+    with the run's own baseline when it trained one (a run with other epochs needs its own)."""
+    tuned = [r for r in run["rows"] if "+ft" in r["model"]]
+    return tuned or run["rows"]
 
 
 def _plot(payload: dict, followups: list, path: Path) -> None:
@@ -86,8 +93,8 @@ def _plot(payload: dict, followups: list, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     short = {"DAS ": "", "grouped+channels": "grp+ch", "channels+kernels": "ch+k", " +ft3": ""}
     for i, (run, marker) in enumerate(zip([payload, *followups], "o^svDP*X")):
-        rows = _final_rows(run, run is payload)
-        label = "main run" if run is payload else _followup_label(run["settings"])
+        rows = _final_rows(run)
+        label = "main run" if run is payload else _followup_label(run["settings"], payload["settings"]["epochs"])
         ax.scatter([r["params"] for r in rows], [r["test_rmse"] for r in rows], s=[18 + 2 * r["flops"] / 1e6 for r in rows],
                    marker=marker, alpha=0.6, label=label)
         for r in rows:

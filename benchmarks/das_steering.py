@@ -39,6 +39,10 @@ Run (from the repository root; about 25 + 8 + 5 min at one thread on a 2-core CP
         --patterns-init partition --out benchmarks/results/das_steering.grouped_partition_nogates.json
     python benchmarks/das_steering.py --seed 1 --only grouped+channels --lam 0 --group-lam 3e-5 --exclusive-lam 3e-4 \
         --patterns-init partition --out benchmarks/results/das_steering.grouped_partition_nogates_seed1.json  # and --seed 2
+    python benchmarks/das_steering.py --no-baseline --only channels --lam 1e-5 --gate-weighting params \
+        --out benchmarks/results/das_steering.channels_params_lam1e-5.json  # and --lam 5e-5 (..._lam5e-5.json)
+    python benchmarks/das_steering.py --epochs 30 --only channels --lam 1e-5 \
+        --out benchmarks/results/das_steering.e30_channels_lam1e-5.json  # its own 30-epoch baseline
     python benchmarks/das_steering.py --report     # das_steering.md/.png: main run + the follow-ups
     python benchmarks/das_steering.py --quick      # smoke test, < 90 s -> das_steering.quick.*
 Output: benchmarks/results/das_steering.{json,md,png}.
