@@ -127,6 +127,24 @@ class CompactionContext:
         return original if isinstance(value, fx.Node) and self.stale(value) else value
 
 
+def _apply_shrink_rules(work: fx.GraphModule, cc: CompactionContext) -> None:
+    """Run each op's shrink rule; a module called at several places has one set of weights, so
+    it is shrunk at its first call only (the analysis gave every call the same channels)."""
+    shrunk_modules: set[str] = set()
+    for node in list(work.graph.nodes):
+        rule = lookup(SHRINK, node, work)
+        if rule is None or (node.op == "call_module" and node.target in shrunk_modules):
+            continue
+        if node.op == "call_module":
+            shrunk_modules.add(node.target)
+        try:
+            rule(node, cc)
+        except Exception as exc:
+            raise node_error(CompactionError, node, f"could not shrink this op: {exc}",
+                             "report this model to archc; meanwhile keep this op's module as a "
+                             "leaf with trace(..., leaf_modules=[...])") from exc
+
+
 def compact(
     gm: fx.GraphModule,
     threshold: float = 0.0,
@@ -167,15 +185,7 @@ def compact(
         dead = _keep_one_per_group(an, dead)
     plan = das_permute.plan_permutations(work, an, infos, dead) if infos else das_permute.PermutationPlan()
     cc = CompactionContext(work, an, dead, ranks=plan.ranks)
-    for node in list(work.graph.nodes):
-        rule = lookup(SHRINK, node, work)
-        if rule is not None:
-            try:
-                rule(node, cc)
-            except Exception as exc:
-                raise node_error(CompactionError, node, f"could not shrink this op: {exc}",
-                                 "report this model to archc; meanwhile keep this op's module as a "
-                                 "leaf with trace(..., leaf_modules=[...])") from exc
+    _apply_shrink_rules(work, cc)
     _freeze_stale_sizes(work, cc)
     das_lower.slice_grouped(work, infos, cc)
     (fold_filters if fold else shrink_filters)(work, cc)

@@ -4,7 +4,8 @@ ShrinkNets' penalty ``lam * sum(relu(theta))`` charges every channel the same, b
 of a conv that feeds a large linear layer carries a hundred times the parameters of a channel
 of the first conv. ``channel_costs(gm, "params")`` gives, for every gate, the number of
 parameters that leave the model with each of its channels (the rows that make it, the norm
-entries, and the columns of every layer that reads it); ``"flops"`` weights each of those
+entries, and the columns of every layer that reads it; a layer whose input and output are the
+same channels counts its diagonal entry twice); ``"flops"`` weights each of those
 entries by how many times it is used per example. ``weighted_gate_l1`` is the penalty
 ``sum(cost / mean_cost * relu(theta))``, so ``lam`` keeps the scale it has with uniform
 weights. This resource-weighted L1 follows MorphNet (Gordon et al. 2018); it is not in the
@@ -77,19 +78,25 @@ def _uses(node: fx.Node, m: nn.Module, kind: str) -> float:
     return 2.0 * math.prod(s for i, s in enumerate(shape) if i not in (0, channel))
 
 
-def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str) -> float:
-    """The cost of one channel of ``node``'s output along ``dim``: what makes it, what reads it."""
+def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted: set) -> float:
+    """The cost of one channel of ``node``'s output along ``dim``: what makes it, what reads it.
+    ``counted`` holds the (module, role) pairs already charged to this group: a module called at
+    several places has one set of weights, so for "params" it is charged once."""
     total = 0.0
     rank = len(tensor_shape(node))
-    if node.op == "call_module" and (rule := _rule(m := gm.get_submodule(node.target))):
-        if dim == _channel_dim(m, rank):
-            total += rule(m)[0] * _uses(node, m, kind)
+    charges = []
+    if node.op == "call_module" and _rule(m := gm.get_submodule(node.target)) and dim == _channel_dim(m, rank):
+        charges.append((node, m, 0))
     for user in node.users:
-        if user.op != "call_module" or user.args[:1] != (node,):
+        if user.op == "call_module" and user.args[:1] == (node,):
+            reader = gm.get_submodule(user.target)
+            if _rule(reader) and dim == _channel_dim(reader, rank):
+                charges.append((user, reader, 1))
+    for call, m, role in charges:
+        if kind == "params" and (id(m), role) in counted:
             continue
-        reader = gm.get_submodule(user.target)
-        if (rule := _rule(reader)) and dim == _channel_dim(reader, rank):
-            total += rule(reader)[1] * _uses(user, reader, kind)
+        counted.add((id(m), role))
+        total += _rule(m)(m)[role] * _uses(call, m, kind)
     return total
 
 
@@ -104,9 +111,9 @@ def channel_costs(gm: fx.GraphModule, kind: str = "params") -> dict[Filter, torc
         gate = next((gate_at[k] for k in group.spaces if k in gate_at), None)
         if not group.prunable or gate is None or gate.size != group.size:
             continue
-        cost = np.zeros(group.size + 1)
+        cost, counted = np.zeros(group.size + 1), set()
         for key in group.spaces:
-            if per_entry := _entry_cost(gm, nodes[key[0]], key[1], kind):
+            if per_entry := _entry_cost(gm, nodes[key[0]], key[1], kind, counted):
                 np.add.at(cost, group.index_in(key), per_entry)
         costs[gate] = torch.as_tensor(cost[: group.size], dtype=torch.float32)
     return costs

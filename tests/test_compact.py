@@ -111,3 +111,26 @@ def test_prelu_with_one_slope_per_channel_keeps_the_surviving_slopes(slopes):
     prelu = next(m for m in small.modules() if isinstance(m, nn.PReLU))
     assert prelu.num_parameters == (1 if slopes == 1 else next(m for m in small.modules() if isinstance(m, nn.Conv2d)).out_channels)
     assert max_relative_error(gm, small, (x,), dtype=torch.float64) < 1e-6
+
+
+class SharedConv(nn.Module):
+    """One conv applied to two tensors: both calls must see the same (shrunk) weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.shared = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return (self.shared(y) + self.shared(y * 2.0)).mean((2, 3))
+
+
+def test_a_module_called_twice_is_shrunk_once():
+    x = torch.randn(2, 3, 6, 6)
+    gated = archc.passes.insert_filters(archc.trace(SharedConv(), (x,)))
+    stem_gate = next(g for g in archc.filters(gated) if g.size == 8)
+    with torch.no_grad():
+        stem_gate.theta[:3] = 0.0
+    small = archc.compact(gated)  # shrinking `shared` at each call sliced it twice: IndexError
+    assert small.get_submodule("shared").in_channels == 5
+    assert max_relative_error(gated, small, (x,), dtype=torch.float64) < 1e-6

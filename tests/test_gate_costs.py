@@ -12,13 +12,11 @@ from archc.gate_costs import channel_costs, weighted_gate_l1
 from archc.search import SearchConfig
 
 
-@pytest.mark.parametrize("name", ["resnet", "mobilenetv3", "densenet", "vit", "unet", "csp"])
-def test_a_channels_cost_is_what_compaction_removes_with_it(name):
-    model, inputs = ZOO[name]()
+def _assert_costs_are_what_compaction_removes(model, inputs) -> None:
     gated = archc.passes.insert_filters(archc.trace(model, inputs))
     costs = channel_costs(gated, "params")
     assert costs
-    full = n_params(archc.compact(gated))
+    full = n_params(archc.compact(gated, trials=1))
     for gate, cost in costs.items():
         if gate.size < 2:
             continue  # a group keeps one channel: its last one cannot be removed
@@ -26,10 +24,31 @@ def test_a_channels_cost_is_what_compaction_removes_with_it(name):
             with torch.no_grad():
                 saved = gate.theta[channel].clone()
                 gate.theta[channel] = 0.0
-            removed = full - n_params(archc.compact(gated))
+            removed = full - n_params(archc.compact(gated, trials=1))
             with torch.no_grad():
                 gate.theta[channel] = saved
             assert removed == cost[channel].item(), (gate, channel)
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv3", "densenet", "vit", "unet", "csp"])
+def test_a_channels_cost_is_what_compaction_removes_with_it(name):
+    _assert_costs_are_what_compaction_removes(*ZOO[name]())
+
+
+class SharedReader(nn.Module):
+    """One conv reads two tensors of the same channels: its weights leave once per channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.shared = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return (self.shared(y) + self.shared(y * 2.0)).mean((2, 3))
+
+
+def test_a_module_called_twice_is_charged_once():
+    _assert_costs_are_what_compaction_removes(SharedReader(), (torch.randn(2, 3, 6, 6),))
 
 
 class ConvIntoLinear(nn.Module):
