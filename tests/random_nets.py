@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 MAX_C = 24
 ACTS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Hardswish)
 BLOCKS = ("conv", "grouped", "depthwise", "norm", "act", "residual", "se",
-          "cat", "chunk", "pool", "dropout")
+          "cat", "chunk", "pool", "dropout", "shared")
 
 
 class ChannelsLastLN(nn.Module):
@@ -206,6 +206,16 @@ class _Builder:
         if min(h, w) >= 4 and self.draw(st.booleans()):
             return self.layer(cls(2), src, (c, h // 2, w // 2))
         return self.layer(cls(3, 1, 1), src, (c, h, w))
+
+    def shared(self, src):
+        """One conv called twice, on ``src`` and on another tensor of its shape, summed."""
+        c, h, w = self.shapes[src]
+        others = self.same_shape(src)
+        other = self.pick(others) if others and self.draw(st.booleans()) else self.act(src)
+        cout, k = self.randint(2, MAX_C), self.pick([1, 3])
+        first = self.layer(nn.Conv2d(c, cout, k, 1, k // 2, bias=self.draw(st.booleans())), src, (cout, h, w))
+        second = self.op("layer", (other,), [(cout, h, w)], li=len(self.layers) - 1)
+        return self.op("add", (first, second), [(cout, h, w)])
 
     def dropout(self, src):
         return self.layer(nn.Dropout(self.pick([0.0, 0.1, 0.5])), src, self.shapes[src])

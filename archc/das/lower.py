@@ -25,6 +25,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..groups import channel_groups
 from ..meta import tensor_shape
 from .crop import crop_kernels
 from .grouped_lowering import Emitter, describe_patterns, lower_grouped_conv
@@ -107,7 +108,9 @@ def _searches_inputs(gm: fx.GraphModule, node: fx.Node, info: Optional[SearchInf
 
 
 def dead_by_selection(gm: fx.GraphModule, an, infos: dict[str, SearchInfo]) -> set[int]:
-    """Components that every consumer reads with an all-zero weight column."""
+    """Components of prunable groups that every consumer reads with an all-zero weight column.
+    A component outside every group (a size-1 flatten that no rule could align with a channel)
+    has no producer to shrink with it: its readers keep it, reading zeros."""
     nodes = {n.name: n for n in gm.graph.nodes}
     read, consumed = set(), set()
     for key in an.consumed:
@@ -120,8 +123,8 @@ def dead_by_selection(gm: fx.GraphModule, an, infos: dict[str, SearchInfo]) -> s
                 reads = ~_unread_inputs(gm.get_submodule(node.target), info).numpy()
             read |= set(labels[reads].tolist())
             consumed |= set(labels.tolist())
-    blocked = an.blocked_components()
-    return {c for c in consumed - read if c not in blocked}
+    removable = {int(c) for g in channel_groups(an) if g.prunable for c in g.components}
+    return (consumed - read) & removable
 
 
 def _drop_unread_inputs(gm: fx.GraphModule, node: fx.Node, info: SearchInfo) -> int:
