@@ -9,6 +9,7 @@ from conftest import kill_channels, n_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from random_nets import random_networks
+import torch.nn.functional as F
 from torch import nn
 
 import archc
@@ -226,3 +227,26 @@ def test_partition_init_starts_each_channel_in_one_pattern():
     assert (narrow.P.detach() @ narrow.S.detach() > 0.05).all()
     with pytest.raises(ValueError, match="init"):
         archc.GroupedConnectivity(4, 4, 2, init="zeros")
+
+
+class OneChannelHead(nn.Module):
+    """A one-channel conv pooled and flattened into a linear layer: the flatten's single
+    feature lines up with no channel, so it belongs to no group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(4, 1, 1), nn.Linear(1, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.conv(x), 1), 1))
+
+
+def test_a_deselected_feature_outside_every_group_stays_in_its_reader():
+    x = torch.randn(2, 4, 5, 5)
+    gm = archc.passes.insert_channel_select(archc.trace(OneChannelHead(), (x,)))
+    head = next(s for s in archc.channel_selects(gm) if s.beta.numel() == 1)
+    with torch.no_grad():
+        head.beta.zero_()
+    small = archc.compact(gm)  # was Linear(0, 2) behind a one-feature flatten: refused
+    assert small.get_submodule("fc").in_features == 1
+    assert max_relative_error(gm, small, (x,), dtype=torch.float64) < 1e-6
