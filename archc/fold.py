@@ -73,8 +73,7 @@ FOLDERS: dict[type, Callable[[nn.Module, int, int, torch.Tensor], bool]] = {
 def fold_filters(gm: fx.GraphModule, cc) -> None:
     """Replace every Filter call in ``gm`` by folded weights or a constant multiply (mutates)."""
     # weights reached at several places (a module called twice) would be scaled once per site
-    shared = {t for t, n in Counter(n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr")).items()
-              if n > 1}
+    uses = Counter(n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr"))
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), Filter):
             continue
@@ -87,7 +86,7 @@ def fold_filters(gm: fx.GraphModule, cc) -> None:
         if keep is not None:
             scale = scale[torch.as_tensor(keep, dtype=torch.long)]
         replacement = x
-        if not bool((scale == 1).all()) and (x.target in shared or not _fold_into_producer(gm, x, dim, rank, scale)):
+        if not bool((scale == 1).all()) and (uses[x.target] > 1 or not _fold_into_producer(gm, x, dim, rank, scale)):
             replacement = _constant_multiply(gm, node, x, dim, rank, scale)
         node.replace_all_uses_with(replacement)
         gm.graph.erase_node(node)
