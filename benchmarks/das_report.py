@@ -86,28 +86,47 @@ def _final_rows(run: dict) -> list[dict]:
 
 
 def _plot(payload: dict, followups: list, path: Path) -> None:
-    """Test RMSE against parameters of each final model, one marker per run; area ~ MFLOPs."""
+    """Test RMSE against parameters of each final model, one panel per epoch count (each run is
+    compared with the baseline trained as long), one marker per run; area ~ MFLOPs."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    runs = [payload, *followups]
+    epochs = sorted({run["settings"]["epochs"] for run in runs})
+    fig, axes = plt.subplots(1, len(epochs), figsize=(9 * len(epochs), 6), squeeze=False)
+    for ax, n in zip(axes[0], epochs):
+        _scatter_runs(ax, [run for run in runs if run["settings"]["epochs"] == n], payload)
+        st = payload["settings"]
+        ax.set_title(f"{st['train']} train, {n} epochs + {st.get('finetune', 0)} fine-tuning; marker area ~ MFLOPs",
+                     fontsize=9)
+    fig.suptitle("DAS on synthetic steering: compact models after fine-tuning", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _scatter_runs(ax, runs: list, payload: dict) -> None:
     short = {"DAS ": "", "grouped+channels": "grp+ch", "channels+kernels": "ch+k", " +ft3": ""}
-    for i, (run, marker) in enumerate(zip([payload, *followups], "o^svDP*X")):
+    cmap = matplotlib_colors(len(runs))
+    for i, run in enumerate(runs):
         rows = _final_rows(run)
+        seed = run["settings"].get("seed", 0)
         label = "main run" if run is payload else _followup_label(run["settings"], payload["settings"]["epochs"])
+        label = label.split(" epochs, ")[-1] + (f", seed {seed}" if seed else "")
         ax.scatter([r["params"] for r in rows], [r["test_rmse"] for r in rows], s=[18 + 2 * r["flops"] / 1e6 for r in rows],
-                   marker=marker, alpha=0.6, label=label)
+                   marker="o^svDP*X"[i % 8], color=cmap[i], alpha=0.6, label=label)
         for r in rows:
             name = r["model"]
             for a, b in short.items():
                 name = name.replace(a, b)
-            ax.annotate(name, (r["params"], r["test_rmse"]), fontsize=6, xytext=(4, 6 - 5 * i), textcoords="offset points")
+            ax.annotate(name, (r["params"], r["test_rmse"]), fontsize=6, xytext=(4, 4), textcoords="offset points")
     ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("parameters of the compact model (log)")
     ax.set_ylabel("test RMSE (after fine-tuning)")
-    st = payload["settings"]
-    ax.set_title(f"DAS on synthetic steering ({st['train']} train, {st['epochs']} epochs + {st.get('finetune', 0)} "
-                 "fine-tuning); marker area ~ MFLOPs", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+
+
+def matplotlib_colors(n: int) -> list:
+    """``n`` distinct colours (tab20 when more than 10 runs share a panel)."""
+    import matplotlib.pyplot as plt
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
