@@ -72,24 +72,50 @@ FOLDERS: dict[type, Callable[[nn.Module, int, int, torch.Tensor], bool]] = {
 
 def fold_filters(gm: fx.GraphModule, cc) -> None:
     """Replace every Filter call in ``gm`` by folded weights or a constant multiply (mutates)."""
-    # weights reached at several places (a module called twice) would be scaled once per site
-    uses = Counter(n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr"))
+    calls = Counter(n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr"))
+    # (module called at several places, gate) -> whether its shared weights took the gate
+    shared_ok: dict[tuple[str, str], bool] = {}
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), Filter):
             continue
-        gate: Filter = gm.get_submodule(node.target)
-        site = node.args[1] if len(node.args) > 1 else node.kwargs.get("site", 0)
-        x, rank = node.args[0], len(tensor_shape(node.args[0]))
-        dim = gate.dims[site] % rank
-        scale = gate.site_scale(site).detach()
-        keep = cc.keep(node, dim)  # the gate's own space: x may be a node made by an earlier fold
-        if keep is not None:
-            scale = scale[torch.as_tensor(keep, dtype=torch.long)]
+        x, dim, rank, scale = _site(gm, node, cc)
         replacement = x
-        if not bool((scale == 1).all()) and (uses[x.target] > 1 or not _fold_into_producer(gm, x, dim, rank, scale)):
+        if calls[x.target] > 1:
+            key = (x.target, node.target)
+            if key not in shared_ok:  # decided, and folded, at the gate's first site after the module
+                shared_ok[key] = _same_gate_after_every_call(gm, x.target, cc) and (
+                    bool((scale == 1).all()) or _fold_into_producer(gm, x, dim, rank, scale))
+            if not shared_ok[key]:
+                replacement = _constant_multiply(gm, node, x, dim, rank, scale)
+        elif not bool((scale == 1).all()) and not _fold_into_producer(gm, x, dim, rank, scale):
             replacement = _constant_multiply(gm, node, x, dim, rank, scale)
         node.replace_all_uses_with(replacement)
         gm.graph.erase_node(node)
+
+
+def _site(gm: fx.GraphModule, node: fx.Node, cc) -> tuple[fx.Node, int, int, torch.Tensor]:
+    """A Filter call's input, gated dim, input rank and per-channel scale of its surviving channels."""
+    gate: Filter = gm.get_submodule(node.target)
+    site = node.args[1] if len(node.args) > 1 else node.kwargs.get("site", 0)
+    x, rank = node.args[0], len(tensor_shape(node.args[0]))
+    dim = gate.dims[site] % rank
+    scale = gate.site_scale(site).detach()
+    keep = cc.keep(node, dim)  # the gate's own space: x may be a node made by an earlier fold
+    if keep is not None:
+        scale = scale[torch.as_tensor(keep, dtype=torch.long)]
+    return x, dim, rank, scale
+
+
+def _same_gate_after_every_call(gm: fx.GraphModule, target, cc) -> bool:
+    """Whether every call of the module ``target`` feeds only a site of one gate, with one scale:
+    then its shared weights can carry the gate once for all calls."""
+    calls = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == target]
+    users = [next(iter(c.users)) for c in calls if len(c.users) == 1]
+    if len(users) != len(calls) or any(u.op != "call_module" or not isinstance(gm.get_submodule(u.target), Filter)
+                                       for u in users):
+        return False
+    scales = [_site(gm, u, cc)[3] for u in users]
+    return len({u.target for u in users}) == 1 and all(torch.equal(scales[0], s) for s in scales[1:])
 
 
 def _fold_into_producer(gm, x: fx.Node, dim: int, rank: int, scale: torch.Tensor) -> bool:

@@ -113,24 +113,13 @@ def test_prelu_with_one_slope_per_channel_keeps_the_surviving_slopes(slopes):
     assert max_relative_error(gm, small, (x,), dtype=torch.float64) < 1e-6
 
 
-class SharedConv(nn.Module):
-    """One conv applied to two tensors: both calls must see the same (shrunk) weights."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem, self.shared = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
-
-    def forward(self, x):
-        y = torch.relu(self.stem(x))
-        return (self.shared(y) + self.shared(y * 2.0)).mean((2, 3))
-
-
-def test_a_module_called_twice_is_shrunk_once():
-    x = torch.randn(2, 3, 6, 6)
-    gated = archc.passes.insert_filters(archc.trace(SharedConv(), (x,)))
+def test_a_module_called_twice_is_shrunk_once_and_takes_its_gate_once():
+    model, inputs = ZOO["siamese"]()  # one tower, each module called twice
+    gated = archc.passes.insert_filters(archc.trace(model, inputs))
     stem_gate = next(g for g in archc.filters(gated) if g.size == 8)
     with torch.no_grad():
         stem_gate.theta[:3] = 0.0
-    small = archc.compact(gated)  # shrinking `shared` at each call sliced it twice: IndexError
-    assert small.get_submodule("shared").in_channels == 5
-    assert max_relative_error(gated, small, (x,), dtype=torch.float64) < 1e-6
+    small = archc.compact(gated)  # shrinking at each call sliced the weights twice: IndexError
+    assert small.get_submodule("body").in_channels == 5
+    assert "scale" not in small.code  # both calls' gates folded into the shared weights, once
+    assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-6

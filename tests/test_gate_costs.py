@@ -30,25 +30,9 @@ def _assert_costs_are_what_compaction_removes(model, inputs) -> None:
             assert removed == cost[channel].item(), (gate, channel)
 
 
-@pytest.mark.parametrize("name", ["resnet", "mobilenetv3", "densenet", "vit", "unet", "csp"])
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv3", "densenet", "vit", "unet", "csp", "siamese"])
 def test_a_channels_cost_is_what_compaction_removes_with_it(name):
     _assert_costs_are_what_compaction_removes(*ZOO[name]())
-
-
-class SharedReader(nn.Module):
-    """One conv reads two tensors of the same channels: its weights leave once per channel."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem, self.shared = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
-
-    def forward(self, x):
-        y = torch.relu(self.stem(x))
-        return (self.shared(y) + self.shared(y * 2.0)).mean((2, 3))
-
-
-def test_a_module_called_twice_is_charged_once():
-    _assert_costs_are_what_compaction_removes(SharedReader(), (torch.randn(2, 3, 6, 6),))
 
 
 class ConvIntoLinear(nn.Module):

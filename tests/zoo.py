@@ -767,6 +767,28 @@ def conv3d():
     return _finish(Conv3dNet(), (torch.randn(2, 2, 8, 8, 8),))
 
 
+class SiameseNet(nn.Module):
+    """One conv tower applied to two images (weights shared, each module called twice), then
+    a head on the absolute difference of the two embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.body = nn.Conv2d(8, 16, 3, padding=1)
+        self.head = nn.Linear(16, 2)
+
+    def embed(self, x):
+        return torch.relu(self.body(self.stem(x))).mean((2, 3))
+
+    def forward(self, a, b):
+        return self.head(torch.abs(self.embed(a) - self.embed(b)))
+
+
+def siamese():
+    torch.manual_seed(0)
+    return _finish(SiameseNet(), (torch.randn(2, 3, 12, 12), torch.randn(2, 3, 12, 12)))
+
+
 # ---------------------------------------------------------------- Not in ZOO
 class ValueBranchNet(nn.Module):
     """Forward branches on tensor *values*: no static graph, must be refused."""
@@ -789,7 +811,7 @@ def value_branch_model():
 
 ZOO: dict[str, Factory] = {f.__name__: f for f in [
     resnet, resnext, densenet, inception, mobilenetv2, mobilenetv3, efficientnet, regnet,
-    convnext, vit, vit_sdpa, swin, mlp_mixer, unet, csp, shape_branch, lstm_free_seq, conv3d]}
+    convnext, vit, vit_sdpa, swin, mlp_mixer, unet, csp, shape_branch, lstm_free_seq, conv3d, siamese]}
 
 
 if __name__ == "__main__":
