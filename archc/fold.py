@@ -2,7 +2,8 @@
 
 Folding (the final compact model): a gate right after a layer that is linear in its output
 channel (conv, linear, an affine norm, an embedding, a parameter) is multiplied into that
-layer's weights. Anywhere else it becomes a plain multiply by a constant buffer: still
+layer's weights (a layer called at several places only when every call feeds the same gate
+with the same scale, and then once). Anywhere else it becomes a plain multiply by a constant buffer: still
 exact, still no Filter. Shrinking (during training): each gate keeps only the entries of
 its surviving channels, so the search goes on with a smaller gated model.
 """
