@@ -6,14 +6,14 @@ of the first conv. ``channel_costs(gm, "params")`` gives, for every gate, the nu
 parameters that leave the model with each of its channels (the rows that make it, the norm
 entries, and the columns of every layer that reads it; a layer whose input and output are the
 same channels counts its diagonal entry twice); ``"flops"`` weights each of those
-entries by how many times it is used per example. ``weighted_gate_l1`` is the penalty
-``sum(cost / mean_cost * relu(theta))``, so ``lam`` keeps the scale it has with uniform
-weights. This resource-weighted L1 follows MorphNet (Gordon et al. 2018); it is not in the
+entries by how many times it is used per example. ``gate_weights`` divides the costs by their
+mean, and ``weighted_gate_l1`` is the penalty ``sum(weight * relu(theta))``, so ``lam`` keeps
+the scale it has with uniform weights. This resource-weighted L1 follows MorphNet (Gordon et al. 2018); it is not in the
 seed papers.
 
 Example:
-    >>> costs = archc.gate_costs.channel_costs(gated, "params")
-    >>> loss = task_loss + 1e-4 * archc.gate_costs.weighted_gate_l1(costs)
+    >>> weights = archc.gate_costs.gate_weights(archc.gate_costs.channel_costs(gated, "params"))
+    >>> loss = task_loss + 1e-4 * archc.gate_costs.weighted_gate_l1(weights)
 """
 from __future__ import annotations
 
@@ -119,10 +119,16 @@ def channel_costs(gm: fx.GraphModule, kind: str = "params") -> dict[Filter, torc
     return costs
 
 
-def weighted_gate_l1(costs: dict[Filter, torch.Tensor]) -> torch.Tensor:
-    """``sum(cost / mean_cost * relu(theta))`` over the gates in ``costs``."""
+def gate_weights(costs: dict[Filter, torch.Tensor]) -> dict[Filter, torch.Tensor]:
+    """``cost / mean_cost`` per gate, on each gate's device: computed once per model, so the
+    per-step penalty is a plain weighted sum."""
     if not costs:
-        return torch.zeros(())
+        return {}
     mean = torch.cat(list(costs.values())).mean().clamp_min(1e-12)
-    terms = [(c.to(g.theta.device) / mean * torch.relu(g.theta)).sum() for g, c in costs.items()]
-    return torch.stack(terms).sum()
+    return {g: (c / mean).to(g.theta.device) for g, c in costs.items()}
+
+
+def weighted_gate_l1(weights: dict[Filter, torch.Tensor]) -> torch.Tensor:
+    """``sum(weight * relu(theta))`` over the gates in ``weights`` (from :func:`gate_weights`)."""
+    terms = [(w * torch.relu(g.theta)).sum() for g, w in weights.items()]
+    return torch.stack(terms).sum() if terms else torch.zeros(())

@@ -117,7 +117,8 @@ def _search_keys(settings: dict) -> list[str]:
     searched = {"kernel": ["kernel_lam", "kernel_weighting"], "select": ["select_lam", "sparsemax"],
                 "patterns": ["patterns", "patterns_init", "group_lam", "exclusive_lam"]}
     extra = [k for option, keys in searched.items() if options[option] for k in keys]
-    return ["lam", "epochs", "regularizer", "gate_weighting", "lr", "batch_size", "seed"] + extra + (["search_threshold"] if extra else [])
+    basics = ["lam", "epochs", "regularizer", "gate_weighting", "lr", "batch_size", "seed"]
+    return basics + extra + (["search_threshold"] if extra else [])
 
 
 def _write_reports(out: Path, report: dict, history: list[dict]) -> None:

@@ -173,14 +173,14 @@ class _Run:
             else:
                 opt = torch.optim.Adam(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.groups = sparsity.channel_weight_groups(self.model) if self.cfg.regularizer in _LASSOS else []
-        self.costs = self._gate_costs()
+        self.gate_weights = self._gate_weights()
         return opt
 
-    def _gate_costs(self) -> Optional[dict]:
-        """Each gate's per-channel cost for a weighted L1, recomputed whenever the model shrinks."""
+    def _gate_weights(self) -> Optional[dict]:
+        """Each gate's per-channel weight for a weighted L1, recomputed whenever the model shrinks."""
         if self.cfg.gate_weighting == "uniform" or self.cfg.regularizer != "l1":
             return None
-        return gate_costs.channel_costs(self.model, self.cfg.gate_weighting)
+        return gate_costs.gate_weights(gate_costs.channel_costs(self.model, self.cfg.gate_weighting))
 
     def _param_groups(self, params: list) -> list:
         """Weights at ``lr``; gates and search parameters at ``arch_lr`` when it is set."""
@@ -194,7 +194,8 @@ class _Run:
         cfg = self.cfg
         total = torch.zeros((), device=self.device)
         if cfg.regularizer == "l1":
-            size = gate_costs.weighted_gate_l1(self.costs) if self.costs is not None else sparsity.gate_l1(self.model)
+            weighted = self.gate_weights is not None
+            size = gate_costs.weighted_gate_l1(self.gate_weights) if weighted else sparsity.gate_l1(self.model)
             total = total + cfg.lam * size
         if cfg.density_lam:
             total = total + cfg.density_lam * sparsity.density_penalty(self.model)
@@ -229,7 +230,7 @@ class _Run:
                 self.kept[name] = self.kept[name][slices[f"{name}.theta"][0]]
         if self.groups:
             self.groups = sparsity.channel_weight_groups(self.model)
-        self.costs = self._gate_costs()  # shrink made new gates: costs of the old ones would train nothing
+        self.gate_weights = self._gate_weights()  # new gates: weights of the old ones would train nothing
         return removed
 
     def widths(self) -> dict[str, int]:

@@ -8,7 +8,7 @@ from zoo import ZOO
 
 import archc
 from archc.errors import ConfigError
-from archc.gate_costs import channel_costs, weighted_gate_l1
+from archc.gate_costs import channel_costs, gate_weights, weighted_gate_l1
 from archc.search import SearchConfig
 
 
@@ -64,13 +64,13 @@ def test_weighted_penalty_charges_expensive_channels_more():
     gated = _gated()
     costs = channel_costs(gated, "params")
     by_size = {g.size: g for g in costs}
-    weighted_gate_l1(costs).backward()
+    weighted_gate_l1(gate_weights(costs)).backward()
     cheap, dear = by_size[4].theta.grad, by_size[6].theta.grad
     want = costs[by_size[6]][0] / costs[by_size[4]][0]  # (36 + 1 + 180) / (27 + 1 + 36)
     assert torch.allclose(dear[0] / cheap[0], want)
     mean = torch.cat(list(costs.values())).mean()
     total = sum((c / mean * torch.relu(g.theta)).sum() for g, c in costs.items())
-    assert torch.allclose(weighted_gate_l1(costs), total)
+    assert torch.allclose(weighted_gate_l1(gate_weights(costs)), total)
 
 
 def test_unknown_weighting_is_a_config_error():

@@ -166,8 +166,8 @@ def test_gate_costs_follow_the_gates_through_every_shrink_and_weigh_the_penalty(
             with torch.no_grad():
                 next(archc.filters(run.model)).theta[:closed] = 0.0
             assert run.shrink_now() == closed
-            assert set(run.costs) == set(archc.filters(run.model))  # not the gates of the model before
-            assert [len(c) for c in run.costs.values()] == [f.size for f in run.costs]
+            assert set(run.gate_weights) == set(archc.filters(run.model))  # not the gates of the model before
+            assert [len(c) for c in run.gate_weights.values()] == [f.size for f in run.gate_weights]
         # the search's size penalty is the weighted one, at strength lam
-        want = run.cfg.lam * archc.gate_costs.weighted_gate_l1(run.costs)
+        want = run.cfg.lam * archc.gate_costs.weighted_gate_l1(run.gate_weights)
         assert torch.allclose(run.penalty(), want) and not torch.allclose(want, run.cfg.lam * gate_l1(run.model))
