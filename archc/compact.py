@@ -181,8 +181,9 @@ def compact(
     an = analyse(work)
     dead = _dead_components(work, an)
     if infos:
-        dead = np.union1d(dead, np.array(sorted(das_lower.dead_by_selection(work, an, infos)), dtype=np.int64))
-        dead = _keep_one_per_group(an, dead)
+        groups = channel_groups(an)
+        by_selection = das_lower.dead_by_selection(work, an, infos, groups)
+        dead = _keep_one_per_group(groups, np.union1d(dead, np.array(sorted(by_selection), dtype=np.int64)))
     plan = das_permute.plan_permutations(work, an, infos, dead) if infos else das_permute.PermutationPlan()
     cc = CompactionContext(work, an, dead, ranks=plan.ranks)
     _apply_shrink_rules(work, cc)
@@ -239,9 +240,9 @@ def _dead_components(gm: fx.GraphModule, an: Analysis) -> np.ndarray:
     return np.array(sorted(dead), dtype=np.int64)
 
 
-def _keep_one_per_group(an: Analysis, dead: np.ndarray) -> np.ndarray:
+def _keep_one_per_group(groups: list, dead: np.ndarray) -> np.ndarray:
     """No group may lose every channel: revive the first channel of a fully dead group."""
-    revive = [g.components[0] for g in channel_groups(an) if np.isin(g.components, dead).all()]
+    revive = [g.components[0] for g in groups if np.isin(g.components, dead).all()]
     return np.setdiff1d(dead, np.array(revive, dtype=np.int64))
 
 

@@ -25,7 +25,6 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..groups import channel_groups
 from ..meta import tensor_shape
 from .crop import crop_kernels
 from .grouped_lowering import Emitter, describe_patterns, lower_grouped_conv
@@ -107,8 +106,9 @@ def _searches_inputs(gm: fx.GraphModule, node: fx.Node, info: Optional[SearchInf
     return getattr(gm.get_submodule(node.target), "groups", 1) == 1
 
 
-def dead_by_selection(gm: fx.GraphModule, an, infos: dict[str, SearchInfo]) -> set[int]:
-    """Components of prunable groups that every consumer reads with an all-zero weight column.
+def dead_by_selection(gm: fx.GraphModule, an, infos: dict[str, SearchInfo], groups: list) -> set[int]:
+    """Components of prunable ``groups`` (``channel_groups(an)``) that every consumer reads with
+    an all-zero weight column.
     A component outside every group (a size-1 flatten that no rule could align with a channel)
     has no producer to shrink with it: its readers keep it, reading zeros."""
     nodes = {n.name: n for n in gm.graph.nodes}
@@ -123,7 +123,7 @@ def dead_by_selection(gm: fx.GraphModule, an, infos: dict[str, SearchInfo]) -> s
                 reads = ~_unread_inputs(gm.get_submodule(node.target), info).numpy()
             read |= set(labels[reads].tolist())
             consumed |= set(labels.tolist())
-    removable = {int(c) for g in channel_groups(an) if g.prunable for c in g.components}
+    removable = {int(c) for g in groups if g.prunable for c in g.components}
     return (consumed - read) & removable
 
 
