@@ -60,11 +60,50 @@ def _searched(st: dict) -> str:
     return lam
 
 
+def _same_training(st: dict) -> tuple:
+    """Runs whose baselines are interchangeable: same seed, data size, epochs and fine-tuning."""
+    return (st.get("seed") or 0, st["train"], st["epochs"], st.get("finetune", 0), bool(st.get("no_bn")))
+
+
+def comparison(runs: list, main_epochs: int) -> list[str]:
+    """Every compact model against the baseline trained the same way (seed, epochs), after the
+    fine-tuning both get and before it; runs without a baseline borrow a matching run's."""
+    baselines = {}
+    for run in runs:
+        named = {r["model"]: r for r in run["rows"]}
+        tuned = next((r for m, r in named.items() if m.startswith("Baseline +ft")), None)
+        if "Baseline" in named and tuned is not None:
+            baselines[_same_training(run["settings"])] = (named["Baseline"], tuned)
+    lines = ["#### Against the baseline trained the same way (same seed and epochs)", "",
+             "| run | model | params | FLOPs | test RMSE +ft | vs baseline +ft | test RMSE before ft | vs baseline before ft "
+             "| search s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, run in enumerate(runs):
+        st, named = run["settings"], {r["model"]: r for r in run["rows"]}
+        base = baselines.get(_same_training(st))
+        if base is None:
+            continue
+        label = "main run" if i == 0 else _followup_label(st, main_epochs)
+        label += f", seed {st['seed']}" if st.get("seed") else ""
+        for model, r in named.items():
+            before = named.get(model.rsplit(" +ft", 1)[0])
+            if model.startswith("Baseline") or "+ft" not in model or before is None:
+                continue
+            lines.append(f"| {label} | {model} | {r['params'] / 1e6:.3f}M ({base[1]['params'] / r['params']:.1f}x fewer) "
+                         f"| {r['flops'] / 1e6:.1f}M | {r['test_rmse']:.4f} | {_delta(r, base[1])} | "
+                         f"{before['test_rmse']:.4f} | {_delta(before, base[0])} | {r.get('train_seconds', 0):.0f} |")
+    return lines
+
+
+def _delta(row: dict, baseline: dict) -> str:
+    return f"{(row['test_rmse'] / baseline['test_rmse'] - 1) * 100:+.1f}%"
+
+
 def write_report(payload: dict, out: Path, followups: list = ()) -> None:
     """The markdown tables (main run, then follow-up runs) and a params-vs-test-RMSE scatter (PNG)."""
     lines = table(payload, "### DAS (Shin, Packer & Song), Table 1, on a procedural steering stand-in")
     for f in followups:
         lines += [""] + table(f, "#### Follow-up run")
+    lines += [""] + comparison([payload, *followups], payload["settings"]["epochs"])
     lines += ["", "Paper (Udacity, real data; their PilotNet input gives 840M FLOPs, ours 66x200 gives ~54M):", "",
               "| Model | FLOPs | Params | Train RMSE | Test RMSE |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {e} | {f} |" for a, b, c, e, f in payload["paper"]]
