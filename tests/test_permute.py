@@ -180,9 +180,11 @@ def _ci_failure_network() -> tuple:
 
 def test_float32_rounding_amplified_by_a_norm_does_not_refuse_an_exact_model():
     gm, inputs = _ci_failure_network()
-    small = archc.compact(gm, inputs=inputs)  # refused before the float64 second opinion
-    assert max_relative_error(gm, small, inputs) > 1e-4  # float32 alone would call it wrong
-    assert max_relative_error(gm, small, inputs, dtype=torch.float64) < 1e-6
+    small = archc.compact(gm, inputs=inputs)  # refused before the float64 second opinion (here)
+    in_float32 = max_relative_error(gm, small, inputs)  # 1.3e-4 on the developer's machine: the exact
+    # figure depends on the CPU's rounding, so the test only asks that float32 be far noisier
+    in_float64 = max_relative_error(gm, small, inputs, dtype=torch.float64)
+    assert in_float64 < 1e-6 and in_float32 > 100 * in_float64
 
 
 def test_reordering_needs_every_op_in_the_group_to_allow_it():
