@@ -82,21 +82,17 @@ def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted:
     """The cost of one channel of ``node``'s output along ``dim``: what makes it, what reads it.
     ``counted`` holds the (module, role) pairs already charged to this group: a module called at
     several places has one set of weights, so for "params" it is charged once."""
-    total = 0.0
     rank = len(tensor_shape(node))
-    charges = []
-    if node.op == "call_module" and _rule(m := gm.get_submodule(node.target)) and dim == _channel_dim(m, rank):
-        charges.append((node, m, 0))
-    for user in node.users:
-        if user.op == "call_module" and user.args[:1] == (node,):
-            reader = gm.get_submodule(user.target)
-            if _rule(reader) and dim == _channel_dim(reader, rank):
-                charges.append((user, reader, 1))
-    for call, m, role in charges:
-        if kind == "params" and (id(m), role) in counted:
+    calls = [(node, 0)] if node.op == "call_module" else []  # role 0: makes the channel
+    calls += [(u, 1) for u in node.users if u.op == "call_module" and u.args[:1] == (node,)]  # 1: reads it
+    total = 0.0
+    for call, role in calls:
+        m = gm.get_submodule(call.target)
+        rule = _rule(m)
+        if rule is None or dim != _channel_dim(m, rank) or (kind == "params" and (id(m), role) in counted):
             continue
         counted.add((id(m), role))
-        total += _rule(m)(m)[role] * _uses(call, m, kind)
+        total += rule(m)[role] * _uses(call, m, kind)
     return total
 
 
