@@ -19,7 +19,7 @@ from .export import export_onnx
 from .filters import Filter, filters
 from .groups import ChannelGroup, channel_groups
 from .report import GroupRow, Report, report
-from .trace import trace
+from .capture import trace
 
 from . import passes  # noqa: E402  (archc.passes, packaged from ./passes)
 

@@ -68,31 +68,8 @@ def preserved_buffers(module: torch.nn.Module) -> Iterator[None]:
 
 def record_shapes(gm: fx.GraphModule, inputs: Optional[Sequence[torch.Tensor]] = None) -> None:
     """Re-record shapes on ``gm`` by running it on ``inputs`` (default: random ones)."""
+    from .capture.inputs import random_inputs  # capture imports this module
+
     inputs = random_inputs(gm) if inputs is None else inputs
     with torch.no_grad(), preserved_buffers(gm):
         ShapeRecorder(gm).run(*inputs)
-
-
-def random_inputs(gm: fx.GraphModule, batch: Optional[int] = None, seed: int = 0) -> tuple:
-    """Fresh random inputs shaped like the example inputs ``gm`` was traced with.
-
-    Float inputs are standard normal; integer inputs are drawn from the example's range.
-    ``batch`` replaces dimension 0 when given.
-    """
-    specs = gm.meta.get("archc.inputs")
-    if specs is None:
-        raise ValueError("this GraphModule was not made by archc.trace: pass example inputs explicitly")
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for spec in specs:
-        shape = list(spec["shape"])
-        if batch is not None and shape:
-            shape[0] = batch
-        if spec["dtype"].is_floating_point:
-            out.append(torch.randn(shape, generator=gen, dtype=spec["dtype"]))
-        elif spec["dtype"] == torch.bool:
-            out.append(torch.randint(0, 2, shape, generator=gen).bool())
-        else:
-            low, high = spec.get("low", 0), spec.get("high", 1)
-            out.append(torch.randint(low, high + 1, shape, generator=gen, dtype=spec["dtype"]))
-    return tuple(out)

@@ -24,7 +24,7 @@ from .errors import UserFileError
 from .export import export_onnx
 from .rebuild import build_gated, search_options
 from .search import _accuracy, _loader, _split, evaluate
-from .trace import trace
+from .capture import trace
 from .userfile import UserSpec, load_user_file
 
 _WIDTH_ATTRS = ("out_channels", "out_features", "embedding_dim")

@@ -16,7 +16,7 @@ from .compact import compact
 from .errors import UserFileError
 from . import passes
 from .passes import insert_filters
-from .trace import trace
+from .capture import trace
 
 
 def search_options(settings: dict) -> dict:

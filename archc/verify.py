@@ -11,7 +11,7 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from .errors import CompactionError
-from .meta import random_inputs
+from .capture.inputs import random_inputs
 
 
 def max_relative_error(

@@ -1,0 +1,122 @@
+"""``trace``: torch.export, then lowering, then shapes and input specs on the GraphModule."""
+from __future__ import annotations
+
+import inspect
+import traceback
+from typing import Any, Optional
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+from torch import nn
+from torch.export import Dim
+
+from ..errors import TraceError
+from ..meta import preserved_buffers, record_shapes
+from .inputs import input_specs
+from .lower import Lowering
+
+
+def trace(model: nn.Module, args: Any = (), kwargs: Optional[dict] = None, *,
+          dynamic_shapes: Any = None) -> fx.GraphModule:
+    """Capture ``model`` called as ``model(*args, **kwargs)`` into a GraphModule for archc.
+
+    Args:
+        model: any ``nn.Module``; it is not modified (its parameters are shared, not copied).
+        args: the positional inputs, one tensor or a tuple (batch size 2 or more is best: a
+            size of 1 cannot be told apart from a broadcast and is captured as static).
+        kwargs: keyword inputs, as transformers models take them (``input_ids=...``).
+        dynamic_shapes: as in ``torch.export.export``; by default every tensor input's dim 0,
+            and dim 1 of integer inputs of rank 2 (token ids), are ``Dim.AUTO``.
+
+    The returned GraphModule takes the tensor inputs (by position, or by keyword under their
+    argument names) and returns what the model returns, mappings (``ModelOutput``) as dicts.
+    Every node has ``archc.shape``; ``gm.meta["archc.inputs"]`` says how to draw fresh inputs,
+    at other batch sizes and sequence lengths too.
+
+    Raises:
+        TraceError: naming the user's source line, when ``forward`` branches on tensor values or
+            does something ``torch.export`` cannot capture.
+
+    Example:
+        >>> gm = archc.trace(net, (torch.randn(2, 3, 64, 64),))
+        >>> gm(torch.randn(5, 3, 64, 64)).shape[0]
+        5
+    """
+    if not isinstance(model, nn.Module):
+        raise TraceError(f"trace() needs an nn.Module, got {type(model).__name__}.\n  fix: pass the model instance")
+    args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    kwargs = dict(kwargs or {})
+    if dynamic_shapes is None:
+        dynamic_shapes = default_dynamic_shapes(model, args, kwargs)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with preserved_buffers(model):
+            model.eval()  # a deterministic graph; BatchNorm and Dropout become layers that follow train()
+            exported = _export(model, args, kwargs, dynamic_shapes)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    flat_inputs, _ = pytree.tree_flatten((args, kwargs))
+    unlifted = exported.module()
+    gm = Lowering(unlifted, model, flat_inputs).run(unlifted._out_spec, type(model).__name__)
+    gm.train(model.training)
+    gm.meta["archc.inputs"] = input_specs(gm, exported, flat_inputs)
+    record_shapes(gm, tuple(t for t in flat_inputs if isinstance(t, torch.Tensor)))
+    return gm
+
+
+def default_dynamic_shapes(model: nn.Module, args: tuple, kwargs: dict) -> dict:
+    """``Dim.AUTO`` for every tensor's batch dim and for the sequence dim of token ids."""
+
+    def spec(value: Any) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return None
+        dims = {0: Dim.AUTO} if value.dim() >= 1 else {}
+        if value.dim() == 2 and not value.is_floating_point() and value.dtype != torch.bool:
+            dims[1] = Dim.AUTO
+        elif value.dim() >= 3 and value.dtype == torch.bool:
+            dims[value.dim() - 1] = Dim.AUTO
+        return dims
+
+    try:
+        bound = inspect.signature(model.forward).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TraceError(f"{type(model).__name__}.forward cannot take these inputs: {exc}\n"
+                         "  fix: pass args=(...) and kwargs={...} as you would call the model") from exc
+    return {name: pytree.tree_map(spec, value, is_leaf=lambda v: isinstance(v, torch.Tensor))
+            for name, value in bound.arguments.items()}
+
+
+def _export(model: nn.Module, args: tuple, kwargs: dict, dynamic_shapes: Any):
+    try:
+        return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
+    except TraceError:
+        raise
+    except Exception as exc:  # any failure inside user code becomes an actionable error
+        raise _trace_error(model, exc) from exc
+
+
+def _trace_error(model: nn.Module, exc: Exception) -> TraceError:
+    where = _user_frame(traceback.extract_tb(exc.__traceback__)) or "<unknown>"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc)
+    if "data-dependent" in text or "GuardOnDataDependentSymNode" in type(exc).__name__:
+        return TraceError(
+            f"{type(model).__name__}.forward uses a tensor's *values* in Python control flow at {where}.\n"
+            f"  {first}\n"
+            "  A branch on tensor values has no static graph, so archc will not specialise it on the "
+            "example input.\n  fix: rewrite it with torch.where / masking, or torch.cond.")
+    return TraceError(
+        f"could not capture {type(model).__name__} at {where}: {type(exc).__name__}: {first}\n"
+        "  fix: make forward exportable by torch.export (non-strict); the line above is where it stopped.")
+
+
+def _user_frame(frames) -> Optional[str]:
+    """The innermost frame outside torch and archc: where the user's code is."""
+    user = [f for f in frames if "/torch/" not in f.filename and "/archc/" not in f.filename
+            and "<frozen" not in f.filename]
+    if not user:
+        return None
+    f = user[-1]
+    return f"{f.filename}:{f.lineno} ({f.line})" if f.line else f"{f.filename}:{f.lineno}"

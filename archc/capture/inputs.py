@@ -1,0 +1,128 @@
+"""What a captured model's inputs look like, so fresh ones can be drawn at other shapes.
+
+``gm.meta["archc.inputs"]`` holds one spec per tensor input: its name, example shape, dtype,
+value range (integers), and for each dynamic dim the symbol torch.export gave it
+(``{"dims": {0: "s0"}}``); ``gm.meta["archc.symbols"]`` gives each symbol's example value and
+range. Inputs sharing a symbol (token ids and their attention mask) are drawn with one size.
+
+Example:
+    >>> for sizes in shape_variants(gm):
+    ...     out = gm(*random_inputs(gm, seed=0, sizes=sizes))
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.fx as fx
+
+_SYMBOLS = "archc.symbols"
+
+
+def input_specs(gm: fx.GraphModule, exported: Any, flat_inputs: list) -> list[dict]:
+    """One spec per tensor input of ``gm``, with its dynamic dims; sets ``gm.meta[archc.symbols]``."""
+    tensors = [t for t in flat_inputs if isinstance(t, torch.Tensor)]
+    placeholders = [n for n in exported.graph_module.graph.nodes if n.op == "placeholder"
+                    and isinstance(n.meta.get("val"), torch.Tensor) and n.name in _user_input_names(exported)]
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    symbols: dict[str, dict] = {}
+    specs = []
+    for name, t, ph in zip(names, tensors, placeholders):
+        spec: dict[str, Any] = {"name": name, "shape": tuple(t.shape), "dtype": t.dtype, "dims": {}}
+        if not t.is_floating_point() and t.numel():
+            spec["low"], spec["high"] = int(t.min()), int(t.max())
+        for d, size in enumerate(ph.meta["val"].shape):
+            if isinstance(size, torch.SymInt):
+                expr = size.node.expr
+                spec["dims"][d] = str(expr)
+                for sym in expr.free_symbols:
+                    _record_symbol(symbols, exported, sym, t.shape[d] if expr == sym else None)
+        specs.append(spec)
+    gm.meta[_SYMBOLS] = symbols
+    return specs
+
+
+def _user_input_names(exported: Any) -> set:
+    return {s.arg.name for s in exported.graph_signature.input_specs if s.kind.name == "USER_INPUT"}
+
+
+def _record_symbol(symbols: dict, exported: Any, sym: Any, example: Optional[int]) -> None:
+    entry = symbols.setdefault(str(sym), {"example": None, "min": 2, "max": None})
+    if example is not None:
+        entry["example"] = int(example)
+    ranges = exported.range_constraints.get(sym)
+    if ranges is not None:
+        entry["min"] = max(int(ranges.lower), 1)
+        entry["max"] = _finite(ranges.upper)
+
+
+def _finite(bound: Any) -> Optional[int]:
+    try:
+        return int(bound)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None  # torch's int_oo: no upper bound
+
+
+def shape_variants(gm: fx.GraphModule, count: int = 3) -> list[dict[str, int]]:
+    """Symbol sizes to verify at: the example's, one larger, one smaller (within each range)."""
+    symbols = gm.meta.get(_SYMBOLS) or {}
+    if not symbols:
+        return [{}]
+    variants = [{s: e["example"] for s, e in symbols.items()}]
+    for step in (3, -1):
+        sizes = {}
+        for s, e in symbols.items():
+            want = e["example"] + step if step > 0 else max(e["min"], 2, e["example"] // 2)
+            top = e["max"] if e["max"] is not None else want
+            sizes[s] = max(e["min"], min(want, top))
+        if sizes not in variants:
+            variants.append(sizes)
+    return variants[:count]
+
+
+def _shape(spec: dict, sizes: Optional[dict]) -> list[int]:
+    shape = list(spec["shape"])
+    if not sizes:
+        return shape
+    for d, expr in spec.get("dims", {}).items():
+        shape[int(d)] = _evaluate(expr, sizes, shape[int(d)])
+    return shape
+
+
+def _evaluate(expr: str, sizes: dict, default: int) -> int:
+    if expr in sizes:
+        return int(sizes[expr])
+    import sympy
+
+    parsed = sympy.sympify(expr)
+    values = {s: sizes.get(str(s)) for s in parsed.free_symbols}
+    if any(v is None for v in values.values()):
+        return default
+    return int(parsed.subs(values))
+
+
+def random_inputs(gm: fx.GraphModule, batch: Optional[int] = None, seed: int = 0,
+                  sizes: Optional[dict[str, int]] = None) -> tuple:
+    """Fresh random inputs shaped like the example inputs ``gm`` was traced with.
+
+    Float inputs are standard normal; integer inputs are drawn from the example's range.
+    ``sizes`` gives dynamic symbols other values (see :func:`shape_variants`); ``batch``
+    replaces dimension 0.
+    """
+    specs = gm.meta.get("archc.inputs")
+    if specs is None:
+        raise ValueError("this GraphModule was not made by archc.trace: pass example inputs explicitly")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for spec in specs:
+        shape = _shape(spec, sizes)
+        if batch is not None and shape:
+            shape[0] = batch
+        if spec["dtype"].is_floating_point:
+            out.append(torch.randn(shape, generator=gen, dtype=spec["dtype"]))
+        elif spec["dtype"] == torch.bool:
+            out.append(torch.randint(0, 2, shape, generator=gen).bool())
+        else:
+            low, high = spec.get("low", 0), spec.get("high", 1)
+            out.append(torch.randint(low, high + 1, shape, generator=gen, dtype=spec["dtype"]))
+    return tuple(out)

@@ -1,0 +1,285 @@
+"""Rewrite an exported ATen graph into archc's dialect, one op at a time (see :mod:`.ops`).
+
+The result is a fresh GraphModule whose placeholders are the model's tensor inputs, whose
+layers are ``torch.nn`` modules at the paths of the user's modules, and whose output has the
+structure the model returns (a ``ModelOutput`` or other mapping becomes a plain dict).
+In-place ops on tensors nothing else aliases become their functional form; a write into a
+view (``x[:, 0] = y``) stays an ATen call, which the channel analysis blocks.
+
+Example: ``gm = lower_exported(ep.module(), model, out_spec, example_leaves)``.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Optional
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+from torch import nn
+
+from ..errors import TraceError, node_error
+from .ops import LOWERINGS
+
+_COPIED_META = ("stack_trace", "nn_module_stack", "val")
+
+
+def is_view_op(target: Any) -> bool:
+    """An ATen op whose result aliases its input (view, slice, transpose, split...)."""
+    schema = getattr(target, "_schema", None)
+    return schema is not None and not schema.is_mutable and any(r.alias_info is not None for r in schema.returns)
+
+
+def functional_variant(target: Any) -> Optional[Any]:
+    """``aten.add_.Tensor`` -> ``aten.add.Tensor``; None for ops that do not write their input."""
+    schema = getattr(target, "_schema", None)
+    if schema is None or not schema.arguments or schema.arguments[0].alias_info is None:
+        return None
+    if not schema.arguments[0].alias_info.is_write or schema.name.endswith("_out"):
+        return None
+    name = schema.name.split("::")[-1]
+    packet = getattr(torch.ops.aten, name[:-1], None) if name.endswith("_") else None
+    return getattr(packet, target._overloadname, None) if packet is not None else None
+
+
+class Lowering:
+    """State of one rewrite: the new graph, the new root module, old-node -> new-value map."""
+
+    DROP = object()  # a lowering's answer for "this op disappears"
+
+    def __init__(self, exported: fx.GraphModule, model: nn.Module, flat_inputs: list) -> None:
+        self.old, self.model = exported, model
+        self._inputs = iter(flat_inputs)
+        self.graph = fx.Graph()
+        self.root = nn.Module()
+        self.env: dict[fx.Node, Any] = {}
+        self._layers: dict[str, nn.Module] = {}
+        self._current: Optional[fx.Node] = None
+
+    # -- what lowerings read ---------------------------------------------------------------
+    def tensor(self, node: Any) -> Optional[torch.Tensor]:
+        """The parameter or buffer behind a get_attr node of the new graph (None stays None)."""
+        if node is None:
+            return None
+        return self.old.get_parameter(node.target) if node.target in dict(self.old.named_parameters()) \
+            else _resolve(self.old, node.target)
+
+    def are_parameters(self, *nodes: Any) -> bool:
+        """Whether each of ``nodes`` is None or a parameter read straight from the model."""
+        return all(n is None or (isinstance(n, fx.Node) and n.op == "get_attr"
+                                 and isinstance(_resolve(self.old, n.target), nn.Parameter)) for n in nodes)
+
+    def owner_of(self, node: Any) -> Optional[nn.Module]:
+        """The user's module that owns the parameter or buffer ``node`` reads."""
+        path = node.target.rpartition(".")[0]
+        try:
+            return self.model.get_submodule(path)
+        except AttributeError:
+            return None
+
+    def example_shape(self, node: fx.Node) -> tuple:
+        """The captured (possibly symbolic) shape of the old node ``node``."""
+        return tuple(node.meta["val"].shape)
+
+    # -- what lowerings emit ----------------------------------------------------------------
+    def call_function(self, target: Any, args: tuple, kwargs: dict) -> fx.Node:
+        return self._stamp(self._create("call_function", target, args, kwargs))
+
+    def call_method(self, name: str, args: tuple, kwargs: dict) -> fx.Node:
+        return self._stamp(self._create("call_method", name, args, kwargs))
+
+    def call_layer(self, node: fx.Node, layer: nn.Module, by: fx.Node, *inputs: Any) -> fx.Node:
+        """Call ``layer``, installed under the name of the module that owns the parameter ``by``
+        (the same layer again when that module is called twice with the same settings)."""
+        return self._call_installed(_layer_name(by.target.rpartition(".")[0], layer), layer, inputs)
+
+    def call_new_layer(self, node: fx.Node, layer: nn.Module, *inputs: Any) -> fx.Node:
+        """Call a layer without tensors (dropout), named after the user's module that ran the op."""
+        stack = node.meta.get("nn_module_stack") or {}
+        path = next(reversed(stack.values()))[0] if stack else ""
+        return self._call_installed(_layer_name(path, layer), layer, inputs)
+
+    def _call_installed(self, name: str, layer: nn.Module, inputs: tuple) -> fx.Node:
+        base, i = name, 0
+        while name in self._layers and not _same_layer(self._layers[name], layer):
+            i += 1
+            name = f"{base}_{i}"
+        if name not in self._layers:
+            self._layers[name] = layer
+            _install(self.root, name, layer)
+        return self._stamp(self._create("call_module", name, inputs, {}, name.replace(".", "_")))
+
+    def _create(self, op: str, target: Any, args: tuple, kwargs: dict, name: Optional[str] = None) -> fx.Node:
+        """A node named like the captured one it replaces (``cumsum``, not ``cumsum_default``);
+        a layer's call is named after the layer, as ``torch.fx.symbolic_trace`` names it."""
+        return self.graph.create_node(op, target, tuple(args), dict(kwargs), name=name or self._current.name)
+
+    def _stamp(self, new: fx.Node) -> fx.Node:
+        for key in _COPIED_META:
+            if key in self._current.meta:
+                new.meta[key] = self._current.meta[key]
+        return new
+
+    # -- the rewrite ------------------------------------------------------------------------
+    def run(self, out_spec: pytree.TreeSpec, name: str) -> fx.GraphModule:
+        for node in self.old.graph.nodes:
+            self._current = node
+            if node.op == "output":
+                self._output(node, out_spec)
+            else:
+                self.env[node] = self._lower(node)
+        self._install_attrs()
+        gm = fx.GraphModule(self.root, self.graph, name)
+        gm.graph.lint()
+        return gm
+
+    def _lower(self, node: fx.Node) -> Any:
+        if node.op == "placeholder":  # a non-tensor input was specialised: its example value
+            value = next(self._inputs)
+            return self._stamp(self.graph.placeholder(node.name)) if isinstance(value, torch.Tensor) else value
+        if node.op == "get_attr":
+            return self._stamp(self.graph.get_attr(node.target))
+        if node.op == "call_module":  # torch.export's shape guards: checked by verification instead
+            return None
+        args = fx.node.map_arg(node.args, self.env.__getitem__)
+        kwargs = fx.node.map_arg(node.kwargs, self.env.__getitem__)
+        target, mutated = node.target, None
+        functional = functional_variant(target)
+        if functional is not None:
+            mutated = node.args[0]
+            if not self._can_functionalise(node, mutated):
+                return self._keep(node)
+            target = functional
+        lowering = LOWERINGS.get(getattr(target, "overloadpacket", None))
+        value = lowering(self, node, *args, **kwargs) if lowering is not None else None
+        if value is None:
+            value = self.call_function(target, args, kwargs)
+        if value is Lowering.DROP:
+            return None
+        if mutated is not None:
+            self.env[mutated] = value  # later readers of the written tensor see the new value
+        return value
+
+    def _can_functionalise(self, node: fx.Node, mutated: Any) -> bool:
+        """A write that nothing else aliases; ``num_batches_tracked += 1`` is the BatchNorm layer's job."""
+        if not isinstance(mutated, fx.Node):
+            return False
+        if mutated.op in ("get_attr", "placeholder") or is_view_op(mutated.target) or _is_piece_of_view(mutated):
+            return False
+        later = _after(node)
+        return not any(is_view_op(u.target) and any(v in later for v in u.users) for u in mutated.users)
+
+    def _keep(self, node: fx.Node) -> Any:
+        if node.op == "call_function" and node.args and getattr(node.args[0], "op", None) == "get_attr" \
+                and node.args[0].target.endswith("num_batches_tracked"):
+            return None  # the raised BatchNorm counts its own batches
+        args = fx.node.map_arg(node.args, self.env.__getitem__)
+        kwargs = fx.node.map_arg(node.kwargs, self.env.__getitem__)
+        return self.call_function(node.target, args, kwargs)
+
+    def _output(self, node: fx.Node, out_spec: pytree.TreeSpec) -> None:
+        leaves = [self.env[x] if isinstance(x, fx.Node) else x for x in node.args[0]]
+        self.graph.output(plain_structure(leaves, out_spec))
+
+    def _install_attrs(self) -> None:
+        """Give the new root the tensors its remaining get_attr nodes read; drop unused ones."""
+        for n in list(self.graph.nodes):
+            if n.op != "get_attr":
+                continue
+            if not n.users:
+                self.graph.erase_node(n)
+                continue
+            n.target = _install_tensor(self.root, n.target, _resolve(self.old, n.target))
+
+
+def plain_structure(leaves: list, spec: pytree.TreeSpec) -> Any:
+    """The model's output structure over ``leaves``: tuples and lists stay, and any mapping
+    (``dict``, transformers' ``ModelOutput``) becomes a dict; other containers become tuples."""
+    if spec.is_leaf():
+        return leaves[0]
+    children, start = [], 0
+    for child in spec.children() if hasattr(spec, "children") else spec.children_specs:
+        children.append(plain_structure(leaves[start:start + child.num_leaves], child))
+        start += child.num_leaves
+    if spec.type in (tuple, list):
+        return spec.type(children)
+    keys = spec.context
+    if isinstance(keys, (list, tuple)) and len(keys) == len(children) and all(isinstance(k, str) for k in keys):
+        return dict(zip(keys, children))
+    return tuple(children)
+
+
+def _after(node: fx.Node) -> set:
+    later, n = set(), node.next
+    while n.op != "root":
+        later.add(n)
+        n = n.next
+    return later
+
+
+def _is_piece_of_view(node: fx.Node) -> bool:
+    return node.target is operator.getitem and isinstance(node.args[0], fx.Node) and is_view_op(node.args[0].target)
+
+
+def _resolve(root: nn.Module, path: str) -> Any:
+    obj: Any = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _layer_name(path: str, layer: nn.Module) -> str:
+    return path or type(layer).__name__.lower()
+
+
+def _same_layer(a: nn.Module, b: nn.Module) -> bool:
+    """Two lowerings of one user module called twice: same type, settings and tensors."""
+    if type(a) is not type(b) or a.extra_repr() != b.extra_repr():
+        return False
+    ta = {k: id(v) for k, v in [*a._parameters.items(), *a._buffers.items()]}
+    tb = {k: id(v) for k, v in [*b._parameters.items(), *b._buffers.items()]}
+    return ta == tb
+
+
+def _parent(root: nn.Module, path: str) -> tuple[nn.Module, str]:
+    """The module that holds ``path``'s last component, creating empty containers on the way."""
+    parts = path.split(".")
+    owner = root
+    for part in parts[:-1]:
+        child = owner._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            owner.add_module(part, child)
+        owner = child
+    return owner, parts[-1]
+
+
+def _install(root: nn.Module, path: str, layer: nn.Module) -> None:
+    owner, name = _parent(root, path)
+    existing = owner._modules.get(name)
+    if existing is not None:  # a container made earlier for this layer's children
+        for child_name, child in existing._modules.items():
+            layer.add_module(child_name, child)
+        for attr, t in [*existing._parameters.items(), *existing._buffers.items()]:
+            raise TraceError(f"archc could not place layer {path!r}: {attr!r} is taken")
+    owner.add_module(name, layer)
+
+
+def _install_tensor(root: nn.Module, path: str, tensor: Any) -> str:
+    """Register ``tensor`` at ``path`` (or a free variant of it) and return where it went."""
+    base, i = path, 0
+    while True:
+        owner, name = _parent(root, path)
+        held = owner._parameters.get(name, owner._buffers.get(name))
+        if held is tensor:
+            return path
+        if held is None and name not in owner._modules and not hasattr(owner, name):
+            if isinstance(tensor, nn.Parameter):
+                owner.register_parameter(name, tensor)
+            elif isinstance(tensor, torch.Tensor):
+                owner.register_buffer(name, tensor)
+            else:
+                setattr(owner, name, tensor)
+            return path
+        i += 1
+        path = f"{base}_{i}"
