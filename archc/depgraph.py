@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 
 import networkx as nx
 import numpy as np
@@ -19,6 +20,12 @@ from .meta import tensor_shape
 from .rules import ANALYSE, describe, lookup
 
 log = logging.getLogger(__name__)
+
+
+def strict_rules() -> bool:
+    """Whether a rule that raises is an error (tests set ``ARCHC_STRICT_RULES=1``) rather than
+    an op that blocks its channels: a crashing rule is a bug, and strict mode keeps it visible."""
+    return os.environ.get("ARCHC_STRICT_RULES") == "1"
 
 
 def analyse(gm: fx.GraphModule) -> Analysis:
@@ -36,6 +43,8 @@ def analyse(gm: fx.GraphModule) -> Analysis:
             try:
                 rule(node, ctx)
             except Exception as exc:  # a rule that cannot read this call must not guess
+                if strict_rules():
+                    raise
                 log.debug("rule for %s failed", node.format_node(), exc_info=True)
                 reason = f"the rule for {describe(node)} could not read this call ({exc})"
                 ctx._handled.clear()
@@ -43,6 +52,7 @@ def analyse(gm: fx.GraphModule) -> Analysis:
             ctx.unknown_ops[node.name] = reason
         _deny_unhandled(ctx, node, reason or f"{describe(node)} does not say how this dim is used")
     _couple_shared_modules(ctx, gm)
+    _block_shared_parameters(ctx, gm)
     ctx.finish()
     return ctx
 
@@ -72,6 +82,27 @@ def _couple_shared_modules(ctx: Analysis, gm: fx.GraphModule) -> None:
                         ctx.couple(a, d, b, d)
                     else:
                         ctx.block(a, d, "module called at several places"), ctx.block(b, d, "module called at several places")
+
+
+def _block_shared_parameters(ctx: Analysis, gm: fx.GraphModule) -> None:
+    """A parameter that two different layers hold (an embedding tied to the output layer) must
+    stay one parameter: the channels of every layer that holds it are kept whole, so it is
+    never sliced two ways (coupling its dims across the layers is future work)."""
+    users: dict[int, set[str]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            for p in gm.get_submodule(node.target).parameters():
+                users.setdefault(id(p), set()).add(node.target)
+        elif node.op == "get_attr":
+            owner, _, attr = node.target.rpartition(".")
+            t = getattr(gm.get_submodule(owner) if owner else gm, attr, None)
+            users.setdefault(id(t), set()).add(node.target)
+    shared = set().union(*(names for names in users.values() if len(names) > 1)) if users else set()
+    for node in gm.graph.nodes:
+        if node.target in shared and node.op in ("call_module", "get_attr"):
+            for x in [node, *node.all_input_nodes]:
+                if tensor_shape(x) is not None:
+                    ctx.block_all(x, f"{node.target} shares a parameter with another layer (tied weights)")
 
 
 def _touches_tensors(node: fx.Node) -> bool:

@@ -8,6 +8,9 @@ from hypothesis import settings
 
 
 sys.path.insert(0, os.path.dirname(__file__))
+# A channel rule that raises is a bug in archc: in the tests it fails loudly instead of
+# blocking the op's channels as it does for users (archc.depgraph.strict_rules).
+os.environ.setdefault("ARCHC_STRICT_RULES", "1")
 
 import archc  # noqa: E402
 

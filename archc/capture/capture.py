@@ -46,7 +46,7 @@ def trace(model: nn.Module, args: Any = (), kwargs: Optional[dict] = None, *,
     if not isinstance(model, nn.Module):
         raise TraceError(f"trace() needs an nn.Module, got {type(model).__name__}.\n  fix: pass the model instance")
     args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
-    kwargs = dict(kwargs or {})
+    kwargs = _without_cache(model, dict(kwargs or {}))
     if dynamic_shapes is None:
         dynamic_shapes = default_dynamic_shapes(model, args, kwargs)
     modes = {m: m.training for m in model.modules()}
@@ -64,6 +64,16 @@ def trace(model: nn.Module, args: Any = (), kwargs: Optional[dict] = None, *,
     gm.meta["archc.inputs"] = input_specs(gm, exported, flat_inputs)
     record_shapes(gm, tuple(t for t in flat_inputs if isinstance(t, torch.Tensor)))
     return gm
+
+
+def _without_cache(model: nn.Module, kwargs: dict) -> dict:
+    """``use_cache=False`` for a model that takes it (transformers' decoders): a key/value cache
+    is inference state, not something a search trains or compaction shrinks."""
+    try:
+        takes = "use_cache" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {**kwargs, "use_cache": False} if takes and "use_cache" not in kwargs else kwargs
 
 
 def default_dynamic_shapes(model: nn.Module, args: tuple, kwargs: dict) -> dict:

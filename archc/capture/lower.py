@@ -55,6 +55,7 @@ class Lowering:
         self.env: dict[fx.Node, Any] = {}
         self._layers: dict[str, nn.Module] = {}
         self._current: Optional[fx.Node] = None
+        self._device: Optional[fx.Node] = None
 
     # -- what lowerings read ---------------------------------------------------------------
     def tensor(self, node: Any) -> Optional[torch.Tensor]:
@@ -90,14 +91,16 @@ class Lowering:
 
     def call_layer(self, node: fx.Node, layer: nn.Module, by: fx.Node, *inputs: Any) -> fx.Node:
         """Call ``layer``, installed under the name of the module that owns the parameter ``by``
-        (the same layer again when that module is called twice with the same settings)."""
-        return self._call_installed(_layer_name(by.target.rpartition(".")[0], layer), layer, inputs)
+        when that module ran the op (the same layer again when it is called twice with the same
+        settings), else under the module that ran it (a tied weight is named after one owner)."""
+        owner = by.target.rpartition(".")[0]
+        ran = _module_paths(node)
+        return self._call_installed(_layer_name(owner if owner in ran or not ran else ran[-1], layer), layer, inputs)
 
     def call_new_layer(self, node: fx.Node, layer: nn.Module, *inputs: Any) -> fx.Node:
         """Call a layer without tensors (dropout), named after the user's module that ran the op."""
-        stack = node.meta.get("nn_module_stack") or {}
-        path = next(reversed(stack.values()))[0] if stack else ""
-        return self._call_installed(_layer_name(path, layer), layer, inputs)
+        ran = _module_paths(node)
+        return self._call_installed(_layer_name(ran[-1] if ran else "", layer), layer, inputs)
 
     def _call_installed(self, name: str, layer: nn.Module, inputs: tuple) -> fx.Node:
         base, i = name, 0
@@ -142,7 +145,7 @@ class Lowering:
         if node.op == "call_module":  # torch.export's shape guards: checked by verification instead
             return None
         args = fx.node.map_arg(node.args, self.env.__getitem__)
-        kwargs = fx.node.map_arg(node.kwargs, self.env.__getitem__)
+        kwargs = self._portable(fx.node.map_arg(node.kwargs, self.env.__getitem__))
         target, mutated = node.target, None
         functional = functional_variant(target)
         if functional is not None:
@@ -159,6 +162,17 @@ class Lowering:
         if mutated is not None:
             self.env[mutated] = value  # later readers of the written tensor see the new value
         return value
+
+    def _portable(self, kwargs: dict) -> dict:
+        """A tensor created in forward goes where the inputs are, not to the capture's device."""
+        if not isinstance(kwargs.get("device"), torch.device):
+            return kwargs
+        if self._device is None:
+            first = next((n for n in self.graph.nodes if n.op == "placeholder"), None)
+            if first is None:
+                return kwargs
+            self._device = self._create("call_function", getattr, (first, "device"), {}, "device")
+        return {**kwargs, "device": self._device}
 
     def _can_functionalise(self, node: fx.Node, mutated: Any) -> bool:
         """A write that nothing else aliases; ``num_batches_tracked += 1`` is the BatchNorm layer's job."""
@@ -226,6 +240,11 @@ def _resolve(root: nn.Module, path: str) -> Any:
     for part in path.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _module_paths(node: fx.Node) -> list[str]:
+    """The user's modules that were running when ``node`` was captured, outermost first."""
+    return [path for path, _ in (node.meta.get("nn_module_stack") or {}).values() if path]
 
 
 def _layer_name(path: str, layer: nn.Module) -> str:

@@ -144,6 +144,13 @@ def _sdpa(cx, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, *, 
     return cx.call_function(F.scaled_dot_product_attention, (q, k, v, attn_mask, dropout_p, is_causal), kwargs)
 
 
+def _addmm(cx, node, bias, x, weight, beta=1, alpha=1):
+    """``bias + x @ weight`` (GPT-2's Conv1D): a product and a sum, which the channel rules read."""
+    if beta != 1 or alpha != 1:
+        return None
+    return cx.call_function(operator.add, (cx.call_function(torch.matmul, (x, weight), {}), bias), {})
+
+
 def _drop(cx, node, *args, **kwargs):
     """Capture-time checks (shape and dtype asserts): the verification at several shapes checks more."""
     return cx.DROP
@@ -190,6 +197,7 @@ _register({
     aten.softmax: _softmax(F.softmax), aten._softmax: _softmax(F.softmax),
     aten.log_softmax: _softmax(F.log_softmax), aten._log_softmax: _softmax(F.log_softmax),
     aten.matmul: _function(torch.matmul), aten.mm: _function(torch.matmul), aten.bmm: _function(torch.bmm),
+    aten.addmm: _addmm,
     aten.scaled_dot_product_attention: _sdpa,
     # pooling, resizing, padding
     aten.adaptive_avg_pool1d: _function(F.adaptive_avg_pool1d),
