@@ -5,14 +5,14 @@ import copy
 from typing import Any, Callable, Optional, Union
 
 import torch
-import torch.nn.functional as F
 
+from .model_io import cross_entropy
 from .search import SearchConfig, SearchResult, Task, _loader, run_search
 
 
 def search(
     model: Union[torch.nn.Module, Callable[[], torch.nn.Module]], train: Any, val: Any, *,
-    example_inputs: Optional[tuple] = None, loss: Callable = F.cross_entropy,
+    example_inputs: Optional[Union[tuple, dict]] = None, loss: Callable = cross_entropy,
     metric: Optional[Callable] = None, optimizer: Union[str, Callable, None] = None,
     console=None, progress: bool = True, **settings: Any,
 ) -> SearchResult:
@@ -34,6 +34,6 @@ def search(
         gen = torch.Generator().manual_seed(cfg.seed)
         first = next(iter(_loader(train, cfg.batch_size, False, gen)))
         example_inputs = tuple(first[:-1])
-    task = Task(model_fn=factory, train=train, val=val, example_inputs=tuple(example_inputs),
+    task = Task(model_fn=factory, train=train, val=val, example_inputs=example_inputs if isinstance(example_inputs, dict) else tuple(example_inputs),
                 loss_fn=loss, metric_fn=metric, optimizer_fn=optimizer)
     return run_search(task, cfg, console=console, progress=progress)

@@ -7,7 +7,7 @@ the checkpoint holds.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 import torch.fx as fx
@@ -17,6 +17,7 @@ from .errors import UserFileError
 from . import passes
 from .passes import insert_filters
 from .capture import trace
+from .model_io import call_inputs
 
 
 def search_options(settings: dict) -> dict:
@@ -27,13 +28,13 @@ def search_options(settings: dict) -> dict:
 
 
 def build_gated(
-    model_fn: Callable[[], torch.nn.Module], example_inputs: tuple,
+    model_fn: Callable[[], torch.nn.Module], example_inputs: Union[tuple, dict],
     kept: Optional[dict[str, torch.Tensor]] = None, gate_init: str = "uniform",
     search: Optional[dict] = None,
 ) -> fx.GraphModule:
     """Trace ``model_fn()``, gate it, add the ``search`` parametrizations, and shrink it to the
     ``kept`` gate channels (if given)."""
-    gated = insert_filters(trace(model_fn(), example_inputs), init=gate_init)
+    gated = insert_filters(trace(model_fn(), *call_inputs(example_inputs)), init=gate_init)
     search = search or {}
     if search.get("kernel"):
         passes.insert_kernel_masks(gated)

@@ -11,17 +11,17 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from . import gate_costs, sparsity
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .errors import ConfigError, UserFileError
 from .filters import filter_sites, filters
+from .model_io import accuracy, cross_entropy, run_model, to_device
 from .das import regularizers as das_reg
 from .das.params import GroupedConnectivity
 from .rebuild import build_gated, search_options
@@ -86,8 +86,8 @@ class Task:
     model_fn: Callable[[], torch.nn.Module]
     train: Any
     val: Any
-    example_inputs: tuple
-    loss_fn: Callable = F.cross_entropy
+    example_inputs: Union[tuple, dict]  # positional inputs, or keyword inputs as a dict
+    loss_fn: Callable = cross_entropy
     metric_fn: Optional[Callable] = None
     optimizer_fn: Optional[Callable] = None
     model_file: str = ""
@@ -102,10 +102,6 @@ class SearchResult:
     initial_widths: dict[str, int] = field(default_factory=dict)
 
 
-def _accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
-    return (output.argmax(dim=1) == target).float().mean().item()
-
-
 def _loader(data: Any, batch_size: int, shuffle: bool, gen: torch.Generator) -> Any:
     if isinstance(data, Dataset):
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=gen)
@@ -115,7 +111,7 @@ def _loader(data: Any, batch_size: int, shuffle: bool, gen: torch.Generator) -> 
 def _split(batch: Any, device: torch.device) -> tuple[tuple, Any]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         raise UserFileError("each batch must be (inputs..., target).\n  fix: make data() yield (x, y) pairs")
-    return tuple(t.to(device) for t in batch[:-1]), batch[-1].to(device)
+    return tuple(to_device(t, device) for t in batch[:-1]), batch[-1].to(device)
 
 
 class _Run:
@@ -209,7 +205,7 @@ class _Run:
 
     def train_step(self, batch) -> float:
         inputs, target = _split(batch, self.device)
-        loss = self.task.loss_fn(self.model(*inputs), target)
+        loss = self.task.loss_fn(run_model(self.model, inputs), target)
         total = loss + self.penalty()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -288,7 +284,7 @@ def _train_epoch(run: _Run, train, val, epoch: int) -> dict:
         removed += run.shrink_now()
     seconds = time.perf_counter() - start
     record = {"epoch": epoch + 1, "seconds": seconds, "train_loss": sum(losses) / max(len(losses), 1),
-              "val_metric": evaluate(run.model, val, run.task.metric_fn or _accuracy, run.device),
+              "val_metric": evaluate(run.model, val, run.task.metric_fn or accuracy, run.device),
               "params": run.params(), "removed": removed, "widths": run.widths(),
               "density": _mean(sparsity.density(run.model))}
     run.display.end_epoch(record)
@@ -308,7 +304,7 @@ def evaluate(model: torch.nn.Module, data, metric_fn: Callable, device=torch.dev
     for batch in data:
         inputs, target = _split(batch, device)
         n = len(target)
-        total += float(metric_fn(model(*inputs), target)) * n
+        total += float(metric_fn(run_model(model, inputs), target)) * n
         count += n
     model.train(was)
     return total / max(count, 1)
@@ -324,11 +320,18 @@ def _save(run: _Run) -> None:
         "optimizer_state": run.optimizer.state_dict(), "rng": torch.get_rng_state(),
         "loader_rng": run.gen.get_state(), "history": run.history,
         "model_file": run.task.model_file, "model_sha256": run.task.model_sha256,
-        "example_shapes": [list(t.shape) for t in run.task.example_inputs],
+        "example_shapes": example_shapes(run.task.example_inputs),
     }
     save_checkpoint(run.out / "checkpoint.pt", state)
     lines = "".join(json.dumps(r) + "\n" for r in run.history)
     atomic_write_bytes(run.out / "log.jsonl", lambda f: f.write(lines.encode()))
+
+
+def example_shapes(example: Union[tuple, dict]) -> Any:
+    """The shapes of an example's tensors, as plain lists (a dict for keyword inputs)."""
+    if isinstance(example, dict):
+        return {k: list(v.shape) for k, v in example.items() if isinstance(v, torch.Tensor)}
+    return [list(t.shape) for t in example]
 
 
 def file_sha256(path: str) -> str:

@@ -29,9 +29,9 @@ from types import ModuleType
 from typing import Any, Callable, Optional, Union
 
 import torch
-import torch.nn.functional as F
 
 from archc.errors import UserFileError
+from archc.model_io import accuracy, cross_entropy
 
 _counter = itertools.count()
 _HINTS = {
@@ -45,14 +45,6 @@ _HINTS = {
 }
 
 
-def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
-    """Top-1 accuracy of logits ``output`` (N, C) against class indices ``target`` (N,).
-
-    Example: ``accuracy(torch.tensor([[0.1, 0.9]]), torch.tensor([1])) == 1.0``.
-    """
-    return (output.argmax(dim=1) == target).float().mean().item()
-
-
 @dataclass
 class UserSpec:
     """The functions a user file defines (defaults filled in), its path and its sha256."""
@@ -61,7 +53,7 @@ class UserSpec:
     sha256: str
     model_fn: Callable[[], torch.nn.Module]
     data_fn: Optional[Callable[[], Any]] = None
-    loss_fn: Callable[[Any, Any], torch.Tensor] = F.cross_entropy
+    loss_fn: Callable[[Any, Any], torch.Tensor] = cross_entropy
     metric_fn: Callable[[Any, Any], float] = accuracy
     example_input_fn: Optional[Callable[[], Any]] = None
     optimizer_fn: Optional[Callable[[Any], Any]] = None  # called with the model's parameters
@@ -80,8 +72,9 @@ class UserSpec:
             raise _error(self.path, "data", "`data()` is needed here but not defined")
         return _call(self.path, "data", self.data_fn)
 
-    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+    def example_inputs(self) -> Union[tuple, dict]:
         """One batch of model inputs: from ``example_input()``, else the first batch of ``data()``.
+        A tuple holds positional inputs; a dict holds keyword inputs (transformers models).
 
         Example: ``(x,) = spec.example_inputs()``.
         """
@@ -180,12 +173,15 @@ def _batch_inputs(path: Path, data: Any) -> Any:
     return first
 
 
-def _as_tensors(path: Path, name: str, value: Any, what: str) -> tuple[torch.Tensor, ...]:
-    """``value`` as a non-empty tuple of tensors, else a UserFileError naming ``name``."""
+def _as_tensors(path: Path, name: str, value: Any, what: str) -> Union[tuple, dict]:
+    """``value`` as a non-empty tuple of tensors (or a dict with tensors: keyword inputs), else a
+    UserFileError naming ``name``."""
+    if isinstance(value, dict) and any(isinstance(v, torch.Tensor) for v in value.values()):
+        return dict(value)
     items = (value,) if isinstance(value, torch.Tensor) else value
     if isinstance(items, (tuple, list)) and items and all(isinstance(t, torch.Tensor) for t in items):
         return tuple(items)
-    raise _error(path, name, f"{what} {_kind(value)}, not a tensor or a tuple of tensors")
+    raise _error(path, name, f"{what} {_kind(value)}, not a tensor, a tuple of tensors or a dict of keyword inputs")
 
 
 def _error(path: Path, name: str, problem: str) -> UserFileError:

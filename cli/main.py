@@ -25,6 +25,7 @@ from rich.markup import escape
 
 import archc
 from archc.errors import ArchcError
+from archc.model_io import call_inputs
 from archc.userfile import load_user_file
 
 from .render import render_report
@@ -82,7 +83,7 @@ def inspect_cmd(model_py: Path = MODEL_PY) -> None:
     """Trace the model and show its channel groups and what blocks pruning."""
     spec = load_user_file(model_py)
     model, inputs = spec.model(), spec.example_inputs()
-    gm = archc.trace(model, inputs)
+    gm = archc.trace(model, *call_inputs(inputs))
     render_report(archc.report(gm), out)
 
 

@@ -65,7 +65,7 @@ def test_archc_error_from_deeper_code_exits_2(tmp_path, monkeypatch):
                     "def example_input():\n    return torch.randn(1, 2)\n")
     import archc
 
-    def bad_trace(model, inputs):
+    def bad_trace(model, args=(), kwargs=None):
         raise TraceError("cannot trace [data-dependent] control flow\n  fix: remove it")
 
     monkeypatch.setattr(archc, "trace", bad_trace, raising=False)

@@ -7,10 +7,10 @@ import textwrap
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from archc.errors import UserFileError
-from archc.userfile import UserSpec, accuracy, load_user_file
+from archc.model_io import accuracy, cross_entropy
+from archc.userfile import UserSpec, load_user_file
 
 HEADER = "import torch\nimport torch.nn as nn\n"
 MODEL = "def model():\n    return nn.Linear(4, 2)\n"
@@ -30,7 +30,7 @@ def test_minimal_file_defaults(tmp_path):
     assert isinstance(spec.model(), torch.nn.Linear)
     (x,) = spec.example_inputs()
     assert x.shape == (3, 4)
-    assert spec.loss_fn is F.cross_entropy and spec.metric_fn is accuracy
+    assert spec.loss_fn is cross_entropy and spec.metric_fn is accuracy
     assert spec.data_fn is None and spec.optimizer_fn is None
 
 

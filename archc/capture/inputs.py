@@ -64,20 +64,28 @@ def _finite(bound: Any) -> Optional[int]:
 
 
 def shape_variants(gm: fx.GraphModule, count: int = 3) -> list[dict[str, int]]:
-    """Symbol sizes to verify at: the example's, one larger, one smaller (within each range)."""
+    """Symbol sizes to verify at: the example's, a larger one and a smaller one (down to 1,
+    below torch.export's range, which starts at 2 only because size 1 broadcasts), each capped
+    at the symbol's upper bound (a maximum sequence length)."""
     symbols = gm.meta.get(_SYMBOLS) or {}
     if not symbols:
         return [{}]
     variants = [{s: e["example"] for s, e in symbols.items()}]
-    for step in (3, -1):
-        sizes = {}
-        for s, e in symbols.items():
-            want = e["example"] + step if step > 0 else max(e["min"], 2, e["example"] // 2)
-            top = e["max"] if e["max"] is not None else want
-            sizes[s] = max(e["min"], min(want, top))
+    for pick in (_larger, _smaller):
+        sizes = {s: pick(e) for s, e in symbols.items()}
         if sizes not in variants:
             variants.append(sizes)
     return variants[:count]
+
+
+def _larger(entry: dict) -> int:
+    want = entry["example"] + 3
+    return want if entry["max"] is None else min(want, entry["max"])
+
+
+def _smaller(entry: dict) -> int:
+    example = entry["example"]
+    return max(1, example // 2) if example > 1 else _larger(entry) + 1
 
 
 def _shape(spec: dict, sizes: Optional[dict]) -> list[int]:
