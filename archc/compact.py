@@ -1,5 +1,12 @@
 """Compaction: remove dead channels everywhere they appear, fold the gates, verify.
 
+Two pipelines over the same passes (:mod:`archc.compact_passes`), each followed by the same
+check against the gated model:
+
+* :data:`FINAL` (``archc.compact``): the real compact model, no gate left;
+* :data:`DURING_TRAINING` (``shrink_live``): the gates stay, shrunk to their surviving
+  channels, so the search trains on a smaller gated model.
+
 Example:
     >>> gated = archc.passes.insert_filters(archc.trace(model, (x,)))
     >>> ...train...
@@ -9,200 +16,85 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
-from typing import Any, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.fx as fx
-from torch import nn
 
-from .analysis import Analysis
-from .das import lower as das_lower
-from .das import permute as das_permute
+from .compact_context import CompactionContext  # noqa: F401  (re-exported: rules' ``cc``)
+from .compact_passes import (Compaction, analyse_channels, bake_search_params, find_dead_channels,
+                             fold_gates, freeze_stale_sizes, lower_grouped_convs, plan_channel_order,
+                             shrink_gates, shrink_ops, slice_grouped_convs, tidy)
 from .das.regularizers import search_parameters, threshold_search_params
-from .depgraph import analyse
-from .errors import CompactionError, node_error
-from .filters import filter_sites, filters
-from .fold import fold_filters, shrink_filters
-from .groups import channel_groups
-from .meta import VALUE, record_shapes, tensor_shape
-from .rules import SHRINK, lookup
+from .filters import filters
+from .meta import record_shapes
 from .verify import assert_equivalent
 
-log = logging.getLogger(__name__)
+Pass = Callable[[Compaction], Compaction]
+
+FINAL: tuple[Pass, ...] = (
+    bake_search_params,   # kernel masks, input selections, connectivity -> weights
+    analyse_channels,     # which channels go together
+    find_dead_channels,   # closed gates, unselected inputs
+    plan_channel_order,   # grouped convs want each pattern's channels side by side
+    shrink_ops,           # every op's shrink rule
+    freeze_stale_sizes,   # sizes read from pruned dims
+    slice_grouped_convs,
+    fold_gates,           # gates into weights
+    lower_grouped_convs,  # patterns -> grouped convs
+    tidy,
+)
+DURING_TRAINING: tuple[Pass, ...] = (
+    analyse_channels, find_dead_channels, shrink_ops, freeze_stale_sizes, shrink_gates, tidy,
+)
 
 
-class CompactionContext:
-    """What shrink rules read: which channels of each space survive."""
-
-    def __init__(self, gm: fx.GraphModule, an: Analysis, dead: np.ndarray,
-                 ranks: Optional[np.ndarray] = None) -> None:
-        self.gm, self.an = gm, an
-        self._dead_atom = np.isin(an.labels, dead)
-        self._ranks = ranks  # per component: position in a reordered group (NaN: not reordered)
-        self._node_map = {n.name: n for n in gm.graph.nodes}
-        self._deps_memo: dict[str, Any] = {}
-        # parameter name -> kept indices per dim (None: dim unchanged): to slice optimizer state
-        self.param_slices: dict[str, list] = {}
-
-    def note(self, name: str, keeps: list) -> None:
-        """Record that parameter ``name`` kept indices ``keeps[d]`` along each dim ``d``."""
-        self.param_slices[name] = [None if k is None else torch.as_tensor(k, dtype=torch.long) for k in keeps]
-
-    def _key(self, node: fx.Node, dim: int):
-        shape = tensor_shape(node)
-        return (node.name, dim % len(shape)) if shape else None
-
-    def keep(self, node: fx.Node, dim: int) -> Optional[np.ndarray]:
-        """Indices of the surviving channels of ``node``'s dim in their new order, or None if
-        all survive in place. The order is ascending unless a grouped conv reordered the group
-        (:mod:`archc.das.permute`); only ops in ``archc.rules.PERMUTES`` ever see that."""
-        key = self._key(node, dim)
-        sp = self.an.spaces.get(key) if key else None
-        if sp is None:
-            return None
-        atoms = slice(sp.base, sp.base + sp.size)
-        dead = self._dead_atom[atoms]
-        keep = np.flatnonzero(~dead) if dead.any() else None
-        if self._ranks is None:
-            return keep
-        rank = self._ranks[self.an.labels[atoms]]
-        if np.isnan(rank).all():
-            return keep
-        kept = np.arange(sp.size) if keep is None else keep
-        order = kept[np.argsort(rank[kept], kind="stable")]
-        return None if keep is None and np.array_equal(order, kept) else order
-
-    def changed(self, node: fx.Node, dim: int) -> bool:
-        return self.keep(node, dim) is not None
-
-    def new_size(self, node: fx.Node, dim: int) -> int:
-        keep = self.keep(node, dim)
-        return tensor_shape(node)[dim] if keep is None else len(keep)
-
-    def replace_module(self, node: fx.Node, new: nn.Module) -> None:
-        owner, _, attr = node.target.rpartition(".")
-        setattr(self.gm.get_submodule(owner) if owner else self.gm, attr, new)
-
-    # -- sizes computed in the graph (x.size(1), C // heads ...) -----------------------
-    def size_deps(self, node: Any) -> Any:
-        """Spaces whose size a scalar node was computed from (a list for a shape tuple)."""
-        if not isinstance(node, fx.Node):
-            return set()
-        if node.name not in self._deps_memo:
-            self._deps_memo[node.name] = self._compute_deps(node)
-        return self._deps_memo[node.name]
-
-    def _compute_deps(self, node: fx.Node) -> Any:
-        if node.op == "call_method" and node.target == "size" and tensor_shape(node.args[0]):
-            x, rank = node.args[0], len(tensor_shape(node.args[0]))
-            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            per_dim = [{(x.name, d)} for d in range(rank)]
-            return per_dim if dim is None else per_dim[dim % rank]
-        if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
-            x = node.args[0]
-            return [{(x.name, d)} for d in range(len(tensor_shape(x)))]
-        if node.op == "call_function" and node.target.__name__ == "getitem":
-            src = self.size_deps(node.args[0])
-            if isinstance(src, list):
-                picked = src[node.args[1]]
-                return picked if isinstance(picked, set) else list(picked)
-        out: set = set()
-        for n in node.all_input_nodes:
-            if tensor_shape(n) is not None:
-                out |= {(n.name, d) for d in range(len(tensor_shape(n)))}
-            else:
-                deps = self.size_deps(n)
-                out |= set().union(*deps) if isinstance(deps, list) else deps
-        return out
-
-    def stale(self, node: Any) -> bool:
-        deps = self.size_deps(node)
-        flat = set().union(*deps) if isinstance(deps, list) else deps
-        return any(self.keep(self._node_map[name], d) is not None for name, d in flat if name in self._node_map)
-
-    def freeze_if_stale(self, value: Any, original: Any) -> Any:
-        """``value`` unless it is a size computed from a dim that changed: then ``original``."""
-        return original if isinstance(value, fx.Node) and self.stale(value) else value
-
-
-def _apply_shrink_rules(work: fx.GraphModule, cc: CompactionContext) -> None:
-    """Run each op's shrink rule; a module called at several places has one set of weights, so
-    it is shrunk at its first call only (the analysis gave every call the same channels)."""
-    shrunk_modules: set[str] = set()
-    for node in list(work.graph.nodes):
-        rule = lookup(SHRINK, node, work)
-        if rule is None or (node.op == "call_module" and node.target in shrunk_modules):
-            continue
-        if node.op == "call_module":
-            shrunk_modules.add(node.target)
-        try:
-            rule(node, cc)
-        except Exception as exc:
-            raise node_error(CompactionError, node, f"could not shrink this op: {exc}",
-                             "report this model to archc; meanwhile keep this op's module as a "
-                             "leaf with trace(..., leaf_modules=[...])") from exc
-
-
-def compact(
-    gm: fx.GraphModule,
-    threshold: float = 0.0,
-    *,
-    rtol: float = 1e-4,
-    inputs: Optional[tuple] = None,
-    fold: bool = True,
-    trials: int = 3,
-    search_threshold: float = 0.0,
-) -> fx.GraphModule:
-    """A real smaller copy of the gated ``gm``, with every dead channel removed and no Filter left.
+def compaction(gm: fx.GraphModule, passes: Sequence[Pass] = FINAL, threshold: float = 0.0, *,
+               rtol: float = 1e-4, inputs: Optional[tuple] = None, trials: int = 3,
+               search_threshold: float = 0.0) -> Compaction:
+    """Run ``passes`` on a copy of the gated ``gm`` and check the result against ``gm``.
 
     A channel is dead when its gate ``relu(theta) <= threshold``; gates below the threshold
-    are first set to zero, so the reference is the gated model with those gates closed.
-    Each group keeps at least one channel. The result is checked against that reference
-    on fresh random inputs and a :class:`CompactionError` is raised if it differs by more
-    than ``rtol`` (relative to the output's largest magnitude). ``gm`` is not modified.
+    are first set to zero, so the reference is the gated model with those gates closed (and
+    search parameters with ``|value| < search_threshold`` zeroed). Each group keeps at least one
+    channel. :func:`archc.verify.assert_equivalent` raises :class:`CompactionError` if the
+    result differs. ``gm`` is not modified. The returned :class:`Compaction` holds the model
+    (``.gm``), what each searched layer became (``.search_report``) and which indices every
+    parameter kept (``.param_slices``).
 
-    Search parameters (kernel masks, channel selections, grouped connectivity) with
-    ``|value| < search_threshold`` are zeroed first, then baked into the weights: kernels are
-    cropped to their non-zero taps and connectivity patterns become grouped convolutions
-    (``result.meta["archc.search_report"]`` says what each layer became).
+    Example:
+        >>> result = compaction(gated, FINAL, threshold=1e-3)
+        >>> result.gm, result.search_report
+    """
+    with _thresholded(gm, threshold, search_threshold):
+        c = Compaction(copy.deepcopy(gm))
+    for run in passes:
+        c = run(c)
+    c.gm.meta.update({k: v for k, v in gm.meta.items() if k.startswith("archc.")})
+    with _thresholded(gm, threshold, search_threshold):  # the reference: gm with those gates closed
+        assert_equivalent(gm, c.gm, rtol=rtol, inputs=inputs, trials=trials)
+    record_shapes(c.gm)
+    return c
 
-    With ``fold=False`` the gates stay, shrunk to their surviving channels: this is how the
-    search shrinks the model while it trains (``result.meta["archc.param_slices"]`` tells
-    which indices of each parameter were kept, to slice optimizer state the same way).
+
+def compact(gm: fx.GraphModule, threshold: float = 0.0, *, rtol: float = 1e-4, inputs: Optional[tuple] = None,
+            trials: int = 3, search_threshold: float = 0.0) -> fx.GraphModule:
+    """A real smaller copy of the gated ``gm``, with every dead channel removed and no gate left.
+
+    Search parameters are baked into the weights: kernels are cropped to their non-zero taps
+    and connectivity patterns become grouped convolutions (``compaction(...).search_report``
+    says what each layer became). See :func:`compaction` for the threshold and the check.
 
     Example:
         >>> small = archc.compact(gated, threshold=1e-3)
     """
-    with _thresholded(gm, threshold, search_threshold):
-        work = copy.deepcopy(gm)
-    infos = das_lower.bake(work) if fold else {}
-    an = analyse(work)
-    dead = _dead_components(work, an)
-    if infos:
-        groups = channel_groups(an)
-        by_selection = das_lower.dead_by_selection(work, an, infos, groups)
-        dead = _keep_one_per_group(groups, np.union1d(dead, np.array(sorted(by_selection), dtype=np.int64)))
-    plan = das_permute.plan_permutations(work, an, infos, dead) if infos else das_permute.PermutationPlan()
-    cc = CompactionContext(work, an, dead, ranks=plan.ranks)
-    _apply_shrink_rules(work, cc)
-    _freeze_stale_sizes(work, cc)
-    das_lower.slice_grouped(work, infos, cc)
-    (fold_filters if fold else shrink_filters)(work, cc)
-    search_report = das_lower.lower(work, infos) if infos else {}
-    for target, order in plan.report.items():
-        search_report.setdefault(target, {})["channel_order"] = order
-    work.delete_all_unused_submodules()
-    work.graph.lint()
-    work.recompile()
-    work.meta.update({k: v for k, v in gm.meta.items() if k.startswith("archc.")})
-    with _thresholded(gm, threshold, search_threshold):  # the reference: gm with those gates closed
-        assert_equivalent(gm, work, rtol=rtol, inputs=inputs, trials=trials)
-    record_shapes(work)
-    work.meta["archc.param_slices"] = cc.param_slices
-    work.meta["archc.search_report"] = search_report
-    return work
+    return compaction(gm, FINAL, threshold, rtol=rtol, inputs=inputs, trials=trials,
+                      search_threshold=search_threshold).gm
+
+
+def shrink_live(gm: fx.GraphModule, threshold: float = 0.0, *, trials: int = 1) -> Compaction:
+    """The gated ``gm`` without its dead channels, gates kept (the search trains on it)."""
+    return compaction(gm, DURING_TRAINING, threshold, trials=trials)
 
 
 @contextlib.contextmanager
@@ -221,39 +113,3 @@ def _thresholded(gm: fx.GraphModule, threshold: float, search_threshold: float) 
         with torch.no_grad():
             for p, value in zip(params, saved):
                 p.copy_(value)
-
-
-def _dead_components(gm: fx.GraphModule, an: Analysis) -> np.ndarray:
-    """Components whose gate is closed, keeping the strongest channel of a fully closed gate."""
-    blocked = an.blocked_components()
-    dead: set[int] = set()
-    for node, gate, site in filter_sites(gm):
-        x = node.args[0]
-        key = (x.name, gate.dims[site] % len(tensor_shape(x)))
-        index = getattr(gate, f"index{site}").numpy()
-        labels = an.labels_of(key)
-        theta = gate.theta.detach().numpy()
-        closed = np.r_[theta <= 0, False][index]
-        if (theta <= 0).all():  # keep at least one channel per group
-            closed &= index != int(np.argmax(theta))
-        dead.update(int(c) for c in labels[closed] if int(c) not in blocked)
-    return np.array(sorted(dead), dtype=np.int64)
-
-
-def _keep_one_per_group(groups: list, dead: np.ndarray) -> np.ndarray:
-    """No group may lose every channel: revive the first channel of a fully dead group."""
-    revive = [g.components[0] for g in groups if np.isin(g.components, dead).all()]
-    return np.setdiff1d(dead, np.array(revive, dtype=np.int64))
-
-
-def _freeze_stale_sizes(gm: fx.GraphModule, cc: CompactionContext) -> None:
-    """Sizes computed from a pruned dim keep the value they had in the gated model."""
-    for node in list(gm.graph.nodes):
-        if VALUE in node.meta and node.users and cc.stale(node):
-            value = node.meta[VALUE]
-            for user in list(node.users):
-                user.args = fx.node.map_arg(user.args, lambda n: value if n is node else n)
-                user.kwargs = fx.node.map_arg(user.kwargs, lambda n: value if n is node else n)
-    for node in reversed(list(gm.graph.nodes)):
-        if not node.users and VALUE in node.meta and node.op not in ("placeholder", "output"):
-            gm.graph.erase_node(node)

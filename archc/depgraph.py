@@ -17,7 +17,7 @@ import torch.fx as fx
 
 from .analysis import Analysis
 from .meta import tensor_shape
-from .rules import ANALYSE, describe, lookup
+from .rules import describe, fact
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def analyse(gm: fx.GraphModule) -> Analysis:
         if not _touches_tensors(node):
             continue  # arithmetic on sizes: compaction re-derives or freezes these values
         ctx.begin(node)
-        rule = lookup(ANALYSE, node, gm)
+        rule = fact(node, gm, "analyse")
         reason = None
         if rule is None:
             reason = f"no channel rule for {describe(node)}"

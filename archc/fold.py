@@ -10,65 +10,14 @@ its surviving channels, so the search goes on with a smaller gated model.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
-
 import torch
 import torch.fx as fx
 from torch import nn
 
 from .filters import Filter
 from .meta import DTYPE, SHAPE, tensor_shape
-
-
-def _scale_out_channels(weight: torch.Tensor, dim: int, s: torch.Tensor) -> None:
-    shape = [1] * weight.dim()
-    shape[dim] = -1
-    weight.mul_(s.view(shape).to(weight.dtype))
-
-
-def _fold_conv(m: nn.Module, dim: int, rank: int, s: torch.Tensor) -> bool:
-    transposed = isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
-    if dim != 1 or (transposed and m.groups > 1):
-        return False
-    return _scale_outputs(m, 1 if transposed else 0, s)
-
-
-def _fold_linear(m: nn.Linear, dim: int, rank: int, s: torch.Tensor) -> bool:
-    return dim == rank - 1 and _scale_outputs(m, 0, s)
-
-
-def _scale_outputs(m: nn.Module, weight_dim: int, s: torch.Tensor) -> bool:
-    """Scale output channel ``c`` of a conv or linear layer (its weight and bias) by ``s[c]``."""
-    _scale_out_channels(m.weight.data, weight_dim, s)
-    if m.bias is not None:
-        m.bias.data.mul_(s)
-    return True
-
-
-def _fold_batch_norm(m: nn.Module, dim: int, rank: int, s: torch.Tensor) -> bool:
-    if dim != 1 or not m.affine:
-        return False
-    m.weight.data.mul_(s)
-    m.bias.data.mul_(s)
-    return True
-
-
-def _fold_embedding(m: nn.Embedding, dim: int, rank: int, s: torch.Tensor) -> bool:
-    if dim != rank - 1:
-        return False
-    _scale_out_channels(m.weight.data, 1, s)
-    return True
-
-
-# module type -> folder(module, channel dim, rank of the output, scale) -> whether it folded
-FOLDERS: dict[type, Callable[[nn.Module, int, int, torch.Tensor], bool]] = {
-    nn.Conv1d: _fold_conv, nn.Conv2d: _fold_conv, nn.Conv3d: _fold_conv,
-    nn.ConvTranspose1d: _fold_conv, nn.ConvTranspose2d: _fold_conv, nn.ConvTranspose3d: _fold_conv,
-    nn.Linear: _fold_linear, nn.Embedding: _fold_embedding,
-    nn.BatchNorm1d: _fold_batch_norm, nn.BatchNorm2d: _fold_batch_norm, nn.BatchNorm3d: _fold_batch_norm,
-    nn.InstanceNorm1d: _fold_batch_norm, nn.InstanceNorm2d: _fold_batch_norm,
-    nn.InstanceNorm3d: _fold_batch_norm, nn.GroupNorm: _fold_batch_norm,
-}
+from .rules import layer_fact
+from .rules.weights import scale_out_channels
 
 
 def fold_filters(gm: fx.GraphModule, cc) -> None:
@@ -125,12 +74,12 @@ def _fold_into_producer(gm, x: fx.Node, dim: int, rank: int, scale: torch.Tensor
     if x.op == "get_attr":
         owner, _, attr = x.target.rpartition(".")
         holder = gm.get_submodule(owner) if owner else gm
-        _scale_out_channels(getattr(holder, attr).data, dim, scale)
+        scale_out_channels(getattr(holder, attr).data, dim, scale)
         return True
     if x.op != "call_module":
         return False
     m = gm.get_submodule(x.target)
-    folder = FOLDERS.get(type(m))
+    folder = layer_fact(m, "fold")
     return folder is not None and folder(m, dim, rank, scale)
 
 

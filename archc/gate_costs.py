@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -29,43 +28,15 @@ from .depgraph import analyse
 from .errors import ConfigError
 from .filters import Filter, gates_by_space
 from .groups import channel_groups
+from .rules import layer_fact
 from .meta import tensor_shape
 
 WEIGHTINGS = ("uniform", "params", "flops")
 
 
-def _conv(m: nn.Module) -> tuple[float, float]:
-    taps = math.prod(m.kernel_size)
-    made = m.in_channels // m.groups * taps + (m.bias is not None)
-    read = m.out_channels * taps if m.groups == 1 else 0.0  # grouped: whole groups, counted where made
-    return made, read
-
-
-def _linear(m: nn.Linear) -> tuple[float, float]:
-    return m.in_features + (m.bias is not None), m.out_features
-
-
-def _affine(m: nn.Module) -> tuple[float, float]:
-    return 2.0 * bool(getattr(m, "affine", getattr(m, "elementwise_affine", False))), 0.0
-
-
-# module type -> (parameters that make one output channel, parameters that read one input channel)
-_COSTS: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
-    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
-    nn.ConvTranspose1d: _conv, nn.ConvTranspose2d: _conv, nn.ConvTranspose3d: _conv,
-    nn.Linear: _linear,
-    nn.BatchNorm1d: _affine, nn.BatchNorm2d: _affine, nn.BatchNorm3d: _affine, nn.GroupNorm: _affine,
-    nn.InstanceNorm1d: _affine, nn.InstanceNorm2d: _affine, nn.InstanceNorm3d: _affine,
-}
-
-
-def _rule(m: nn.Module) -> Optional[Callable]:
-    """The table entry of ``m``'s class or a base class (a searched layer subclasses its own)."""
-    return next((_COSTS[t] for t in type(m).__mro__ if t in _COSTS), None)
-
-
 def _channel_dim(m: nn.Module, rank: int) -> int:
-    return rank - 1 if isinstance(m, nn.Linear) else 1
+    channel_dim = layer_fact(m, "channel_dim")
+    return channel_dim(rank) if channel_dim is not None else 1
 
 
 def _uses(node: fx.Node, m: nn.Module, kind: str) -> float:
@@ -88,7 +59,7 @@ def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted:
     total = 0.0
     for call, role in calls:
         m = gm.get_submodule(call.target)
-        rule = _rule(m)
+        rule = layer_fact(m, "cost")
         if rule is None or dim != _channel_dim(m, rank) or (kind == "params" and (id(m), role) in counted):
             continue
         counted.add((id(m), role))

@@ -12,7 +12,7 @@ from typing import Callable, Optional, Union
 import torch
 import torch.fx as fx
 
-from .compact import compact
+from .compact import shrink_live
 from .errors import UserFileError
 from . import passes
 from .passes import insert_filters
@@ -59,4 +59,4 @@ def build_gated(
             gate.theta[closed] = -1.0
             gate.theta[~closed] = gate.theta[~closed].abs() + 1.0  # open, whatever their init
             shrunk |= bool(closed.any())
-    return compact(gated, fold=False, trials=1) if shrunk else gated
+    return shrink_live(gated, trials=1).gm if shrunk else gated

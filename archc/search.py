@@ -219,8 +219,8 @@ class _Run:
     def shrink_now(self) -> int:
         if self.groups:
             sparsity.close_gates_of_zero_groups(self.groups)
-        self.model, removed = shrink(self.model, self.optimizer, threshold=self.cfg.threshold)
-        slices = self.model.meta.get("archc.param_slices", {})
+        result, removed = shrink(self.model, self.optimizer, threshold=self.cfg.threshold)
+        self.model, slices = result.gm, result.param_slices
         for name in self.kept:
             if f"{name}.theta" in slices:
                 self.kept[name] = self.kept[name][slices[f"{name}.theta"][0]]

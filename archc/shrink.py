@@ -1,13 +1,13 @@
 """Shrink a gated model while it trains: remove dead channels, slice the optimizer to match.
 
 ShrinkNets' garbage collection, on any graph: the live model is compacted without folding
-its gates (``archc.compact(..., fold=False)``) and every optimizer state tensor (momentum,
+its gates (the ``DURING_TRAINING`` pipeline of :mod:`archc.compact`) and every optimizer state tensor (momentum,
 Adam's moments) is sliced exactly like its parameter, so training goes on as if nothing
 happened, only faster. Before removal, the optimizer state of closed gates is zeroed so a
 closed gate stays closed (otherwise Adam's momentum could reopen it in the unshrunk model).
 
 Example:
-    >>> gm, removed = shrink(gm, optimizer)   # same optimizer object, now over gm's parameters
+    >>> result, removed = shrink(gm, optimizer)   # same optimizer object, now over result.gm's parameters
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from typing import Optional
 import torch
 import torch.fx as fx
 
-from .compact import compact
+from .compact import shrink_live
+from .compact_passes import Compaction
 from .filters import filters
 
 
@@ -38,9 +39,10 @@ def _slice(value: torch.Tensor, keeps: list) -> torch.Tensor:
     return value.clone()
 
 
-def slice_optimizer(optimizer: torch.optim.Optimizer, old: fx.GraphModule, new: fx.GraphModule) -> None:
-    """Point ``optimizer`` at ``new``'s parameters, slicing each state tensor like its parameter."""
-    slices = new.meta.get("archc.param_slices", {})
+def slice_optimizer(optimizer: torch.optim.Optimizer, old: fx.GraphModule, new: fx.GraphModule,
+                    slices: dict[str, list]) -> None:
+    """Point ``optimizer`` at ``new``'s parameters, slicing each state tensor like its parameter
+    (``slices``: parameter name -> indices kept per dim, from :class:`archc.compact_passes.Compaction`)."""
     old_names = {id(p): n for n, p in old.named_parameters()}
     new_params = dict(new.named_parameters())
     for group in optimizer.param_groups:
@@ -62,8 +64,9 @@ def slice_optimizer(optimizer: torch.optim.Optimizer, old: fx.GraphModule, new: 
 def shrink(
     gm: fx.GraphModule, optimizer: Optional[torch.optim.Optimizer] = None, *, threshold: float = 0.0,
     trials: int = 1,
-) -> tuple[fx.GraphModule, int]:
-    """Remove the dead channels of a gated ``gm``; returns the new model and how many went.
+) -> tuple[Compaction, int]:
+    """Remove the dead channels of a gated ``gm``; returns the compaction (``.gm`` the new
+    model, ``.param_slices`` what each parameter kept) and how many channels went.
 
     The result is verified against ``gm`` (with closed gates) like any compaction. The
     optimizer, if given, is updated in place to train the new model's parameters.
@@ -71,9 +74,10 @@ def shrink(
     before = sum(f.size for f in filters(gm))
     _finalise_closed_gates(gm, optimizer)
     device = next(gm.parameters()).device
-    new = compact(gm.cpu(), threshold, fold=False, trials=trials).to(device)
+    result = shrink_live(gm.cpu(), threshold, trials=trials)
+    result.gm.to(device)
     gm.to(device)
-    new.train(gm.training)
+    result.gm.train(gm.training)
     if optimizer is not None:
-        slice_optimizer(optimizer, gm, new)
-    return new, before - sum(f.size for f in filters(new))
+        slice_optimizer(optimizer, gm, result.gm, result.param_slices)
+    return result, before - sum(f.size for f in filters(result.gm))

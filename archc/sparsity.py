@@ -33,16 +33,7 @@ from torch import nn
 from .depgraph import analyse
 from .filters import Filter, filters, gates_by_space
 from .groups import channel_groups
-
-# module type -> which parameters (and along which dim) make the channels of its output dim
-_PRODUCED_BY = {
-    nn.Conv1d: [("weight", 0), ("bias", 0)], nn.Conv2d: [("weight", 0), ("bias", 0)],
-    nn.Conv3d: [("weight", 0), ("bias", 0)], nn.Linear: [("weight", 0), ("bias", 0)],
-    nn.BatchNorm1d: [("weight", 0), ("bias", 0)], nn.BatchNorm2d: [("weight", 0), ("bias", 0)],
-    nn.BatchNorm3d: [("weight", 0), ("bias", 0)], nn.GroupNorm: [("weight", 0), ("bias", 0)],
-    nn.Embedding: [("weight", 1)],
-}
-
+from .rules import layer_fact
 
 @dataclass
 class WeightGroup:
@@ -115,12 +106,13 @@ def _producing_params(gm: fx.GraphModule, node: fx.Node, dim: int) -> list[tuple
     if node.op != "call_module":
         return []
     m = gm.get_submodule(node.target)
-    rank = len(node.meta["archc.shape"])
-    channel_dim = rank - 1 if isinstance(m, (nn.Linear, nn.Embedding)) else 1
-    if dim != channel_dim:
+    channel_dim, makes = layer_fact(m, "channel_dim"), layer_fact(m, "makes")
+    shape = node.meta["archc.shape"]
+    if channel_dim is None or makes is None or dim != channel_dim(len(shape)):
         return []
-    return [(getattr(m, name), d) for name, d in _PRODUCED_BY.get(type(m), [])
-            if isinstance(getattr(m, name, None), nn.Parameter)]
+    # a grouped transposed conv's weight is (in, out / groups, ...): not one slice per channel
+    return [(p, d) for name, d in makes if isinstance(p := getattr(m, name, None), nn.Parameter)
+            and p.shape[d] == shape[dim]]
 
 
 def sparse_group_lasso(groups: list[WeightGroup], lam: float, alpha: float = 0.0) -> torch.Tensor:

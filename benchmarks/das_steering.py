@@ -60,6 +60,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -71,6 +72,7 @@ from _common import RESULTS, OtherLoad, archc, command_line, error_record, machi
 from das_report import PAPER, arch_text, write_report  # noqa: E402
 from steering_data import baseline_rmse, make_dataset  # noqa: E402
 
+from archc.compact import FINAL, compaction  # noqa: E402
 from archc.export import export_onnx  # noqa: E402
 
 
@@ -153,10 +155,11 @@ def architecture(gm, report: dict) -> dict:
     return {"convs": convs, "linear_in": {n: m.in_features for n, m in mods.items() if isinstance(m, nn.Linear)}}
 
 
-def measure(name: str, model: nn.Module, train, test, args, extra: dict) -> dict:
+def measure(name: str, model: nn.Module, train, test, args, extra: dict, report: Optional[dict] = None) -> dict:
+    """One row; ``report`` is what compaction made of each searched layer (its search_report)."""
     x = train.tensors[0][:2]
     gm = model if isinstance(model, torch.fx.GraphModule) else archc.trace(model, (x,))
-    report = gm.meta.get("archc.search_report", {})
+    report = report or {}
     row = {"model": name, **extra, "flops": archc.flops.count(gm), "params": n_params(gm),
            "train_rmse": rmse(gm, train), "test_rmse": rmse(gm, test), "arch": architecture(gm, report),
            "search_report": report}
@@ -256,15 +259,17 @@ def main() -> None:
         for t in spec["t"]:
             name = f"{spec['name']} t={t:g}" if t else spec["name"]
             try:
-                small = archc.compact(res.model, threshold=0.0, search_threshold=t)
+                result = compaction(res.model, FINAL, threshold=0.0, search_threshold=t)
+                small = result.gm
                 extra = {"t": t, "settings": spec["settings"], "train_seconds": secs, "other_load": round(load.share, 3),
                          "history": res.history}
-                payload["rows"].append(measure(name, small, train, test, args, extra))
+                payload["rows"].append(measure(name, small, train, test, args, extra, result.search_report))
                 if args.finetune:  # the paper's optional step: resume training the compact model briefly
                     t0 = time.perf_counter()
                     ft = train_plain(small, train, args.finetune, args.batch_size, args.finetune_lr)
                     extra = {**extra, "finetune_seconds": time.perf_counter() - t0, "finetune_history": ft}
-                    payload["rows"].append(measure(f"{name} +ft{args.finetune}", small, train, test, args, extra))
+                    payload["rows"].append(measure(f"{name} +ft{args.finetune}", small, train, test, args, extra,
+                                                   result.search_report))
             except Exception as exc:  # noqa: BLE001
                 payload["errors"].append({"row": name, **error_record("compact/measure", exc)})
                 print(f"  {name}: FAILED: {exc!r}", flush=True)

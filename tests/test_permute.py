@@ -15,6 +15,7 @@ from test_grouped_lowering import structured
 from torch import nn
 
 import archc
+from archc.compact import compaction
 from archc.das.permute import _whole_blocks
 from archc.verify import max_relative_error
 
@@ -71,8 +72,9 @@ def _searched_chain(residual: bool, x: torch.Tensor):
 def test_a_grouped_conv_reorders_its_producer_and_consumers_instead_of_gathering(tmp_path):
     x = torch.randn(2, 3, 8, 8)
     gm = _searched_chain(False, x)
-    small = archc.compact(gm)
-    order = small.meta["archc.search_report"]["c2"]["channel_order"]
+    result = compaction(gm)
+    small, report = result.gm, result.search_report
+    order = report["c2"]["channel_order"]
     assert order == {"inputs": "permuted", "outputs": "permuted"}
     assert "index_select" not in small.code and "narrow" not in small.code
     assert any(isinstance(m, nn.Conv2d) and m.groups == 2 for m in small.modules())
@@ -82,8 +84,9 @@ def test_a_grouped_conv_reorders_its_producer_and_consumers_instead_of_gathering
 def test_conflicting_orders_of_one_group_fall_back_to_an_exact_gather(tmp_path):
     x = torch.randn(2, 3, 8, 8)
     gm = _searched_chain(True, x)  # the skip makes c2's inputs and outputs one group
-    small = archc.compact(gm)
-    order = small.meta["archc.search_report"]["c2"]["channel_order"]
+    result = compaction(gm)
+    small, report = result.gm, result.search_report
+    order = report["c2"]["channel_order"]
     assert order["inputs"] == "permuted" and order["outputs"].startswith("gathered: another grouped conv")
     assert small.code.count("torch.index_select(") == 1
     _exact_everywhere(gm, small, x, tmp_path)
@@ -107,8 +110,9 @@ def test_a_flatten_into_linear_is_reordered_by_whole_channel_runs(tmp_path, chan
     gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2)
     target = "conv" if channels_last else "0"
     _set_patterns(gm, target, *structured(4, 6, [[3, 0], [1, 2]], [[5, 1, 2], [0, 3, 4]]))
-    small = archc.compact(gm)
-    order = small.meta["archc.search_report"][target]["channel_order"]
+    result = compaction(gm)
+    small, report = result.gm, result.search_report
+    order = report[target]["channel_order"]
     assert "fixed" in order["inputs"]  # the model's input keeps its order: one gather there
     if channels_last:
         assert "permute" in order["outputs"] and small.code.count("torch.index_select(") == 2
@@ -153,9 +157,10 @@ def test_random_networks_with_disjoint_patterns_compact_exactly(net, seed, kill)
     _set_disjoint_patterns(gm, gen)
     if kill:
         kill_channels(gm, kill, seed)
-    small = archc.compact(gm)
+    result = compaction(gm)
+    small, report = result.gm, result.search_report
     assert max_relative_error(gm, small, inputs, dtype=torch.float64) < 1e-5
-    for entry in small.meta["archc.search_report"].values():
+    for entry in report.values():
         for outcome in entry.get("channel_order", {}).values():
             assert outcome in ("permuted", "already in order") or outcome.startswith("gathered: ")
 
@@ -188,16 +193,19 @@ def test_float32_rounding_amplified_by_a_norm_does_not_refuse_an_exact_model():
 
 
 def test_reordering_needs_every_op_in_the_group_to_allow_it():
-    from archc.rules import PERMUTES
+    from archc.rules import REGISTRY
 
-    assert nn.Conv2d in PERMUTES and nn.BatchNorm2d in PERMUTES and archc.Filter in PERMUTES
-    assert torch.cat not in PERMUTES and "permute" not in PERMUTES and nn.GroupNorm not in PERMUTES
+    def permutes(op):
+        return REGISTRY[op].get("permutes")
+
+    assert permutes(nn.Conv2d) and permutes(nn.BatchNorm2d) and permutes(archc.Filter)
+    assert not permutes(torch.cat) and not permutes(torch.permute) and not permutes(nn.GroupNorm)
     assert _whole_blocks(np.array([4, 4, 4, 7, 7, 7, 1, 1, 1]), 3)  # a flatten with the channel outermost
     assert not _whole_blocks(np.array([4, 7, 1, 4, 7, 1, 4, 7, 1]), 3)  # the channel innermost
     assert not _whole_blocks(np.array([4, 4, 7, 7, 4, 4]), 3)  # one channel twice
     grouped = archc.trace(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (torch.randn(1, 4, 5, 5),))
     node = next(n for n in grouped.graph.nodes if n.op == "call_module")
-    assert not PERMUTES[nn.Conv2d](node)
+    assert not permutes(nn.Conv2d)(node)
 
 
 def test_inputs_outside_every_pattern_die_at_their_producer(tmp_path):
@@ -206,10 +214,11 @@ def test_inputs_outside_every_pattern_die_at_their_producer(tmp_path):
     x = torch.randn(2, 3, 7, 7)
     gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2)
     _set_patterns(gm, "2", *structured(6, 4, [[4, 1], [0, 2]], [[1, 3], [0, 2]]))  # inputs 3, 5 feed no pattern
-    small = archc.compact(gm)
+    result = compaction(gm)
+    small, report = result.gm, result.search_report
     convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
     assert convs[0].out_channels == 4 and convs[1].groups == 2
-    order = small.meta["archc.search_report"]["2"]["channel_order"]
+    order = report["2"]["channel_order"]
     assert order["inputs"] == "permuted" and "fixed" in order["outputs"]  # the model's output keeps its order
     assert small.code.count("torch.index_select(") == 1
     _exact_everywhere(gm, small, x, tmp_path)
@@ -219,8 +228,9 @@ def test_disjoint_patterns_of_different_sizes_read_slices_and_write_in_place(tmp
     x = torch.randn(2, 3, 8, 8)
     gm = _searched_chain(False, x)
     _set_patterns(gm, "c2", *structured(8, 8, [[5, 0], [1, 4, 2, 7, 3, 6]], [[7, 2, 0], [1, 6, 3, 4, 5]]))
-    small = archc.compact(gm)
-    entry = small.meta["archc.search_report"]["c2"]
+    result = compaction(gm)
+    small, report = result.gm, result.search_report
+    entry = report["c2"]
     assert entry["grouped"] == "patterns"
     assert entry["channel_order"] == {"inputs": "permuted", "outputs": "permuted"}
     assert "index_select" not in small.code and small.code.count("torch.narrow(") == 2
@@ -235,8 +245,9 @@ def test_a_conv_whose_patterns_all_died_keeps_one_zero_input_and_its_bias(tmp_pa
     gm = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2)
     with torch.no_grad():
         gm.get_submodule("2").parametrizations.weight[0].P.zero_()  # conv 2 reads nothing: bias only
-    small = archc.compact(gm)
+    result = compaction(gm)
+    small, report = result.gm, result.search_report
     convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
     assert [c.in_channels for c in convs][:2] == [3, 1] and convs[0].out_channels == 1
-    assert small.meta["archc.search_report"]["2"]["inputs_dropped_here"] == 0  # its one input is the survivor
+    assert report["2"]["inputs_dropped_here"] == 0  # its one input is the survivor
     _exact_everywhere(gm, small, x, tmp_path)

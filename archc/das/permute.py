@@ -16,7 +16,7 @@ A group is reordered only when all of these hold; otherwise the lowering gathers
 * every space holding one of its channels holds exactly that group (nothing concatenated,
   split or sliced), each channel once, or as one contiguous run in a flatten where the
   channel is the outer factor (a conv's output flattened into a linear layer);
-* every op producing or reading those spaces is in :data:`archc.rules.PERMUTES`;
+* every op producing or reading those spaces is in ``permutes`` in archc's op registry (:mod:`archc.rules.registry`);
 * no other grouped conv has reordered the same channels first (graph order decides).
 
 Example:

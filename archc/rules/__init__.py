@@ -1,30 +1,27 @@
-"""Per-op channel rules, in tables keyed by op (module type, function, or method name).
+"""Per-op channel rules, registered in one table of op facts (:mod:`archc.rules.registry`).
 
-``ANALYSE[key](node, ctx)`` tells an :class:`archc.analysis.Analysis` how the op's dims
-relate; ``SHRINK[key](node, cc)`` rewrites the op once channels are removed (slicing
-weights, fixing size arguments). An op with no analysis rule makes every channel it touches
-unprunable; an op with no shrink rule needs none (its output shape follows its inputs).
-``PERMUTES[key](node)`` says the op treats its channels independently and its shrink rule
-gathers them by index, so a group of channels may be reordered through it (see
-:mod:`archc.das.permute`); an op missing there keeps the channel order it had.
+``analyse_rule`` tells an :class:`archc.analysis.Analysis` how the op's dims relate;
+``shrink_rule`` rewrites the op once channels are removed (slicing weights, fixing size
+arguments). An op with no analysis rule makes every channel it touches unprunable; an op
+with no shrink rule needs none (its output shape follows its inputs). ``permutation_rule``
+says the op treats its channels independently and its shrink rule gathers them by index, so
+a group of channels may be reordered through it (see :mod:`archc.das.permute`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch.fx as fx
 
-ANALYSE: dict[Any, Callable] = {}
-SHRINK: dict[Any, Callable] = {}
-PERMUTES: dict[Any, Callable[[fx.Node], bool]] = {}
+from .registry import NA, REGISTRY, WEIGHTLESS, declare, fact, facts_of, layer_fact  # noqa: F401
 
 
-def analyse_rule(*keys: Any) -> Callable:
-    """Register an analysis rule for each of ``keys`` (a module type, a function, a method name)."""
+def analyse_rule(*keys: Any, **facts: Any) -> Callable:
+    """Register an analysis rule for each of ``keys`` (a layer type, a function, a method name),
+    with any other ``facts`` of those ops (see :mod:`archc.rules.registry`)."""
 
     def deco(fn: Callable) -> Callable:
-        for k in keys:
-            ANALYSE[k] = fn
+        declare(*keys, analyse=fn, **facts)
         return fn
 
     return deco
@@ -34,8 +31,7 @@ def shrink_rule(*keys: Any) -> Callable:
     """Register a compaction rule for each of ``keys``."""
 
     def deco(fn: Callable) -> Callable:
-        for k in keys:
-            SHRINK[k] = fn
+        declare(*keys, shrink=fn)
         return fn
 
     return deco
@@ -47,35 +43,13 @@ def _always(node: fx.Node) -> bool:
 
 def permutation_rule(*keys: Any, when: Callable[[fx.Node], bool] = _always) -> None:
     """Declare that the ops ``keys`` commute with any reordering of their channels (if ``when``)."""
-    for k in keys:
-        PERMUTES[k] = when
+    declare(*keys, permutes=when)
 
 
 def permutes(node: fx.Node, gm: fx.GraphModule) -> bool:
     """Whether ``node``'s op lets the channels it touches be reordered."""
-    rule = lookup(PERMUTES, node, gm)
+    rule = fact(node, gm, "permutes")
     return rule is not None and rule(node)
-
-
-def rule_key_candidates(node: fx.Node, gm: fx.GraphModule) -> list:
-    """Keys to try, most specific first: module types along the MRO, else the target."""
-    if node.op == "call_module":
-        return list(type(gm.get_submodule(node.target)).__mro__)
-    if node.op == "call_method":
-        return [node.target, node.target.rstrip("_")]  # in-place variants share a rule
-    if node.op == "call_function":
-        return [node.target]
-    return [node.op]  # placeholder, get_attr, output
-
-
-def lookup(table: dict, node: fx.Node, gm: fx.GraphModule) -> Optional[Callable]:
-    for key in rule_key_candidates(node, gm):
-        try:
-            if key in table:
-                return table[key]
-        except TypeError:  # unhashable target
-            return None
-    return None
 
 
 def describe(node: fx.Node) -> str:
@@ -86,4 +60,4 @@ def describe(node: fx.Node) -> str:
     return f"{node.name} ({target})"
 
 
-from . import contract, indexing, io, layers, pointwise, shapes  # noqa: E402,F401  (register the rules)
+from . import contract, indexing, io, layers, pointwise, shapes, weights  # noqa: E402,F401  (register)

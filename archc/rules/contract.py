@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..meta import tensor_shape
-from . import analyse_rule, permutation_rule, shrink_rule
-from ._util import arg, module, norm_dims
+from . import NA, WEIGHTLESS, analyse_rule, permutation_rule, shrink_rule
+from ._util import arg, norm_dims
 
 
 def _couple_batch(ctx, x, out, n_trailing: int, flow: bool) -> None:
@@ -27,7 +25,7 @@ def _couple_batch(ctx, x, out, n_trailing: int, flow: bool) -> None:
         ctx.handle(out, d)
 
 
-@analyse_rule(operator.matmul, torch.matmul, "matmul", torch.bmm, "bmm")
+@analyse_rule(torch.matmul, torch.bmm, shrink=NA, permutes=NA, fold=NA, makes=NA, cost=NA, channel_dim=NA)
 def matmul(node, ctx) -> None:
     a, b = node.args[:2]
     if len(tensor_shape(a)) < 2 or len(tensor_shape(b)) < 2:
@@ -40,7 +38,7 @@ def matmul(node, ctx) -> None:
     ctx.couple(b, -1, node, -1, flow=True)
 
 
-@analyse_rule(F.scaled_dot_product_attention)
+@analyse_rule(F.scaled_dot_product_attention, permutes=NA, fold=NA, makes=NA, cost=NA, channel_dim=NA)
 def attention(node, ctx) -> None:
     q, k, v = node.args[:3]
     for x in (q, k, v):
@@ -61,12 +59,11 @@ def shrink_attention(node, cc) -> None:
         node.kwargs = {**node.kwargs, "scale": 1.0 / math.sqrt(tensor_shape(q)[-1])}
 
 
-@analyse_rule(F.softmax, torch.softmax, "softmax", F.log_softmax, torch.log_softmax, "log_softmax",
-              nn.Softmax, nn.LogSoftmax)
+@analyse_rule(F.softmax, F.log_softmax, shrink=NA, **WEIGHTLESS)
 def softmax(node, ctx) -> None:
     x = node.args[0]
     rank = len(tensor_shape(x))
-    dim = module(node).dim if node.op == "call_module" else arg(node, 1, "dim")
+    dim = arg(node, 1, "dim")
     dim = dim % rank
     ctx.block(x, dim, "softmax normalises over this dim")
     ctx.block(node, dim, "softmax normalises over this dim")
@@ -80,8 +77,7 @@ REDUCTIONS = {"sum": "consume", "mean": "block", "amax": "block", "amin": "block
 _FLOW = {"sum", "mean", "amax", "amin", "std", "var", "norm"}
 
 
-@analyse_rule(*REDUCTIONS, torch.sum, torch.mean, torch.amax, torch.amin, torch.std, torch.var,
-              torch.logsumexp, torch.prod)
+@analyse_rule(torch.sum, torch.mean, torch.amax, torch.amin, shrink=NA, **WEIGHTLESS)
 def reduction(node, ctx) -> None:
     x = node.args[0]
     name = node.target if isinstance(node.target, str) else node.target.__name__
@@ -104,6 +100,4 @@ def reduction(node, ctx) -> None:
 
 
 # softmax and reductions over *other* dims; a reordered summed dim sums the same terms
-permutation_rule(F.softmax, torch.softmax, "softmax", F.log_softmax, torch.log_softmax, "log_softmax",
-                 nn.Softmax, nn.LogSoftmax, *REDUCTIONS, torch.sum, torch.mean, torch.amax, torch.amin,
-                 torch.std, torch.var, torch.logsumexp, torch.prod)
+permutation_rule(F.softmax, F.log_softmax, torch.sum, torch.mean, torch.amax, torch.amin)

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from ..meta import SHAPE, tensor_shape
-from . import analyse_rule, shrink_rule
+from . import NA, WEIGHTLESS, analyse_rule, shrink_rule
 from ._util import arg, couple_same
 
-SPLITS = ("split", torch.split, "chunk", torch.chunk, "tensor_split", torch.tensor_split)
+SPLITS = (torch.split, torch.chunk)
 
 
 def _expand_index(idx, rank: int) -> list:
@@ -89,7 +89,7 @@ def _piece_users(node) -> dict[int, list]:
     return users
 
 
-@analyse_rule(*SPLITS)
+@analyse_rule(*SPLITS, permutes=NA, **WEIGHTLESS)
 def split(node, ctx) -> None:
     x, dim, pieces = node.args[0], _split_dim(node), node.meta[SHAPE]
     users = _piece_users(node)
@@ -118,7 +118,7 @@ def shrink_split(node, cc) -> None:
     node.args, node.kwargs = (x, sizes, dim), {}
 
 
-@analyse_rule("unbind", torch.unbind)
+@analyse_rule(torch.unbind, shrink=NA, permutes=NA, **WEIGHTLESS)
 def unbind(node, ctx) -> None:
     x, dim = node.args[0], _split_dim(node)
     users = _piece_users(node)
@@ -131,7 +131,7 @@ def unbind(node, ctx) -> None:
             ctx.described_by_producer.add(u.name)
 
 
-@analyse_rule("expand", "expand_as")
+@analyse_rule("expand", permutes=NA, **WEIGHTLESS)
 def expand(node, ctx) -> None:
     x = node.args[0]
     src, out = tensor_shape(x), tensor_shape(node)
@@ -143,7 +143,3 @@ def expand(node, ctx) -> None:
             ctx.handle(x, d)
     for d in range(len(out)):
         ctx.handle(node, d)
-    if len(node.args) > 1 and node.target == "expand_as":
-        other = node.args[1]
-        for d in range(len(tensor_shape(other))):
-            ctx.handle(other, d)

@@ -6,22 +6,23 @@ import torch.fx as fx
 from torch import nn
 
 from ..meta import tensor_shape
-from . import analyse_rule, permutation_rule, shrink_rule
+from . import NA, WEIGHTLESS, analyse_rule, permutation_rule, shrink_rule
 
 
-@analyse_rule("placeholder")
-def model_input(node, ctx) -> None:
-    ctx.block_all(node, "comes from the model's input")
-
-
-@analyse_rule("output")
-def model_output(node, ctx) -> None:
+@analyse_rule("placeholder", "output", shrink=NA, permutes=NA, **WEIGHTLESS)
+def model_boundary(node, ctx) -> None:
+    """Channels the model takes in or gives out are the user's: never pruned."""
+    if node.op == "placeholder":
+        ctx.block_all(node, "comes from the model's input")
+        return
     for x in node.all_input_nodes:
         if tensor_shape(x) is not None:
             ctx.block_all(x, "reaches the model's output")
 
 
-@analyse_rule("get_attr")
+# a tensor read directly is itself what makes its channels: archc.fold and archc.sparsity
+# scale and read it as it is, so there is no layer to look facts up for
+@analyse_rule("get_attr", **WEIGHTLESS)
 def parameter(node, ctx) -> None:
     for d in range(len(tensor_shape(node) or ())):
         ctx.produce(node, d)  # a parameter used directly: class token, position embedding, scale

@@ -10,20 +10,17 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..meta import tensor_shape
-from . import analyse_rule, permutation_rule, shrink_rule
+from . import NA, WEIGHTLESS, analyse_rule, permutation_rule, shrink_rule
 from ._util import couple_same, module
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 STAT_NORMS = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-         nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-         nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
-         nn.UpsamplingBilinear2d,
-         F.interpolate, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d,
-         F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
-         F.adaptive_max_pool2d, F.upsample)
+POOLS = (F.interpolate, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d,
+         F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)
+aten = torch.ops.aten
+FUNCTIONAL_NORMS = (aten.layer_norm.default, aten.group_norm.default, aten.rms_norm.default)
 
 
 def _block_spatial(ctx, node, what: str) -> None:
@@ -149,7 +146,7 @@ def shrink_batch_norm(node, cc) -> None:
     cc.replace_module(node, new)
 
 
-@analyse_rule(*STAT_NORMS)
+@analyse_rule(*STAT_NORMS, shrink=NA, permutes=NA)
 def statistics_norm(node, ctx) -> None:
     m, x = module(node), node.args[0]
     rank = len(tensor_shape(x))
@@ -161,7 +158,7 @@ def statistics_norm(node, ctx) -> None:
     couple_same(ctx, x, node, flow=False, skip=normalised)
 
 
-@analyse_rule(nn.GroupNorm)
+@analyse_rule(nn.GroupNorm, permutes=NA)
 def group_norm(node, ctx) -> None:
     """Statistics are per norm group: whole norm groups can go, single channels cannot."""
     m, x = module(node), node.args[0]
@@ -186,12 +183,13 @@ def shrink_group_norm(node, cc) -> None:
     cc.replace_module(node, new)
 
 
-@analyse_rule(F.layer_norm, F.group_norm, *((F.rms_norm,) if hasattr(F, "rms_norm") else ()))
+@analyse_rule(*FUNCTIONAL_NORMS, shrink=NA, permutes=NA, **WEIGHTLESS)
 def functional_norm(node, ctx) -> None:
+    """A norm without its own affine parameters (captured as an ATen call)."""
     x = node.args[0]
     rank = len(tensor_shape(x))
-    if node.target is F.group_norm:
-        normalised = {1}
+    if node.target is aten.group_norm.default:
+        normalised = set(range(1, rank))
     else:
         normalised = set(range(rank - len(node.args[1]), rank))
     name = node.target.__name__
@@ -220,7 +218,7 @@ def shrink_embedding(node, cc) -> None:
     cc.replace_module(node, new)
 
 
-@analyse_rule(*POOLS)
+@analyse_rule(*POOLS, shrink=NA, **WEIGHTLESS)
 def pool(node, ctx) -> None:
     x = node.args[0]
     what = getattr(node.target, "__name__", str(node.target))
@@ -230,7 +228,7 @@ def pool(node, ctx) -> None:
     ctx.couple(x, 1, node, 1, flow=True)  # max/avg/resize of a zero channel is zero
 
 
-@analyse_rule(F.pad)
+@analyse_rule(F.pad, shrink=NA, **WEIGHTLESS)
 def pad(node, ctx) -> None:
     x, widths = node.args[0], node.args[1]
     rank = len(tensor_shape(x))

@@ -14,29 +14,19 @@ from torch import nn
 
 from ..filters import Filter
 from ..meta import tensor_shape
-from . import analyse_rule, permutation_rule, shrink_rule
+from . import NA, WEIGHTLESS, analyse_rule, declare, permutation_rule, shrink_rule
 from ._util import arg, couple_same, is_tensor, module
 
-ZERO_PRESERVING_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity, nn.Hardtanh, nn.Softsign,
-    nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.PReLU, nn.CELU, nn.SELU, Filter,
-)
-OTHER_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus, nn.LogSigmoid)
-ZERO_PRESERVING_FUNCTIONS = (
-    F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.elu, F.mish, F.dropout,
-    F.hardtanh, torch.relu, torch.tanh, F.tanh, torch.neg, torch.abs, torch.sqrt, torch.sin,
-    torch.dropout, operator.neg, torch.nn.functional.dropout2d, torch.square,
-)
-OTHER_FUNCTIONS = (torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.exp, torch.cos, F.softplus,
-                   torch.log, torch.rsqrt, torch.erf, torch.reciprocal)
-ZERO_PRESERVING_METHODS = ("relu", "tanh", "neg", "abs", "sqrt", "sin", "contiguous", "clone",
-                           "detach", "float", "half", "double", "bfloat16", "to", "type_as",
-                           "square", "requires_grad_")
-OTHER_METHODS = ("sigmoid", "exp", "cos", "log", "rsqrt", "reciprocal", "erf")
+# the ops archc.capture lowers element-wise ATen ops to, and archc's own gate
+ZERO_PRESERVING_MODULES = (nn.Dropout, nn.PReLU, Filter)
+ZERO_PRESERVING_FUNCTIONS = (F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.mish, F.hardtanh,
+                             torch.tanh, torch.neg, torch.abs, torch.sqrt, torch.sin, torch.square)
+OTHER_FUNCTIONS = (torch.sigmoid, F.hardsigmoid, torch.exp, torch.cos, F.softplus, torch.log, torch.rsqrt,
+                   torch.erf, torch.reciprocal)
+CASTS = ("contiguous", "clone", "to", "type_as")  # tensor methods that keep every value
 
 
-@analyse_rule(*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *ZERO_PRESERVING_METHODS)
+@analyse_rule(*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *CASTS)
 def zero_preserving(node, ctx) -> None:
     couple_same(ctx, node.args[0], node, flow=True)
 
@@ -53,19 +43,19 @@ def shrink_prelu(node, cc) -> None:
     cc.replace_module(node, new)
 
 
-@analyse_rule(*OTHER_MODULES, *OTHER_FUNCTIONS, *OTHER_METHODS)
+@analyse_rule(*OTHER_FUNCTIONS)
 def not_zero_preserving(node, ctx) -> None:
     couple_same(ctx, node.args[0], node, flow=False)
 
 
-@analyse_rule(torch.clamp, "clamp", torch.clip, "clip")
+@analyse_rule(torch.clamp)
 def clamp(node, ctx) -> None:
     lo, hi = arg(node, 1, "min"), arg(node, 2, "max")
     keeps_zero = (lo is None or lo <= 0) and (hi is None or hi >= 0)
     couple_same(ctx, node.args[0], node, flow=keeps_zero and not is_tensor(lo) and not is_tensor(hi))
 
 
-@analyse_rule(torch.pow, "pow", operator.pow)
+@analyse_rule(torch.pow)
 def power(node, ctx) -> None:
     exponent = node.args[1]
     if is_tensor(exponent) or not is_tensor(node.args[0]):
@@ -92,8 +82,7 @@ def _operands(node):
     return [a for a in node.args[:2] if is_tensor(a)]
 
 
-@analyse_rule(operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub,
-              "add", "sub")
+@analyse_rule(operator.add, operator.sub, torch.add, torch.sub)
 def add(node, ctx) -> None:
     ops = _operands(node)
     scalars = [a for a in node.args[:2] if not is_tensor(a)]
@@ -101,7 +90,7 @@ def add(node, ctx) -> None:
     broadcast(node, ctx, ops, flow_from=set(range(len(ops))) if keeps_zero else set())
 
 
-@analyse_rule(operator.mul, operator.imul, torch.mul, "mul")
+@analyse_rule(operator.mul, torch.mul)
 def mul(node, ctx) -> None:
     ops = _operands(node)
     # Zero in one factor is enough: gate the largest (the main path), not the scale.
@@ -109,7 +98,7 @@ def mul(node, ctx) -> None:
     broadcast(node, ctx, ops, flow_from={main})
 
 
-@analyse_rule(operator.truediv, operator.itruediv, torch.div, "div")
+@analyse_rule(operator.truediv, torch.div)
 def div(node, ctx) -> None:
     ops = _operands(node)
     numerator_is_tensor = is_tensor(node.args[0])
@@ -121,8 +110,9 @@ def where(node, ctx) -> None:
     broadcast(node, ctx, [a for a in node.args[:3] if is_tensor(a)], flow_from=set())
 
 
-permutation_rule(*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *ZERO_PRESERVING_METHODS,
-                 *OTHER_MODULES, *OTHER_FUNCTIONS, *OTHER_METHODS, torch.clamp, "clamp", torch.clip,
-                 "clip", torch.pow, "pow", operator.pow, operator.add, operator.sub, operator.iadd,
-                 operator.isub, torch.add, torch.sub, "add", "sub", operator.mul, operator.imul,
-                 torch.mul, "mul", operator.truediv, operator.itruediv, torch.div, "div", torch.where)
+ELEMENTWISE = (*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *CASTS, *OTHER_FUNCTIONS, torch.clamp,
+               torch.pow, operator.add, operator.sub, torch.add, torch.sub, operator.mul, torch.mul,
+               operator.truediv, torch.div, torch.where)
+permutation_rule(*ELEMENTWISE)
+declare(*ELEMENTWISE, **WEIGHTLESS)  # PReLU's slopes apply to channels, they do not make them
+declare(*(k for k in ELEMENTWISE if k is not nn.PReLU), shrink=NA)

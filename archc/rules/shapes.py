@@ -11,17 +11,14 @@ import operator
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..meta import tensor_shape
-from . import analyse_rule, permutation_rule, shrink_rule
-from ._util import arg, couple_same, is_tensor, norm_dims
+from . import NA, WEIGHTLESS, analyse_rule, declare, permutation_rule, shrink_rule
+from ._util import arg, couple_same, is_tensor
 from .indexing import index_tensor, shrink_index
 
-RESHAPES = ("view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as",
-            "reshape_as", torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze,
-            torch.unflatten, nn.Flatten, nn.Unflatten)
-SIZED_RESHAPES = ("view", "reshape", torch.reshape, "expand")
+RESHAPES = ("view", "reshape", torch.flatten, torch.squeeze, torch.unsqueeze)
+SIZED_RESHAPES = ("view", "reshape", "expand")
 
 
 def align_reshape(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]]:
@@ -53,7 +50,7 @@ def _largest(dims: list[int], shape: tuple, prefer_last: bool) -> int:
     return max(order, key=lambda d: shape[d])
 
 
-@analyse_rule(*RESHAPES)
+@analyse_rule(*RESHAPES, **WEIGHTLESS)
 def reshape(node, ctx) -> None:
     x = node.args[0]
     src, dst = tensor_shape(x), tensor_shape(node)
@@ -110,12 +107,12 @@ def shrink_sized(node, cc) -> None:
     node.kwargs = {}
 
 
-@analyse_rule("unflatten", torch.unflatten, nn.Unflatten)
+@analyse_rule(torch.unflatten, permutes=NA, **WEIGHTLESS)
 def unflatten(node, ctx) -> None:
     reshape(node, ctx)
 
 
-@shrink_rule("unflatten", torch.unflatten)
+@shrink_rule(torch.unflatten)
 def shrink_unflatten(node, cc) -> None:
     x, dim, sizes = node.args[0], arg(node, 1, "dim"), list(arg(node, 2, "sizes"))
     dim = dim % len(tensor_shape(x))
@@ -125,55 +122,43 @@ def shrink_unflatten(node, cc) -> None:
 
 
 def _permutation(node) -> list[int]:
+    """Which input dim each output dim of ``permute``/``transpose``/``t`` comes from."""
     rank = len(tensor_shape(node))
-    name = getattr(node.target, "__name__", node.target)
-    if name in ("permute",):
-        dims = node.args[1:] if not isinstance(node.args[1], (tuple, list)) else node.args[1]
-        return [d % rank for d in dims]
-    if name in ("transpose", "swapaxes", "swapdims"):
+    perm = list(range(rank))
+    if node.target is torch.permute:
+        return [d % rank for d in node.args[1]]
+    if node.target is torch.transpose:
         a, b = node.args[1] % rank, node.args[2] % rank
-        perm = list(range(rank))
         perm[a], perm[b] = perm[b], perm[a]
-        return perm
-    if name in ("t",) or (node.target is getattr and node.args[1] in ("T", "mT")):
-        perm = list(range(rank))
+    elif rank >= 2:  # torch.t
         perm[-2:] = perm[-1:-3:-1]
-        return perm if rank >= 2 else perm
-    src, dst = norm_dims(node.args[1], rank), norm_dims(node.args[2], rank)  # movedim
-    rest = [d for d in range(rank) if d not in src]
-    perm = [None] * rank
-    for s, d in zip(src, dst):
-        perm[d] = s
-    it = iter(rest)
-    return [p if p is not None else next(it) for p in perm]
+    return perm
 
 
-@analyse_rule("permute", torch.permute, "transpose", torch.transpose, "swapaxes", "swapdims",
-              "t", torch.t, "movedim", torch.movedim)
+@analyse_rule(torch.permute, torch.transpose, torch.t, shrink=NA, permutes=NA, **WEIGHTLESS)
 def permute(node, ctx) -> None:
     x = node.args[0]
     for out_dim, in_dim in enumerate(_permutation(node)):
         ctx.couple(x, in_dim, node, out_dim, flow=True)
 
 
-@analyse_rule(getattr)
+@analyse_rule(getattr, shrink=NA, permutes=NA, **WEIGHTLESS)
 def attribute(node, ctx) -> None:
+    """``x.device`` (where capture puts tensors created in forward): reads no channel."""
     x, name = node.args
-    if name in ("T", "mT"):
-        permute(node, ctx)
-    elif name in ("shape", "ndim", "dtype", "device", "is_cuda", "requires_grad") and is_tensor(x):
+    if name in ("shape", "dtype", "device") and is_tensor(x):
         for d in range(len(tensor_shape(x))):
             ctx.handle(x, d)
 
 
-@analyse_rule("size", "dim", "numel", "nelement", "ndimension", "type_as_shape")
+@analyse_rule("size", shrink=NA, permutes=NA, **WEIGHTLESS)
 def shape_query(node, ctx) -> None:
     x = node.args[0]
     for d in range(len(tensor_shape(x))):
         ctx.handle(x, d)
 
 
-@analyse_rule(torch.cat, torch.concat, torch.concatenate)
+@analyse_rule(torch.cat, shrink=NA, permutes=NA, **WEIGHTLESS)
 def cat(node, ctx) -> None:
     tensors = arg(node, 0, "tensors")
     out = tensor_shape(node)
@@ -186,7 +171,7 @@ def cat(node, ctx) -> None:
         offset += n
 
 
-@analyse_rule(torch.stack)
+@analyse_rule(torch.stack, shrink=NA, permutes=NA, **WEIGHTLESS)
 def stack(node, ctx) -> None:
     tensors = arg(node, 0, "tensors")
     out = tensor_shape(node)
@@ -197,7 +182,7 @@ def stack(node, ctx) -> None:
             ctx.couple(t, d, node, d if d < dim else d + 1, flow=True)
 
 
-@analyse_rule(operator.getitem)
+@analyse_rule(operator.getitem, permutes=NA, **WEIGHTLESS)
 def getitem(node, ctx) -> None:
     src = node.args[0]
     if is_tensor(src):
@@ -213,5 +198,5 @@ def shrink_getitem(node, cc) -> None:
 
 # reshapes whose size arguments only count channels; archc.das.permute still requires every
 # reordered channel to stay one contiguous run (the channel as the outer factor of a flatten)
-permutation_rule("view", "reshape", "flatten", "squeeze", "unsqueeze", torch.reshape, torch.flatten, torch.squeeze,
-                 torch.unsqueeze, nn.Flatten)
+permutation_rule(*RESHAPES)
+declare(torch.flatten, torch.squeeze, torch.unsqueeze, shrink=NA)  # no sizes to fix
