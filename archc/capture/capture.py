@@ -47,13 +47,15 @@ def trace(model: nn.Module, args: Any = (), kwargs: Optional[dict] = None, *,
         raise TraceError(f"trace() needs an nn.Module, got {type(model).__name__}.\n  fix: pass the model instance")
     args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
     kwargs = _without_cache(model, dict(kwargs or {}))
+    export_args, export_kwargs = args, kwargs
     if dynamic_shapes is None:
         dynamic_shapes = default_dynamic_shapes(model, args, kwargs)
+        export_args, export_kwargs = _batch_of_two(args), _batch_of_two(kwargs)
     modes = {m: m.training for m in model.modules()}
     try:
         with preserved_buffers(model):
             model.eval()  # a deterministic graph; BatchNorm and Dropout become layers that follow train()
-            exported = _export(model, args, kwargs, dynamic_shapes)
+            exported = _export(model, export_args, export_kwargs, dynamic_shapes)
     finally:
         for m, training in modes.items():
             m.training = training
@@ -64,6 +66,16 @@ def trace(model: nn.Module, args: Any = (), kwargs: Optional[dict] = None, *,
     gm.meta["archc.inputs"] = input_specs(gm, exported, flat_inputs)
     record_shapes(gm, tuple(t for t in flat_inputs if isinstance(t, torch.Tensor)))
     return gm
+
+
+def _batch_of_two(inputs: Any) -> Any:
+    """An example batch of one, repeated to two: torch.export captures a size of 1 as static
+    (it cannot be told from a broadcast), which would fix the batch size of the whole graph."""
+    tensors = [t for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor) and t.dim() >= 1]
+    if not tensors or any(t.shape[0] != 1 for t in tensors):
+        return inputs
+    return pytree.tree_map(lambda t: t.expand(2, *t.shape[1:]).clone()
+                           if isinstance(t, torch.Tensor) and t.dim() >= 1 else t, inputs)
 
 
 def _without_cache(model: nn.Module, kwargs: dict) -> dict:
