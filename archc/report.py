@@ -7,7 +7,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch.fx as fx
@@ -37,7 +37,6 @@ class Report:
     flops: int
     groups: list[GroupRow]
     unprunable: list[tuple[str, str]]
-    specialised: list[str] = field(default_factory=list)
 
     @property
     def prunable_channels(self) -> int:
@@ -77,5 +76,4 @@ def report(gm: fx.GraphModule) -> Report:
     unprunable = [(f"{n} group(s)", r) for r, n in reasons.most_common()]
     unprunable += [(name, why) for name, why in an.unknown_ops.items()]
     params = sum(p.numel() for p in gm.parameters())
-    return Report(params=params, flops=_flops.count(gm), groups=rows, unprunable=unprunable,
-                  specialised=list(gm.meta.get("archc.specialised", [])))
+    return Report(params=params, flops=_flops.count(gm), groups=rows, unprunable=unprunable)
