@@ -134,20 +134,6 @@ def test_value_dependent_branch_is_refused_with_its_source_line():
     assert "values" in message and "zoo.py:" in message and "fix:" in message
 
 
-def test_an_op_without_a_lowering_stays_an_aten_call_and_blocks_its_channels():
-    class Sorts(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 2, 1)
-
-        def forward(self, x):
-            return self.b(torch.cumsum(self.a(x), dim=1))
-
-    gm = archc.trace(Sorts().eval(), (torch.randn(2, 3, 4, 4),))
-    assert "torch.ops.aten.cumsum" in gm.code
-    assert not any(g.prunable for g in archc.channel_groups(gm))
-
-
 def test_untraceable_code_names_the_line_and_the_fix():
     class Bad(nn.Module):
         def forward(self, x):
