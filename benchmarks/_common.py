@@ -179,3 +179,27 @@ def zoo() -> dict[str, Callable]:
     """tests/zoo.py's ZOO: name -> factory() returning (model, inputs)."""
     from zoo import ZOO
     return ZOO
+
+
+def import_shim() -> None:
+    """Import ``../shared/tools/tvshim.py`` (declares torchvision's compiled ops, which do not
+    load on this CPU torch) before torchvision, timm or transformers; a no-op where absent."""
+    shim = REPO.parent / "shared" / "tools"
+    if (shim / "tvshim.py").exists() and "tvshim" not in sys.modules:
+        sys.path.insert(0, str(shim))
+        import tvshim  # noqa: F401
+
+
+def git_state(paths: tuple[str, ...] = ("archc",)) -> dict[str, Any]:
+    """The commit the benchmark ran at and the files under ``paths`` that differ from it (other
+    people's uncommitted edits change what is measured); empty outside a git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=30).stdout.rstrip("\n")
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "checkout": str(REPO),
+                "uncommitted": git("status", "--porcelain", "--", *paths).splitlines()}
+    except (OSError, subprocess.SubprocessError):
+        return {}

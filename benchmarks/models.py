@@ -6,6 +6,10 @@
 * :func:`deep_chain` -- a generated deep network whose fx graph grows linearly with
   ``n_blocks`` (4 graph nodes per block, plus 5): use it to measure how compile time scales.
 * :func:`mlp` -- a plain multi-layer perceptron (784 -> hidden... -> 10).
+* :func:`torchvision_model` -- a torchvision classifier by name (``resnet50``,
+  ``densenet121``, ...), random weights, non-trivial BatchNorm statistics, eval mode.
+* :func:`llama` -- a ``transformers`` LlamaForCausalLM from a config (grouped-query attention),
+  random weights, with the keyword inputs a user would pass.
 
 Example:
     >>> from benchmarks.models import resnet50, deep_chain, chain_blocks_for
@@ -126,3 +130,49 @@ def mlp(hidden: Sequence[int] = (500, 500, 500), in_features: int = 784,
         prev = h
     layers.append(nn.Linear(prev, num_classes))
     return nn.Sequential(*layers).eval()
+
+
+# ---------------------------------------------------------------- torchvision / transformers
+
+
+def _shim() -> None:
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from _common import import_shim
+    import_shim()
+
+
+def torchvision_model(name: str, seed: int = 0, **kwargs) -> nn.Module:
+    """``torchvision.models.<name>(weights=None)`` with non-trivial BatchNorm statistics, eval.
+
+    torchvision's compiled ops do not load on this CPU torch: the shim in ``../shared/tools``
+    is imported first (``_common.import_shim``).
+    """
+    _shim()
+    import torchvision
+
+    torch.manual_seed(seed)
+    return _randomise_norms(getattr(torchvision.models, name)(weights=None, **kwargs), seed)
+
+
+def llama(num_hidden_layers: int = 24, hidden_size: int = 256, num_attention_heads: int = 8,
+          num_key_value_heads: int = 2, intermediate_size: int = 512, vocab_size: int = 1000,
+          batch: int = 2, seq: int = 16, seed: int = 0) -> tuple[nn.Module, dict]:
+    """A Llama-architecture ``LlamaForCausalLM`` (grouped-query attention: 8 query heads share 2
+    key/value heads by default) built from a config, no download; eval mode.
+
+    Returns ``(model, {"input_ids": (batch, seq) ints, "attention_mask": ones})``.
+    """
+    _shim()
+    import transformers as T
+
+    torch.manual_seed(seed)
+    cfg = T.LlamaConfig(hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                        num_attention_heads=num_attention_heads,
+                        num_key_value_heads=num_key_value_heads,
+                        intermediate_size=intermediate_size, vocab_size=vocab_size)
+    model = T.LlamaForCausalLM(cfg).eval()
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (batch, seq), generator=gen)
+    return model, {"input_ids": ids, "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
