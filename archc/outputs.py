@@ -10,20 +10,26 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
+import torch.fx as fx
 from torch import nn
 
 from . import flops as _flops
 from .checkpoint import atomic_write_bytes, load_checkpoint
-from .compact import compact
+from .compact import FINAL, _thresholded, compaction
 from .errors import UserFileError
 from .export import export_onnx
 from .rebuild import build_gated, search_options
-from .search import _accuracy, _loader, _split, evaluate
+from .model_io import accuracy, call_inputs, positional_inputs, run_model
+from .search import _loader, _split, evaluate
 from .capture import trace
 from .userfile import UserSpec, load_user_file
 
@@ -66,7 +72,7 @@ def _finetune(model: nn.Module, train: Any, spec: UserSpec, epochs: int, lr: flo
         for batch in train:
             inputs, target = _split(batch, torch.device("cpu"))
             opt.zero_grad(set_to_none=True)
-            spec.loss_fn(model(*inputs), target).backward()
+            spec.loss_fn(run_model(model, inputs), target).backward()
             opt.step()
     model.eval()
 
@@ -75,7 +81,12 @@ def compact_checkpoint(
     checkpoint: Union[str, Path], out_dir: Union[str, Path], *, model_file: Optional[Union[str, Path]] = None,
     threshold: float = 0.0, finetune: int = 0,
 ) -> dict:
-    """Rebuild the searched model, compact it, optionally fine-tune, and write DIR. Returns report.json."""
+    """Rebuild the searched model, compact it, optionally fine-tune, and write DIR. Returns report.json.
+
+    Everything is written into a staging folder beside DIR and moved into DIR only once every
+    check passed (the compact model, model.py, and model.onnx against the gated model), so a
+    failure leaves DIR as it was. Example: ``compact_checkpoint("run/checkpoint.pt", "run/compact")``.
+    """
     state = load_checkpoint(checkpoint)
     spec = _spec_for(state, model_file)
     settings = state["settings"]
@@ -83,32 +94,61 @@ def compact_checkpoint(
     original = spec.model()
     gated = build_gated(spec.model, inputs, state["kept"], search=search_options(settings))
     gated.load_state_dict(state["model_state"])
-    small = compact(gated, threshold, search_threshold=settings.get("search_threshold", 0.0))
+    flat_inputs = positional_inputs(gated, inputs)  # keyword inputs as the graph's placeholders
+    search_threshold = settings.get("search_threshold", 0.0)
+    result = compaction(gated, FINAL, threshold, search_threshold=search_threshold)
+    small = result.gm
     train, val = _train_val(spec, settings["batch_size"], settings["seed"])
     if finetune:
         _finetune(small, train, spec, finetune, settings["lr"])
     small.eval()
-    out = Path(out_dir)
     from .emit import write_model_dir  # heavy imports only when writing
 
-    write_model_dir(small, out, inputs, model_name=f"{type(original).__name__} ({spec.path.name})")
-    onnx = export_onnx(small, inputs, out / "model.onnx")
+    # model.onnx is checked against the gated model with the gates compaction closed, unless
+    # fine-tuning changed the compact model (then against the compact model itself).
+    reference = None if finetune else gated
+    with _staging(Path(out_dir)) as stage, _thresholded(gated, threshold, search_threshold):
+        write_model_dir(small, stage, flat_inputs, model_name=f"{type(original).__name__} ({spec.path.name})")
+        onnx = export_onnx(small, flat_inputs, stage / "model.onnx", reference=reference)
+        report = _report(original, small, inputs, evaluate(small, val, spec.metric_fn or accuracy), onnx,
+                         result.search_report)
+        report.update({"threshold": threshold, "finetune_epochs": finetune, "checkpoint": str(checkpoint),
+                       "search": {k: settings[k] for k in _search_keys(settings) if k in settings}})
+        _write_reports(stage, report, list(state["history"]))
+    return report
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A fresh folder beside ``out``; on success its files replace their namesakes in ``out``
+    (other files there are kept), on failure nothing in ``out`` changes. Always removed."""
+    stage = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:12]}"
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        out.mkdir(parents=True, exist_ok=True)
+        for path in sorted(stage.iterdir()):
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _report(original: nn.Module, small: fx.GraphModule, inputs: Union[tuple, dict], metric: float, onnx: Any,
+            lowered: dict) -> dict:
+    """The sizes, FLOPs, metric, widths and checks of report.json."""
     before, after = layer_widths(original), layer_widths(small)
-    lowered = small.meta.get("archc.search_report", {})  # layers renamed by lowering report their width
-    report = {
+    # ``lowered``: what compaction made of each searched layer (renamed layers report their width)
+    return {
         "params_before": sum(p.numel() for p in original.parameters()),
         "params_after": sum(p.numel() for p in small.parameters()),
-        "flops_before": _flops.count(trace(original, inputs)), "flops_after": _flops.count(small),
-        "metric": evaluate(small, val, spec.metric_fn or _accuracy),
+        "flops_before": _flops.count(trace(original, *call_inputs(inputs))), "flops_after": _flops.count(small),
+        "metric": metric,
         "layers": [{"name": n, "width_before": w, "width_after": after.get(n, lowered.get(n, {}).get("width", w))}
                    for n, w in before.items()],
-        "threshold": threshold, "finetune_epochs": finetune, "checkpoint": str(checkpoint),
         "onnx_providers": onnx.providers, "onnx_max_rel_err": onnx.max_rel_err,
+        "verified": small.meta.get("archc.verified", {}),
         "search_layers": lowered,
-        "search": {k: settings[k] for k in _search_keys(settings) if k in settings},
     }
-    _write_reports(out, report, list(state["history"]))
-    return report
 
 
 def _search_keys(settings: dict) -> list[str]:

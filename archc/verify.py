@@ -1,4 +1,15 @@
-"""Check that a rewritten model computes what its reference computes."""
+"""Check that a rewritten model computes what its reference computes.
+
+The error is judged on the reference's own scale, channel by channel (:func:`relative_error`),
+so a small output column cannot hide behind a large one; NaN or inf never passes; and a
+captured model is checked at every shape :func:`~archc.capture.inputs.shape_variants` gives
+(the example's, a larger batch, a smaller one), so a size frozen into a rewrite is caught.
+
+Example::
+
+    assert_equivalent(gated, archc.compact(gated))            # raises CompactionError on a miss
+    relative_error(torch.tensor([[1.0, 1e3]]), torch.tensor([[1.3, 1e3]]))  # 0.3, not 3e-4
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -11,15 +22,53 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from .errors import CompactionError
-from .capture.inputs import random_inputs
+from .capture.inputs import random_inputs, shape_variants
+
+_FIX = ("  fix: report the model with this message; meanwhile keep "
+        "using the gated model, which is exact.")
+
+
+def channel_scale(want: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """The scale each element of ``want`` is judged on: the max ``|want|`` over its channel.
+
+    The channel is dim 1 for rank >= 4 (NCHW), the last dim for rank 2 and 3 ((N, C) logits,
+    (B, T, C) sequences) and the whole tensor for rank 0-1. A floor of 1e-6 x the global
+    max ``|want|`` (and ``floor``, an absolute one) keeps a channel that is all zero from
+    dividing by zero.
+
+    Example: ``channel_scale(torch.tensor([[1.0, -50.0], [-2.0, 5.0]]))`` -> ``[[2., 50.]]``.
+    """
+    mag = want.abs()
+    top = float(mag.max()) if mag.numel() else 0.0
+    keep = 1 if mag.dim() >= 4 else mag.dim() - 1 if mag.dim() >= 2 else None
+    if keep is None:
+        scale = torch.full_like(mag, top)
+    else:
+        scale = mag.amax(dim=[d for d in range(mag.dim()) if d != keep], keepdim=True)
+    return scale.clamp_min(max(top * 1e-6, floor, 1e-12))
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor, floor: float = 0.0) -> float:
+    """Largest ``|got - want| / channel_scale(want, floor)``; ``inf`` if the shapes differ or
+    either holds a NaN or inf (a non-finite value never passes). Takes tensors or arrays.
+
+    Example: ``relative_error(torch.tensor([[1.3, 1e3]]), torch.tensor([[1.0, 1e3]]))`` -> ``0.3``.
+    """
+    got, want = torch.as_tensor(got).double(), torch.as_tensor(want).double()
+    if got.shape != want.shape or not (torch.isfinite(got).all() and torch.isfinite(want).all()):
+        return float("inf")
+    if not want.numel():
+        return 0.0
+    return float(((got - want).abs() / channel_scale(want, floor)).max())
 
 
 def max_relative_error(
     reference: nn.Module, candidate: nn.Module, inputs: tuple, *, dtype: Optional[torch.dtype] = None,
 ) -> float:
-    """Largest ``|a - b| / max|b|`` over the outputs of both models on ``inputs`` (eval mode).
+    """Largest :func:`relative_error` over the outputs of both models on ``inputs`` (eval mode).
 
-    With ``dtype=torch.float64`` both models and the floating inputs are run in double precision
+    ``inf`` when the outputs differ in number or shape, or hold NaN or inf. With
+    ``dtype=torch.float64`` both models and the floating inputs are run in double precision
     (cast in place and restored bit for bit afterwards), which separates a wrong rewrite from
     float32 rounding that a normalisation layer amplified.
 
@@ -27,25 +76,58 @@ def max_relative_error(
 
         err = max_relative_error(gated, small, (torch.randn(2, 3, 8, 8),), dtype=torch.float64)
     """
+    try:
+        want, got = _outputs(reference, candidate, inputs, dtype)
+    except _Failed as failed:
+        raise failed.error from None
+    return _compare(want, got)
+
+
+class _Failed(Exception):
+    """A model raised while running: ``who`` is ``"reference"`` or ``"candidate"``."""
+
+    def __init__(self, who: str, error: Exception) -> None:
+        super().__init__(who)
+        self.who, self.error = who, error
+
+
+def _outputs(reference: nn.Module, candidate: nn.Module, inputs: tuple,
+             dtype: Optional[torch.dtype]) -> tuple[list, list]:
+    """The flat outputs of ``reference`` and ``candidate`` on ``inputs``, in eval mode."""
     modes = (reference.training, candidate.training)
     reference.eval(), candidate.eval()
     try:
         with torch.no_grad(), _cast_floats((reference, candidate), dtype):
             inputs = _cast_inputs(inputs, dtype)
-            want, _ = pytree.tree_flatten(reference(*inputs))
-            got, _ = pytree.tree_flatten(candidate(*inputs))
+            want = _call(reference, inputs, "reference")
+            got = _call(candidate, inputs, "candidate")
     finally:
         reference.train(modes[0]), candidate.train(modes[1])
+    return want, got
+
+
+def _call(model: nn.Module, inputs: tuple, who: str) -> list:
+    try:
+        return pytree.tree_flatten(model(*inputs))[0]
+    except Exception as exc:  # noqa: BLE001 - which model failed decides what the caller does
+        raise _Failed(who, exc) from exc
+
+
+def _compare(want: list, got: list) -> float:
     if len(want) != len(got):
         return float("inf")
     worst = 0.0
     for a, b in zip(got, want):
         if not isinstance(b, torch.Tensor):
             continue
-        if not isinstance(a, torch.Tensor) or a.shape != b.shape:
+        if not isinstance(a, torch.Tensor):
             return float("inf")
-        worst = max(worst, _relative_error(a.double(), b.double()))
+        worst = max(worst, relative_error(a, b))
     return worst
+
+
+def _nonfinite(outputs: list) -> bool:
+    return any(isinstance(t, torch.Tensor) and not torch.isfinite(t).all() for t in outputs)
 
 
 @contextmanager
@@ -73,49 +155,88 @@ def _cast_inputs(inputs: tuple, dtype: Optional[torch.dtype]) -> tuple:
                            inputs)
 
 
-def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``max|a - b| / max|b|`` over finite entries; NaN/inf must sit in the same places."""
-    finite = torch.isfinite(b)
-    if not torch.equal(finite, torch.isfinite(a)) or not torch.equal(a[~finite].nan_to_num(), b[~finite].nan_to_num()):
-        return float("inf")  # also catches NaN, which compares false with everything
-    if not finite.any():
-        return 0.0
-    scale = b[finite].abs().max().item()
-    return (a[finite] - b[finite]).abs().max().item() / max(scale, 1e-12)
+def describe_shapes(inputs: tuple) -> str:
+    """The shapes of the tensors in ``inputs``, for messages: ``"(5, 3, 8, 8), (5, 7)"``."""
+    shapes = [tuple(t.shape) for t in pytree.tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)]
+    return ", ".join(str(s) for s in shapes) or "()"
+
+
+def _batches(reference: nn.Module, inputs: Optional[tuple], trials: int) -> Iterator[tuple[tuple, bool]]:
+    """``(inputs, must_run)``: ``trials`` random seeds at the example shape, then one at each
+    other shape variant (where the reference may legitimately refuse to run)."""
+    if inputs is not None:
+        yield inputs, True
+        return
+    for i, sizes in enumerate(shape_variants(reference)):
+        for seed in range(max(trials, 1)) if i == 0 else (trials + i,):
+            yield random_inputs(reference, seed=seed, sizes=sizes or None), i == 0
 
 
 def assert_equivalent(
     reference: fx.GraphModule, candidate: nn.Module, *, rtol: float = 1e-4,
     inputs: Optional[tuple] = None, trials: int = 3,
 ) -> float:
-    """Raise :class:`CompactionError` unless ``candidate`` matches ``reference`` on random inputs.
+    """Raise :class:`CompactionError` unless ``candidate`` matches ``reference``; return the worst error.
 
-    A batch that misses ``rtol`` in float32 is run again in float64 and judged by that error, so
-    rounding amplified by a normalisation layer does not refuse an exact rewrite.
+    Without ``inputs``, fresh random inputs are drawn at every shape variant of ``reference``
+    (``trials`` seeds at the example shape, one at each other). A variant the reference itself
+    cannot run is skipped; the example shape must run. The error is :func:`relative_error`;
+    a miss in float32 is run again in float64 and judged by that, so rounding amplified by a
+    norm does not refuse an exact rewrite. NaN or inf in either model's output is a miss.
+    A GraphModule ``candidate`` gets ``meta["archc.verified"]``: the shapes checked and skipped.
+
+    Example: ``assert_equivalent(gated, archc.compact(gated), rtol=1e-4)``.
     """
-    batches = [inputs] if inputs is not None else [random_inputs(reference, seed=s) for s in range(trials)]
-    worst = 0.0
-    for seed, batch in enumerate(batches):
-        try:
-            err = max_relative_error(reference, candidate, batch)
-        except Exception as exc:
-            raise CompactionError(
-                f"the compact model failed to run on random input #{seed}: {type(exc).__name__}: {exc}\n"
-                "  Nothing was written. This is a gap in archc's rules for one of the model's ops.\n"
-                "  fix: report the model; meanwhile mark the module involved as a leaf "
-                "(trace(..., leaf_modules=[...])) so its channels stay unpruned."
-            ) from exc
-        if err > rtol:
-            err = min(err, _double_precision_error(reference, candidate, batch))
+    checked, skipped, worst = [], [], 0.0
+    for batch, must_run in _batches(reference, inputs, trials):
+        shapes = describe_shapes(batch)
+        err = _check(reference, candidate, batch, rtol, shapes, must_run)
+        if err is None:
+            skipped.append(shapes)
+            continue
         worst = max(worst, err)
-        if err > rtol:
-            raise CompactionError(
-                f"the compact model differs from the gated model (relative error {err:.2e} > {rtol:.0e} "
-                f"on random input #{seed}).\n  Nothing was written. This is a gap in archc's rules.\n"
-                "  fix: report the model; meanwhile mark the module involved as a leaf "
-                "(trace(..., leaf_modules=[...])) so its channels stay unpruned."
-            )
+        if shapes not in checked:
+            checked.append(shapes)
+    if isinstance(getattr(candidate, "meta", None), dict):
+        candidate.meta["archc.verified"] = {"shapes": checked, "skipped": skipped, "max_rel_err": worst}
     return worst
+
+
+def _check(reference: nn.Module, candidate: nn.Module, batch: tuple, rtol: float, shapes: str,
+           must_run: bool) -> Optional[float]:
+    """The error on ``batch`` (``None``: the reference cannot run it and need not); raises on a miss."""
+    try:
+        want, got = _outputs(reference, candidate, batch, None)
+    except _Failed as failed:
+        if failed.who == "reference" and not must_run:
+            return None
+        what = "gated (reference) model" if failed.who == "reference" else "compact model"
+        raise CompactionError(
+            f"the {what} failed to run on inputs of shape {shapes}: "
+            f"{type(failed.error).__name__}: {failed.error}\n  Nothing was written.\n"
+            + ("  fix: make the model run on inputs like its example (archc.trace's args)"
+               if failed.who == "reference" else _FIX)) from failed.error
+    for who, outputs in (("gated (reference) model", want), ("compact model", got)):
+        if _nonfinite(outputs):
+            raise CompactionError(
+                f"the {who} produced NaN or inf on inputs of shape {shapes}; a non-finite "
+                "output cannot be verified.\n  Nothing was written.\n  fix: find the layer that "
+                "overflows or divides by zero (run the model on such inputs) and make it finite")
+    err = _compare(want, got)
+    if err > rtol:
+        err = min(err, _double_precision_error(reference, candidate, batch))
+    if err > rtol:
+        how = (f"relative error {err:.2e} > {rtol:.0e}, per output channel" if err < float("inf") else
+               f"outputs of shape {_out_shapes(got)} instead of {_out_shapes(want)}")
+        raise CompactionError(
+            f"the compact model differs from the gated model ({how}, on inputs of shape {shapes}).\n"
+            "  Nothing was written. This is a gap in archc's rules.\n" + _FIX)
+    return err
+
+
+def _out_shapes(outputs: list) -> str:
+    return "[" + ", ".join(str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+                           for t in outputs) + "]"
 
 
 def _double_precision_error(reference: nn.Module, candidate: nn.Module, batch: tuple) -> float:

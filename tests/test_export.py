@@ -219,3 +219,96 @@ def test_onnx_session_cuda_failure_falls_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ort, "InferenceSession", picky)
     assert ex.onnx_session(res.path).get_providers() == ["CPUExecutionProvider"]
+
+
+def test_onnx_is_checked_against_the_reference_at_two_batch_sizes(tmp_path, monkeypatch):
+    import archc
+    from test_verify_shapes import RightAtBatchTwo  # rows past the example's two are 1.5x off
+
+    net, x = MLP().eval(), torch.randn(2, 8)
+    reference = archc.trace(net, (x,))
+    candidate = RightAtBatchTwo(net)
+    ex.export_onnx(candidate, (x,), tmp_path / "alone.onnx")  # ONNX matches the wrong model itself
+    with pytest.raises(ExportError, match=r"output 0 differs from the reference on a random batch of 5"):
+        ex.export_onnx(candidate, (x,), tmp_path / "m.onnx", reference=reference)
+    assert not (tmp_path / "m.onnx").exists() and _no_temp_files(tmp_path)
+    batches = []
+    real = ex.run_onnx
+    monkeypatch.setattr(ex, "run_onnx", lambda s, xs: batches.append(xs[0].shape[0]) or real(s, xs))
+    res = ex.export_onnx(net, (x,), tmp_path / "ok.onnx", reference=reference)
+    assert batches == [2, 5] and res.max_rel_err < 1e-5
+
+
+def test_onnx_of_a_compact_zoo_model_passes_against_the_gated_model(tmp_path):
+    import archc
+    from conftest import kill_channels
+    from zoo import ZOO
+
+    model, inputs = ZOO["resnet"]()
+    gated = archc.passes.insert_filters(archc.trace(model, inputs))
+    kill_channels(gated, 0.3, seed=0)
+    small = archc.compact(gated)
+    res = ex.export_onnx(small, inputs, tmp_path / "small.onnx", reference=gated)
+    assert res.max_rel_err < 1e-4 and sorted(os.listdir(tmp_path)) == ["small.onnx"]
+
+
+@pytest.mark.parametrize("where", ["onnxruntime", "the reference"])
+def test_nan_in_onnx_or_the_reference_is_refused(tmp_path, monkeypatch, where):
+    net, x = MLP().eval(), torch.randn(2, 8)
+    if where == "onnxruntime":
+        real = ex.run_onnx
+        monkeypatch.setattr(ex, "run_onnx", lambda s, xs: [o * np.nan for o in real(s, xs)])
+        reference = None
+    else:
+        class NanOut(nn.Module):
+            def forward(self, x):
+                return net(x) * float("nan")
+
+        reference = NanOut()
+    with pytest.raises(ExportError, match=f"{where}.* produced NaN or inf in output 0 on the example inputs"):
+        ex.export_onnx(net, (x,), tmp_path / "m.onnx", reference=reference)
+    assert os.listdir(tmp_path) == []
+
+
+def _checkpoint(tmp_path):
+    """A one-epoch search of tests/tiny_task.py; returns its checkpoint."""
+    from pathlib import Path
+
+    from archc.search import SearchConfig, Task, run_search
+    from archc.userfile import load_user_file
+
+    tiny = Path(__file__).with_name("tiny_task.py")
+    spec = load_user_file(tiny)
+    train, val = spec.data()
+    task = Task(model_fn=spec.model, train=train, val=val, example_inputs=spec.example_inputs(),
+                model_file=str(tiny), model_sha256=spec.sha256)
+    run_search(task, SearchConfig(lam=3e-2, epochs=1, batch_size=32, lr=1e-2, out=str(tmp_path / "run")),
+               progress=False)
+    return tmp_path / "run" / "checkpoint.pt"
+
+
+def test_compact_whose_onnx_check_fails_leaves_the_output_folder_as_it_was(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from archc.cli.main import app
+
+    checkpoint = _checkpoint(tmp_path)
+    real = ex.run_onnx
+    monkeypatch.setattr(ex, "run_onnx", lambda s, xs: [o + 0.1 for o in real(s, xs)])
+    runner = CliRunner()
+    res = runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "differs from the reference" in res.output, res.output
+    assert not (tmp_path / "out").exists()  # model.py and the weights were written, then dropped
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.py").write_text("old")
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    assert runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out")]).exit_code == 2
+    assert sorted(os.listdir(tmp_path / "out")) == ["model.py", "notes.txt"]
+    assert (tmp_path / "out" / "model.py").read_text() == "old"
+    monkeypatch.setattr(ex, "run_onnx", real)
+    res = runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    written = set(os.listdir(tmp_path / "out"))
+    assert {"model.py", "weights.safetensors", "model.onnx", "report.json", "notes.txt"} <= written
+    assert (tmp_path / "out" / "model.py").read_text() != "old"
+    assert sorted(os.listdir(tmp_path)) == ["out", "run"]  # no staging folder left

@@ -1,0 +1,116 @@
+"""assert_equivalent checks a captured model at every shape variant, not just the example's."""
+import pytest
+import torch
+from torch import nn
+
+import archc
+from archc.capture.inputs import shape_variants
+from archc.errors import CompactionError
+from archc.verify import assert_equivalent
+
+X = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+
+
+class RightAtBatchTwo(nn.Module):
+    """``net`` where the batch is 2 (the example's); every row past the second is 1.5x off."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("rows", torch.tensor([1.0, 1.0] + [1.5] * 30))
+
+    def forward(self, x):
+        return self.net(x) * self.rows[: x.shape[0]].unsqueeze(1)
+
+
+class ViewsAsBatchTwo(nn.Module):
+    """``net`` with the example's batch frozen into a view, as a wrong rewrite might do."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x).view(2, -1).reshape(x.shape[0], -1)
+
+
+def _variant_shapes(gm) -> list[str]:
+    """The input shapes assert_equivalent should check ``gm`` at, example first."""
+    (symbol,) = gm.meta["archc.symbols"]
+    return [f"({v[symbol]}, 4)" for v in shape_variants(gm)]
+
+
+def test_a_captured_model_has_a_larger_batch_to_check_at():
+    shapes = _variant_shapes(archc.trace(_net(), (X,)))
+    assert shapes[0] == "(2, 4)" and "(5, 4)" in shapes
+
+
+def test_a_candidate_right_only_at_the_example_batch_is_refused_and_the_shape_named():
+    net = _net()
+    reference = archc.trace(net, (X,))
+    candidate = RightAtBatchTwo(net)
+    assert assert_equivalent(reference, candidate, inputs=(X,)) < 1e-6  # right at the example
+    with pytest.raises(CompactionError, match=r"differs from the gated model .*inputs of shape \(5, 4\)"):
+        assert_equivalent(reference, candidate)
+
+
+def test_a_batch_frozen_into_a_view_is_refused_and_the_shape_named():
+    net = _net()
+    reference = archc.trace(net, (X,))
+    with pytest.raises(CompactionError, match=r"compact model failed to run on inputs of shape \(5, 4\)"):
+        assert_equivalent(reference, ViewsAsBatchTwo(net))
+
+
+def test_an_exact_candidate_passes_and_records_the_shapes_checked():
+    net = _net()
+    reference = archc.trace(net, (X,))
+    candidate = archc.trace(net, (X,))
+    assert assert_equivalent(reference, candidate) < 1e-6
+    assert candidate.meta["archc.verified"]["shapes"] == _variant_shapes(reference)
+    assert candidate.meta["archc.verified"]["skipped"] == []
+
+
+class OnlyBatchTwo(nn.Module):
+    """A reference that accepts only the example's batch, carrying a captured model's meta."""
+
+    def __init__(self, net: nn.Module, meta: dict) -> None:
+        super().__init__()
+        self.net, self.meta = net, meta
+
+    def forward(self, x):
+        if x.shape[0] != 2:
+            raise ValueError("this model takes batches of 2")
+        return self.net(x)
+
+
+def test_a_variant_the_reference_cannot_run_is_skipped_and_recorded():
+    net = _net()
+    reference = OnlyBatchTwo(net, dict(archc.trace(net, (X,)).meta))
+    candidate = archc.trace(net, (X,))
+    assert assert_equivalent(reference, candidate) < 1e-6
+    assert candidate.meta["archc.verified"] == {"shapes": ["(2, 4)"], "skipped": _variant_shapes(candidate)[1:],
+                                                "max_rel_err": pytest.approx(0.0, abs=1e-6)}
+
+
+def test_the_reference_must_run_at_the_example_shape():
+    net = _net()
+    meta = dict(archc.trace(net, (X,)).meta)
+    meta["archc.inputs"] = [{**meta["archc.inputs"][0], "shape": (3, 4)}]
+    meta["archc.symbols"] = {s: {**e, "example": 3} for s, e in meta["archc.symbols"].items()}
+    with pytest.raises(CompactionError, match=r"reference\) model failed to run on inputs of shape \(3, 4\)"):
+        assert_equivalent(OnlyBatchTwo(net, meta), net)
+
+
+def test_compact_keeps_the_input_meta_and_checks_every_variant():
+    gated = archc.passes.insert_filters(archc.trace(_net(), (X,)))
+    with torch.no_grad():
+        next(archc.filters(gated)).theta[:3] = 0.0
+    small = archc.compact(gated)
+    assert small.meta["archc.inputs"] == gated.meta["archc.inputs"]
+    assert small.meta["archc.symbols"] == gated.meta["archc.symbols"]
+    assert small.meta["archc.verified"]["shapes"] == _variant_shapes(gated)
