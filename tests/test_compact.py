@@ -8,7 +8,7 @@ from torch import nn
 from zoo import ZOO
 
 import archc
-from archc import fold
+from archc.rules import REGISTRY
 from archc.verify import max_relative_error
 
 
@@ -28,7 +28,7 @@ def test_threshold_closes_small_gates_and_matches_the_thresholded_reference():
     for gate in archc.filters(reference):
         with torch.no_grad():
             gate.theta[gate.theta <= 0.05] = 0
-    assert max_relative_error(reference, small, inputs, dtype=torch.float64) < 1e-6
+    assert max_relative_error(reference, small, inputs, dtype=torch.float64) < 1e-5
 
 
 def test_a_fully_closed_group_keeps_its_strongest_channel():
@@ -40,7 +40,7 @@ def test_a_fully_closed_group_keeps_its_strongest_channel():
         gate.theta[5] = -0.5
     small = archc.compact(gated)
     assert small.get_submodule("0").out_features == 1
-    assert max_relative_error(gated, small, (torch.randn(3, 4),), dtype=torch.float64) < 1e-6
+    assert max_relative_error(gated, small, (torch.randn(3, 4),), dtype=torch.float64) < 1e-5
 
 
 def test_compact_does_not_modify_the_gated_model():
@@ -57,7 +57,8 @@ def test_compact_does_not_modify_the_gated_model():
 def test_compaction_refuses_a_model_that_differs(monkeypatch):
     gated, _ = _gated("resnet")
     kill_channels(gated, 0.3)
-    monkeypatch.setitem(fold.FOLDERS, nn.BatchNorm2d, lambda *a: True)  # "fold" without scaling
+    # "fold" a gate into BatchNorm without scaling anything: a wrong rewrite
+    monkeypatch.setattr(REGISTRY[nn.BatchNorm2d], "fold", lambda *a: True)
     with pytest.raises(archc.CompactionError, match="differs from the gated model"):
         archc.compact(gated)
 
@@ -74,7 +75,7 @@ def test_no_gates_closed_means_same_size():
     gated, inputs = _gated("inception")
     small = archc.compact(gated)
     assert n_params(small) == n_params(gated) - sum(f.size for f in archc.filters(gated))
-    assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-6
+    assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-5
 
 
 def test_verification_does_not_pass_nan_or_inf():
@@ -95,7 +96,8 @@ def test_verification_does_not_pass_nan_or_inf():
     gm = archc.trace(InfOut(), (torch.ones(2, 3),))
     with pytest.raises(archc.CompactionError):
         assert_equivalent(gm, nn.Identity(), inputs=(torch.ones(2, 3),))
-    assert assert_equivalent(gm, copy.deepcopy(gm), inputs=(torch.ones(2, 3),)) == 0.0  # same infs: equal
+    with pytest.raises(archc.CompactionError, match="inf"):  # equal infs too: inf never passes
+        assert_equivalent(gm, copy.deepcopy(gm), inputs=(torch.ones(2, 3),))
 
 
 @pytest.mark.parametrize("slopes", [1, 8])
@@ -110,7 +112,7 @@ def test_prelu_with_one_slope_per_channel_keeps_the_surviving_slopes(slopes):
     small = archc.compact(gm)
     prelu = next(m for m in small.modules() if isinstance(m, nn.PReLU))
     assert prelu.num_parameters == (1 if slopes == 1 else next(m for m in small.modules() if isinstance(m, nn.Conv2d)).out_channels)
-    assert max_relative_error(gm, small, (x,), dtype=torch.float64) < 1e-6
+    assert max_relative_error(gm, small, (x,), dtype=torch.float64) < 1e-5
 
 
 def test_a_module_called_twice_is_shrunk_once_and_takes_its_gate_once():
@@ -122,4 +124,4 @@ def test_a_module_called_twice_is_shrunk_once_and_takes_its_gate_once():
     small = archc.compact(gated)  # shrinking at each call sliced the weights twice: IndexError
     assert small.get_submodule("body").in_channels == 5
     assert "scale" not in small.code  # both calls' gates folded into the shared weights, once
-    assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-6
+    assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-5

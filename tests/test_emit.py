@@ -12,6 +12,7 @@ import torch.fx
 from torch import nn
 
 import archc
+from archc.capture.inputs import random_inputs, shape_variants
 from archc.emit import leaf_constructor, python_source, write_model_dir
 from archc.errors import ArchcError, CompactionError
 from archc.plots import plot_width_history, plot_widths
@@ -58,15 +59,18 @@ def emitted(tmp_path_factory):
 
 
 def _emit(name, root):
-    """Gate, kill 30%, compact and emit ZOO[name]; returns (model.py path, expected output)."""
+    """Gate, kill 30%, compact and emit ZOO[name]; returns (model.py path, expected output): the
+    gated model's output at another batch size than the example's, which model.py must match."""
     model, inputs = ZOO[name]()
     gated = archc.passes.insert_filters(archc.trace(model, inputs))
     kill_channels(gated, 0.3)
     small = archc.compact(gated).eval()
     path = write_model_dir(small, root / name, inputs)
-    torch.save(inputs, root / name / "inputs.pt")
+    other = random_inputs(gated, seed=7, sizes=shape_variants(gated)[1])
+    assert other[0].shape[0] != inputs[0].shape[0]
+    torch.save(other, root / name / "inputs.pt")
     with torch.no_grad():
-        return path, small(*inputs)
+        return path, gated.eval()(*other)
 
 
 @pytest.mark.parametrize("name", MODELS)
