@@ -151,3 +151,28 @@ def test_wrong_inputs_are_a_clear_error():
 
     with pytest.raises(archc.TraceError, match="cannot take these inputs"):
         archc.trace(Two(), (torch.randn(2),))
+
+
+def test_a_dataclass_output_becomes_a_dict_of_its_fields():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Out:
+        logits: torch.Tensor
+        hidden: torch.Tensor
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return Out(h.relu(), h)
+
+    model = Net().eval()
+    gm = archc.trace(model, (torch.randn(2, 4),))
+    x = torch.randn(5, 4)
+    got, want = gm(x), model(x)
+    assert set(got) == {"logits", "hidden"}
+    torch.testing.assert_close(got["logits"], want.logits)

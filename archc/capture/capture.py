@@ -1,6 +1,7 @@
 """``trace``: torch.export, then lowering, then shapes and input specs on the GraphModule."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import traceback
 from typing import Any, Optional
@@ -112,11 +113,45 @@ def default_dynamic_shapes(model: nn.Module, args: tuple, kwargs: dict) -> dict:
 
 def _export(model: nn.Module, args: tuple, kwargs: dict, dynamic_shapes: Any):
     try:
-        return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
+        try:
+            return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
+        except RuntimeError as exc:
+            if "which is not a known type" not in str(exc) or not _register_output_dataclasses(model, args, kwargs):
+                raise
+            return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
     except TraceError:
         raise
     except Exception as exc:  # any failure inside user code becomes an actionable error
         raise _trace_error(model, exc) from exc
+
+
+def _register_output_dataclasses(model: nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Let torch.export flatten the dataclasses a model returns (``return Out(logits=...)``).
+    Returns whether any was registered; runs the model once on the example to find them."""
+    with torch.no_grad():
+        output = model(*args, **kwargs)
+    found = []
+
+    def visit(value: Any) -> None:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            if type(value) not in found:
+                found.append(type(value))
+            for f in dataclasses.fields(value):
+                visit(getattr(value, f.name))
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                visit(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+
+    visit(output)
+    for cls in found:
+        try:
+            torch.export.register_dataclass(cls)
+        except ValueError:  # registered already
+            pass
+    return bool(found)
 
 
 def _trace_error(model: nn.Module, exc: Exception) -> TraceError:

@@ -10,6 +10,7 @@ Example: ``gm = lower_exported(ep.module(), model, out_spec, example_leaves)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import operator
 from typing import Any, Optional
 
@@ -208,7 +209,8 @@ class Lowering:
 
 def plain_structure(leaves: list, spec: pytree.TreeSpec) -> Any:
     """The model's output structure over ``leaves``: tuples and lists stay, and any mapping
-    (``dict``, transformers' ``ModelOutput``) becomes a dict; other containers become tuples."""
+    (``dict``, transformers' ``ModelOutput``) or dataclass becomes a dict; other containers
+    become tuples."""
     if spec.is_leaf():
         return leaves[0]
     children, start = [], 0
@@ -218,6 +220,8 @@ def plain_structure(leaves: list, spec: pytree.TreeSpec) -> Any:
     if spec.type in (tuple, list):
         return spec.type(children)
     keys = spec.context
+    if dataclasses.is_dataclass(spec.type):  # torch.export.register_dataclass: [fields, None fields]
+        keys = keys[0]
     if isinstance(keys, (list, tuple)) and len(keys) == len(children) and all(isinstance(k, str) for k in keys):
         return dict(zip(keys, children))
     return tuple(children)
