@@ -107,12 +107,30 @@ def export_onnx(module: torch.nn.Module, example_inputs: Union[torch.Tensor, Seq
         try:
             result = OnnxResult(path=path, providers=[])
             if check:
-                result = _check(module, reference, inputs, tmp, path, rtol, atol)
+                tmp, result = _checked(module, reference, inputs, outs, tmp, path, rtol, atol)
             os.replace(tmp, path)
         except BaseException:
             _unlink(tmp)
             raise
     return result
+
+
+def _checked(module, reference, inputs, outs, tmp: str, path: Path, rtol: float, atol: float):
+    """``tmp`` checked; if it misses, the torch.export-based exporter's file instead (the
+    TorchScript exporter mis-exports some in-place writes into views, as in Swin's attention
+    mask), which must pass the same check. Returns the file that passed and its result."""
+    try:
+        return tmp, _check(module, reference, inputs, tmp, path, rtol, atol)
+    except ExportError as first:
+        _unlink(tmp)
+        retry = _temp_name(path)
+        try:
+            _export_dynamo(module, inputs, retry, [f"input_{i}" for i in range(len(inputs))],
+                           [f"output_{i}" for i in range(len(outs))])
+            return retry, _check(module, reference, inputs, retry, path, rtol, atol)
+        except Exception:  # noqa: BLE001 - the first verdict is the one to report
+            _unlink(retry)
+            raise first from None
 
 
 @contextlib.contextmanager
@@ -128,10 +146,14 @@ def _eval(*roots: Optional[torch.nn.Module]):
             m.training = training
 
 
+def _temp_name(path: Path) -> str:
+    # A fresh name (not mkstemp) so the file gets the usual permissions from the umask.
+    return str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
 def _export_to_temp(module, inputs, outs: Sequence[torch.Tensor], path: Path) -> str:
     """Export into a temp file beside ``path``; return its name."""
-    # A fresh name (not mkstemp) so the file gets the usual permissions from the umask.
-    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = _temp_name(path)
     in_names = [f"input_{i}" for i in range(len(inputs))]
     out_names = [f"output_{i}" for i in range(len(outs))]
     axes = {n: {0: "batch"} for n, t in zip(in_names + out_names, [*inputs, *outs]) if t.dim() > 0}
