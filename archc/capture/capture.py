@@ -14,6 +14,7 @@ from torch.export import Dim
 
 from ..errors import TraceError
 from ..meta import preserved_buffers, record_shapes
+from .check import assert_ranges, check_against_model
 from .inputs import input_specs
 from .lower import Lowering
 
@@ -60,12 +61,14 @@ def trace(model: nn.Module, args: Any = (), kwargs: Optional[dict] = None, *,
     finally:
         for m, training in modes.items():
             m.training = training
-    flat_inputs, _ = pytree.tree_flatten((args, kwargs))
+    flat_inputs, spec = pytree.tree_flatten((args, kwargs))
     unlifted = exported.module()
     gm = Lowering(unlifted, model, flat_inputs).run(unlifted._out_spec, type(model).__name__)
     gm.train(model.training)
     gm.meta["archc.inputs"] = input_specs(gm, exported, flat_inputs)
     record_shapes(gm, tuple(t for t in flat_inputs if isinstance(t, torch.Tensor)))
+    assert_ranges(gm)
+    check_against_model(gm, model, flat_inputs, spec)
     return gm
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.fx as fx
 
 _SYMBOLS = "archc.symbols"
+VARIANTS = "archc.shape_variants"  # the variants the user's model itself ran at (capture.check)
 
 
 def input_specs(gm: fx.GraphModule, exported: Any, flat_inputs: list) -> list[dict]:
@@ -67,6 +68,8 @@ def shape_variants(gm: fx.GraphModule, count: int = 3) -> list[dict[str, int]]:
     """Symbol sizes to verify at: the example's, a larger one and a smaller one (down to 1,
     below torch.export's range, which starts at 2 only because size 1 broadcasts), each capped
     at the symbol's upper bound (a maximum sequence length)."""
+    if VARIANTS in gm.meta:
+        return list(gm.meta[VARIANTS][:count])
     symbols = gm.meta.get(_SYMBOLS) or {}
     if not symbols:
         return [{}]

@@ -10,7 +10,6 @@ Example: ``gm = lower_exported(ep.module(), model, out_spec, example_leaves)``.
 """
 from __future__ import annotations
 
-import dataclasses
 import operator
 from typing import Any, Optional
 
@@ -57,25 +56,23 @@ class Lowering:
         self._layers: dict[str, nn.Module] = {}
         self._current: Optional[fx.Node] = None
         self._device: Optional[fx.Node] = None
+        self._aliased: dict[fx.Node, bool] = {}  # alias root -> whether any view of it exists
 
     # -- what lowerings read ---------------------------------------------------------------
     def tensor(self, node: Any) -> Optional[torch.Tensor]:
         """The parameter or buffer behind a get_attr node of the new graph (None stays None)."""
-        if node is None:
-            return None
-        return self.old.get_parameter(node.target) if node.target in dict(self.old.named_parameters()) \
-            else _resolve(self.old, node.target)
+        return None if node is None else _resolve(self.old, node.target)
 
     def are_parameters(self, *nodes: Any) -> bool:
         """Whether each of ``nodes`` is None or a parameter read straight from the model."""
         return all(n is None or (isinstance(n, fx.Node) and n.op == "get_attr"
                                  and isinstance(_resolve(self.old, n.target), nn.Parameter)) for n in nodes)
 
-    def owner_of(self, node: Any) -> Optional[nn.Module]:
-        """The user's module that owns the parameter or buffer ``node`` reads."""
-        path = node.target.rpartition(".")[0]
+    def running_module(self, node: fx.Node) -> Optional[nn.Module]:
+        """The user's innermost module that was running when ``node`` was captured."""
+        paths = _module_paths(node)
         try:
-            return self.model.get_submodule(path)
+            return self.model.get_submodule(paths[-1]) if paths else self.model
         except AttributeError:
             return None
 
@@ -143,8 +140,11 @@ class Lowering:
             return self._stamp(self.graph.placeholder(node.name)) if isinstance(value, torch.Tensor) else value
         if node.op == "get_attr":
             return self._stamp(self.graph.get_attr(node.target))
-        if node.op == "call_module":  # torch.export's shape guards: checked by verification instead
-            return None
+        if node.op == "call_module" and node.target == "_guards_fn":
+            return None  # torch.export's input guards: trace checks the graph against the model instead
+        if node.op == "call_module":
+            raise node_error(TraceError, node, "torch.export left a module call archc cannot lower",
+                             "report this model to archc with the node above")
         args = fx.node.map_arg(node.args, self.env.__getitem__)
         kwargs = self._portable(fx.node.map_arg(node.kwargs, self.env.__getitem__))
         target, mutated = node.target, None
@@ -176,13 +176,16 @@ class Lowering:
         return {**kwargs, "device": self._device}
 
     def _can_functionalise(self, node: fx.Node, mutated: Any) -> bool:
-        """A write that nothing else aliases; ``num_batches_tracked += 1`` is the BatchNorm layer's job."""
+        """A write into a tensor that nothing aliases: no view of it (or of an earlier in-place
+        result on it) exists anywhere, and it is no input, parameter or view itself."""
         if not isinstance(mutated, fx.Node):
             return False
-        if mutated.op in ("get_attr", "placeholder") or is_view_op(mutated.target) or _is_piece_of_view(mutated):
+        root = _alias_root(mutated)
+        if root.op in ("get_attr", "placeholder") or is_view_op(root.target) or _is_piece_of_view(root):
             return False
-        later = _after(node)
-        return not any(is_view_op(u.target) and any(v in later for v in u.users) for u in mutated.users)
+        if root not in self._aliased:
+            self._aliased[root] = _has_views(root)
+        return not self._aliased[root]
 
     def _keep(self, node: fx.Node) -> Any:
         if node.op == "call_function" and node.args and getattr(node.args[0], "op", None) == "get_attr" \
@@ -220,19 +223,33 @@ def plain_structure(leaves: list, spec: pytree.TreeSpec) -> Any:
     if spec.type in (tuple, list):
         return spec.type(children)
     keys = spec.context
-    if dataclasses.is_dataclass(spec.type):  # torch.export.register_dataclass: [fields, None fields]
+    if isinstance(keys, list) and keys and isinstance(keys[0], list):  # register_dataclass: [fields, None fields]
         keys = keys[0]
     if isinstance(keys, (list, tuple)) and len(keys) == len(children) and all(isinstance(k, str) for k in keys):
         return dict(zip(keys, children))
     return tuple(children)
 
 
-def _after(node: fx.Node) -> set:
-    later, n = set(), node.next
-    while n.op != "root":
-        later.add(n)
-        n = n.next
-    return later
+def _alias_root(node: fx.Node) -> fx.Node:
+    """The tensor an in-place result is: ``y.add_(1).mul_(2)`` is still ``y``."""
+    while functional_variant(node.target) is not None and isinstance(node.args[0], fx.Node):
+        node = node.args[0]
+    return node
+
+
+def _has_views(root: fx.Node) -> bool:
+    """Whether any view of ``root``, or of an in-place result on it, is taken anywhere."""
+    family, todo = {root}, [root]
+    while todo:
+        for user in todo.pop().users:
+            if user in family:
+                continue
+            if is_view_op(user.target) or _is_piece_of_view(user):
+                return True
+            if functional_variant(user.target) is not None and user.args[0] in family:
+                family.add(user)
+                todo.append(user)
+    return False
 
 
 def _is_piece_of_view(node: fx.Node) -> bool:
@@ -264,6 +281,18 @@ def _same_layer(a: nn.Module, b: nn.Module) -> bool:
     return ta == tb
 
 
+def _plain_containers(root: nn.Module, path: str) -> bool:
+    """Whether every existing module on the way to ``path`` is a plain ``nn.Module`` container."""
+    owner = root
+    for part in path.split(".")[:-1]:
+        owner = owner._modules.get(part)
+        if owner is None:
+            return True
+        if type(owner) is not nn.Module:
+            return False
+    return True
+
+
 def _parent(root: nn.Module, path: str) -> tuple[nn.Module, str]:
     """The module that holds ``path``'s last component, creating empty containers on the way."""
     parts = path.split(".")
@@ -281,16 +310,25 @@ def _install(root: nn.Module, path: str, layer: nn.Module) -> None:
     owner, name = _parent(root, path)
     existing = owner._modules.get(name)
     if existing is not None:  # a container made earlier for this layer's children
+        if existing._parameters or existing._buffers:
+            raise TraceError(f"archc could not place layer {path!r}: a tensor is stored there already")
         for child_name, child in existing._modules.items():
             layer.add_module(child_name, child)
-        for attr, t in [*existing._parameters.items(), *existing._buffers.items()]:
-            raise TraceError(f"archc could not place layer {path!r}: {attr!r} is taken")
     owner.add_module(name, layer)
 
 
 def _install_tensor(root: nn.Module, path: str, tensor: Any) -> str:
-    """Register ``tensor`` at ``path`` (or a free variant of it) and return where it went."""
+    """Register ``tensor`` at ``path`` (or a free variant of it) and return where it went. A
+    tensor whose owner became a layer (``self.gamma`` beside ``F.linear(x, self.weight)``) goes
+    beside it instead (``owner_gamma``): inside, it would read as one of the layer's weights."""
+    try:
+        if _resolve(root, path) is tensor:  # a layer's own weight, read directly too (tied)
+            return path
+    except AttributeError:
+        pass
     base, i = path, 0
+    if not _plain_containers(root, path):
+        base = path = path.replace(".", "_")
     while True:
         owner, name = _parent(root, path)
         held = owner._parameters.get(name, owner._buffers.get(name))

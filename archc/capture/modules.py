@@ -69,18 +69,23 @@ def _linear(cx, node, x, weight, bias=None):
 
 
 def _batch_norm(cx, node, x, weight, bias, mean, var, training, momentum, eps, *_):
+    """A BatchNorm layer when a BatchNorm module (timm's BatchNormAct2d too) ran the op and
+    follows the model's train/eval mode: then the layer switches as the user's did. A frozen
+    BatchNorm (``bn.eval()`` in a training model) or ``F.batch_norm`` in user code stays the
+    ATen call, whose mode was fixed at capture."""
+    owner = cx.running_module(node)
+    if not isinstance(owner, nn.modules.batchnorm._BatchNorm) or owner.training != cx.model.training:
+        return None
     if not cx.are_parameters(weight, bias) or (mean is None) != (var is None):
         return None
-    rank = len(cx.example_shape(node))
-    channels = cx.example_shape(node)[1]
-    owner = cx.owner_of(weight if weight is not None else mean)
-    momentum = getattr(owner, "momentum", momentum) if isinstance(owner, nn.modules.batchnorm._BatchNorm) else momentum
-    layer = _BATCH_NORMS[rank](channels, eps=eps, momentum=momentum, affine=weight is not None,
-                               track_running_stats=mean is not None, device="meta")
-    tracked = getattr(owner, "num_batches_tracked", None)
+    shape = cx.example_shape(node)
+    layer = _BATCH_NORMS[len(shape)](shape[1], eps=eps, momentum=owner.momentum, affine=weight is not None,
+                                     track_running_stats=mean is not None, device="meta")
     layer = _with_tensors(layer, weight=cx.tensor(weight), bias=cx.tensor(bias), running_mean=cx.tensor(mean),
                           running_var=cx.tensor(var),
-                          num_batches_tracked=tracked if mean is not None else None)
+                          num_batches_tracked=owner.num_batches_tracked if mean is not None else None)
+    if weight is None and mean is None:
+        return cx.call_new_layer(node, layer, x)
     return cx.call_layer(node, layer, weight if weight is not None else mean, x)
 
 
@@ -135,7 +140,10 @@ def _prelu(cx, node, x, weight):
 
 
 def _dropout(cx, node, x, p, train=None):
-    """A module, so that ``train()``/``eval()`` switch it as they would the user's layer."""
+    """An ``nn.Dropout`` that ran the op becomes one, so that ``train()``/``eval()`` switch it;
+    ``F.dropout`` in user code keeps the flag it was captured with (MC dropout stays on)."""
+    if type(cx.running_module(node)) is not nn.Dropout:
+        return None
     return cx.call_new_layer(node, nn.Dropout(p), x)
 
 

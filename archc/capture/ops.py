@@ -74,7 +74,12 @@ def _rsub(cx, node, x, other, alpha=1):
     return cx.call_function(operator.sub, (other, x), {})
 
 
+def _rank(node) -> int:
+    return len(node.args[0].meta["val"].shape)
+
+
 def _slice(cx, node, x, dim=0, start=None, end=None, step=1):
+    dim %= _rank(node)
     start = None if start == 0 else start
     end = None if isinstance(end, int) and end >= _INT64_MAX else end
     if start is None and end is None and step == 1:
@@ -84,6 +89,7 @@ def _slice(cx, node, x, dim=0, start=None, end=None, step=1):
 
 
 def _select(cx, node, x, dim, index):
+    dim %= _rank(node)
     return cx.call_function(operator.getitem, (x, (slice(None),) * dim + (index,)), {})
 
 
@@ -92,7 +98,9 @@ def _reduction(target: Callable) -> Callable:
 
     def lower(cx, node, x, dim=None, keepdim=False, dtype=None):
         kwargs = {"dtype": dtype} if dtype is not None else {}
-        if dim is None or dim == []:
+        if dim is None or dim == [] or dim == ():
+            if keepdim:  # every dim, kept as size 1
+                return cx.call_function(target, (x, list(range(_rank(node))), True), kwargs)
             return cx.call_function(target, (x,), kwargs)
         return cx.call_function(target, (x, dim, keepdim), kwargs)
 
@@ -109,11 +117,13 @@ def _softmax(target: Callable) -> Callable:
 
 
 def _to(cx, node, x, *args, **kwargs):
-    """Casts keep only the dtype: a device fixed at capture would pin the model to it."""
+    """Casts keep only the dtype: a device fixed at capture would pin the model to it. A copy
+    (``_to_copy``, ``copy=True``) stays a copy, so a later in-place write cannot reach ``x``."""
     dtype = kwargs.get("dtype") or next((a for a in args if isinstance(a, torch.dtype)), None)
+    copy = node.target.overloadpacket is aten._to_copy or kwargs.get("copy") or (len(args) > 2 and args[2] is True)
     if dtype is None:
-        return x
-    return cx.call_method("to", (x, dtype), {})
+        return cx.call_method("clone", (x,), {}) if copy else x
+    return cx.call_method("to", (x, dtype), {"copy": True} if copy else {})
 
 
 def _interpolate(mode: str) -> Callable:
@@ -152,7 +162,8 @@ def _addmm(cx, node, bias, x, weight, beta=1, alpha=1):
 
 
 def _drop(cx, node, *args, **kwargs):
-    """Capture-time checks (shape and dtype asserts): the verification at several shapes checks more."""
+    """torch.export's dtype and device asserts: a device fixed at capture would pin the model
+    to it. Asserts on sizes (``_assert_scalar``) stay in the graph."""
     return cx.DROP
 
 
@@ -183,8 +194,9 @@ _register({
     aten.squeeze: _function(torch.squeeze), aten.unsqueeze: _function(torch.unsqueeze),
     aten.permute: _function(torch.permute), aten.transpose: _function(torch.transpose),
     aten.t: _function(torch.t), aten.expand: _method("expand", 2),
-    aten.contiguous: _method("contiguous", 1), aten.clone: _method("clone", 1), aten.alias: _identity, aten.detach: _identity,
-    aten.lift_fresh_copy: _identity,
+    aten.contiguous: _method("contiguous", 1), aten.clone: _method("clone", 1), aten.alias: _identity,
+    aten.detach: _method("detach", 1),  # not the identity: it stops gradients (straight-through estimators)
+    aten.lift_fresh_copy: _method("clone", 1),  # a constant made in forward: a fresh copy each call
     aten.to: _to, aten._to_copy: _to, aten.type_as: _method("type_as"),
     aten.cat: _function(torch.cat), aten.concat: _function(torch.cat), aten.stack: _function(torch.stack),
     aten.split: _function(torch.split), aten.split_with_sizes: _function(torch.split),
@@ -212,6 +224,5 @@ _register({
     aten.upsample_trilinear3d: _interpolate("trilinear"),
     aten.pad: _function(F.pad), aten.constant_pad_nd: _constant_pad,
     # capture-time checks
-    aten._assert_tensor_metadata: _drop, aten._assert_scalar: _drop, aten.sym_constrain_range: _drop,
-    aten.sym_constrain_range_for_size: _drop, aten._assert_async: _drop,
+    aten._assert_tensor_metadata: _drop,
 })

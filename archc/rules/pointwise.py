@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -19,11 +20,11 @@ from ._util import arg, couple_same, is_tensor, module
 
 # the ops archc.capture lowers element-wise ATen ops to, and archc's own gate
 ZERO_PRESERVING_MODULES = (nn.Dropout, nn.PReLU, Filter)
-ZERO_PRESERVING_FUNCTIONS = (F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.mish, F.hardtanh,
+ZERO_PRESERVING_FUNCTIONS = (F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.mish,
                              torch.tanh, torch.neg, torch.abs, torch.sqrt, torch.sin, torch.square)
 OTHER_FUNCTIONS = (torch.sigmoid, F.hardsigmoid, torch.exp, torch.cos, F.softplus, torch.log, torch.rsqrt,
                    torch.erf, torch.reciprocal)
-CASTS = ("contiguous", "clone", "to", "type_as")  # tensor methods that keep every value
+CASTS = ("contiguous", "clone", "to", "type_as", "detach")  # tensor methods that keep every value
 
 
 @analyse_rule(*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *CASTS)
@@ -48,11 +49,16 @@ def not_zero_preserving(node, ctx) -> None:
     couple_same(ctx, node.args[0], node, flow=False)
 
 
-@analyse_rule(torch.clamp)
+@analyse_rule(torch.clamp, F.hardtanh)
 def clamp(node, ctx) -> None:
-    lo, hi = arg(node, 1, "min"), arg(node, 2, "max")
+    """Zero stays zero when the bounds are numbers around it (``hardtanh(x, 0.5, 2)`` maps 0 to 0.5)."""
+    names = ("min_val", "max_val") if node.target is F.hardtanh else ("min", "max")
+    defaults = (-1.0, 1.0) if node.target is F.hardtanh else (None, None)
+    lo, hi = arg(node, 1, names[0], defaults[0]), arg(node, 2, names[1], defaults[1])
+    if isinstance(lo, fx.Node) or isinstance(hi, fx.Node):
+        return  # tensor bounds: default-deny blocks every dim
     keeps_zero = (lo is None or lo <= 0) and (hi is None or hi >= 0)
-    couple_same(ctx, node.args[0], node, flow=keeps_zero and not is_tensor(lo) and not is_tensor(hi))
+    couple_same(ctx, node.args[0], node, flow=keeps_zero)
 
 
 @analyse_rule(torch.pow)
@@ -110,7 +116,7 @@ def where(node, ctx) -> None:
     broadcast(node, ctx, [a for a in node.args[:3] if is_tensor(a)], flow_from=set())
 
 
-ELEMENTWISE = (*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *CASTS, *OTHER_FUNCTIONS, torch.clamp,
+ELEMENTWISE = (*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *CASTS, *OTHER_FUNCTIONS, torch.clamp, F.hardtanh,
                torch.pow, operator.add, operator.sub, torch.add, torch.sub, operator.mul, torch.mul,
                operator.truediv, torch.div, torch.where)
 permutation_rule(*ELEMENTWISE)

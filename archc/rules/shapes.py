@@ -11,6 +11,7 @@ import operator
 
 import numpy as np
 import torch
+import torch.fx as fx
 
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, declare, permutation_rule, shrink_rule
@@ -100,11 +101,22 @@ def shrink_sized(node, cc) -> None:
         if isinstance(s, int) and s == -1:
             new.append(s)
         elif cc.changed(node, d):
-            new.append(cc.new_size(node, d))
+            new.append(_rescaled(node, s, cc.new_size(node, d), out[d]))
         else:
             new.append(cc.freeze_if_stale(s, out[d]))
     node.args = (node.args[0], tuple(new)) if packed else (node.args[0], *new)
     node.kwargs = {}
+
+
+def _rescaled(node, size, new: int, old: int):
+    """The new size of a pruned dim. A size computed at run time (the batch merged with channels,
+    ``x.view(B * heads, ...)``) stays computed, ``size * new // old``: exact, since every batch
+    element loses the same channels; a constant would freeze the example's batch size."""
+    if not isinstance(size, fx.Node):
+        return new
+    with node.graph.inserting_before(node):
+        scaled = node.graph.call_function(operator.mul, (size, new))
+        return node.graph.call_function(operator.floordiv, (scaled, old))
 
 
 @analyse_rule(torch.unflatten, permutes=NA, **WEIGHTLESS)

@@ -1,0 +1,122 @@
+"""The captured graph against the user's model, on fresh inputs at every shape variant.
+
+Compaction checks the compact model against the gated *graph*; this check ties that graph to
+the model itself, so neither a lowering mistake nor a branch that torch.export fixed at the
+example's size (``if x.shape[0] > 4``) can reach a compact model. A variant the model itself
+cannot run is dropped from the graph's variants (``gm.meta["archc.shape_variants"]``).
+
+Example: ``check_against_model(gm, model, flat_inputs, spec)`` raises TraceError on a miss.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+from torch import nn
+
+from ..errors import TraceError
+from ..meta import preserved_buffers
+from .inputs import VARIANTS, random_inputs, shape_variants
+
+RTOL = 1e-4  # as compaction's own check
+
+
+def check_against_model(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, spec: pytree.TreeSpec) -> None:
+    """Raise :class:`TraceError` unless ``gm`` computes what ``model`` does at every variant."""
+    from ..verify import relative_error  # verify imports capture
+
+    modes = {m: m.training for m in [*model.modules(), *gm.modules()]}
+    kept = []
+    try:
+        for m in modes:
+            m.training = False
+        with torch.no_grad(), preserved_buffers(model), preserved_buffers(gm):
+            for i, sizes in enumerate(shape_variants(gm)):
+                tensors = random_inputs(gm, seed=11, sizes=sizes)
+                with torch.random.fork_rng(devices=[]):  # the same random draws for both (MC dropout)
+                    torch.manual_seed(0)
+                    want = _run_model(model, flat_inputs, spec, tensors, required=i == 0)
+                    if want is None:
+                        continue  # the model itself does not take this size
+                    torch.manual_seed(0)
+                    got = pytree.tree_leaves(gm(*tensors))
+                err = max((relative_error(g, w) for g, w in zip(got, want)), default=0.0)
+                if len(got) != len(want) or err > RTOL:
+                    raise _miss(gm, model, tensors, err, first=i == 0)
+                kept.append(sizes)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    gm.meta[VARIANTS] = kept
+
+
+def _run_model(model: nn.Module, flat_inputs: list, spec: pytree.TreeSpec, tensors: tuple, required: bool) -> Any:
+    fresh = iter(tensors)
+    leaves = [next(fresh) if isinstance(v, torch.Tensor) else v for v in flat_inputs]
+    args, kwargs = pytree.tree_unflatten(leaves, spec)
+    try:
+        out = model(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a size the model cannot take is not archc's to check
+        if required:
+            raise TraceError(f"{type(model).__name__} failed on fresh inputs shaped like the example: "
+                             f"{type(exc).__name__}: {exc}\n  fix: check that forward runs on random "
+                             "inputs of the example's shapes and dtypes") from exc
+        return None
+    return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def _miss(gm: fx.GraphModule, model: nn.Module, tensors: tuple, err: float, first: bool) -> TraceError:
+    shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+    if first:
+        return TraceError(
+            f"the graph captured from {type(model).__name__} differs from the model on fresh inputs "
+            f"of the example's shapes ({shapes}; relative error {err:.2e}).\n"
+            "  This is a bug in archc's lowering of one of the model's ops.\n"
+            "  fix: report the model; nothing was compacted")
+    return TraceError(
+        f"the graph captured from {type(model).__name__} differs from the model at input shape {shapes} "
+        f"(relative error {err:.2e}): forward branches on a size, and torch.export kept the branch the "
+        "example took.\n  fix: trace with an example of the sizes you will use, or fix that dim with "
+        "dynamic_shapes=... so archc does not claim other sizes")
+
+
+def assert_ranges(gm: fx.GraphModule) -> None:
+    """Asserts at the top of ``gm`` for every dynamic size torch.export bounded: a branch on a
+    size (``if x.shape[0] > 4``) was captured for the example's side of it only, so outside its
+    range the graph refuses to run instead of computing the other branch's result wrongly."""
+    bounded = {s: e for s, e in (gm.meta.get("archc.symbols") or {}).items()
+               if e["max"] is not None or e["min"] > 2}
+    if not bounded:
+        return
+    placeholders = {n.name: n for n in gm.graph.nodes if n.op == "placeholder"}
+    last = list(placeholders.values())[-1]
+    for spec in gm.meta["archc.inputs"]:
+        for d, symbol in spec["dims"].items():
+            entry = bounded.pop(symbol, None)
+            if entry is not None:
+                with gm.graph.inserting_after(last):
+                    last = _assert_in_range(gm.graph, placeholders[spec["name"]], int(d), entry, last)
+    gm.recompile()
+
+
+def _assert_in_range(graph: fx.Graph, x: fx.Node, dim: int, entry: dict, after: fx.Node) -> fx.Node:
+    # torch.export's ranges start at 2 only because it captures a size of 1 as static
+    low, high = (1 if entry["min"] <= 2 else entry["min"]), entry["max"]
+    message = (f"archc captured this model for {x.name}.size({dim}) in [{low}, {high or 'inf'}]: forward "
+               "branches on this size; trace again with an example of the size you use")
+    size = graph.call_function(getattr, (x, "shape"))
+    with graph.inserting_after(size):
+        value = graph.call_function(operator.getitem, (size, dim))
+    with graph.inserting_after(value):
+        ok = graph.call_function(operator.ge, (value, low))
+    node = ok
+    if high is not None:
+        with graph.inserting_after(ok):
+            below = graph.call_function(operator.le, (value, high))
+        with graph.inserting_after(below):
+            node = graph.call_function(operator.and_, (ok, below))
+    with graph.inserting_after(node):
+        return graph.call_function(torch._assert, (node, message))

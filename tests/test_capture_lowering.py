@@ -1,0 +1,143 @@
+"""Lowering ATen ops into archc's dialect keeps what the model computes: in-place writes and
+aliases, copies, negative dims, gradients, train/eval behaviour, sizes the model branches on.
+Each case compares the captured graph with the model itself."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import archc
+
+
+class Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def _same(model, x, train=False, calls=1):
+    model.train(train)
+    gm = archc.trace(model, (x,)).train(train)
+    for _ in range(calls):
+        torch.manual_seed(1)
+        want = model(x.clone())
+        torch.manual_seed(1)
+        torch.testing.assert_close(gm(x.clone()), want)
+    return gm
+
+
+def _cls_token_after_inplace_add(x):
+    y = x * 2
+    cls = y[:, 0]  # a view of y (slice then select), read after y is written
+    y += 1.0
+    return cls * 1
+
+
+def _view_before_two_inplace_ops(x):
+    y = x * 1
+    v = y.view(-1)
+    y.add_(1)
+    y.mul_(2)
+    return v * 1
+
+
+def _copy_then_write(x):
+    y = x.to(torch.float32, copy=True)
+    y.add_(1)
+    return x * 1
+
+
+def _constant_written_through_a_view(x):
+    c = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    c[:2] += 1
+    return x * c
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: x.select(-1, 2) * 1, lambda x: x[..., 1:3] * 1, lambda x: x.sum(dim=None, keepdim=True),
+    _cls_token_after_inplace_add, _view_before_two_inplace_ops, _copy_then_write,
+], ids=["select-1", "slice-1", "sum-keepdim", "view-then-write", "two-writes", "copy-then-write"])
+def test_values_match_the_model(fn):
+    _same(Fn(fn), torch.randn(3, 4, 6))
+
+
+def test_a_constant_made_in_forward_is_fresh_at_every_call():
+    _same(Fn(_constant_written_through_a_view), torch.randn(3, 4, 6), calls=2)
+
+
+def test_detach_still_stops_gradients():
+    class StraightThrough(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 6)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return h + (torch.round(h) - h).detach()
+
+    model, x = StraightThrough(), torch.randn(3, 6)
+    gm = archc.trace(model, (x,))
+    grads = []
+    for m in (model, gm):
+        model.zero_grad()
+        m(x).sum().backward()
+        grads.append(model.fc.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_dropout_and_batch_norm_keep_the_mode_the_user_chose():
+    x = torch.randn(3, 4, 8, 8)
+    _same(Fn(lambda x: F.dropout(x, 0.5, training=False)), x, train=True)  # never drops
+    _same(Fn(lambda x: F.dropout(x, 0.5, training=True)), x, train=False)  # MC dropout: always drops
+    frozen = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)).train()
+    frozen[1].eval()  # a frozen BatchNorm inside a model that trains
+    gm = archc.trace(frozen, (x,)).train()
+    torch.testing.assert_close(gm(x), frozen(x))
+
+
+def test_a_branch_on_the_batch_size_is_guarded_outside_the_captured_range():
+    class Branches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x) * (2 if x.shape[0] > 4 else 3)
+
+    gm = archc.trace(Branches(), (torch.randn(3, 4),))
+    gm(torch.randn(4, 4))
+    with pytest.raises(AssertionError, match="size"):
+        gm(torch.randn(8, 4))  # the other branch was never captured: refuse, never compute it
+
+
+def test_a_norm_without_affine_or_statistics_is_captured():
+    x = torch.randn(3, 4, 8, 8)
+    _same(nn.Sequential(nn.BatchNorm2d(4, affine=False, track_running_stats=False)), x)
+
+
+def test_a_parameter_beside_a_functional_layer_is_not_read_as_tied():
+    class OwnWeight(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(16, 8))
+            self.gamma = nn.Parameter(torch.rand(16))
+
+        def forward(self, x):
+            return F.relu(F.linear(x, self.weight)) * self.gamma
+
+    gm = archc.trace(nn.Sequential(OwnWeight(), nn.Linear(16, 3)), (torch.randn(3, 8),))
+    assert archc.report(gm).prunable_channels == 16
+
+
+def test_hardtanh_that_moves_zero_is_gated_after_and_clamp_with_tensor_bounds_blocks():
+    hard = nn.Sequential(nn.Linear(4, 8), Fn(lambda h: F.hardtanh(h, 0.5, 2.0)), nn.Linear(8, 2))
+    gated = archc.passes.insert_filters(archc.trace(hard, (torch.randn(3, 4),)))
+    for gate in archc.filters(gated):
+        with torch.no_grad():
+            gate.theta[:3] = 0.0
+    archc.compact(gated)  # exact, so not refused
+    bounds = nn.Sequential(nn.Linear(4, 8), Fn(lambda h: torch.clamp(h, torch.zeros(8))), nn.Linear(8, 2))
+    assert archc.report(archc.trace(bounds, (torch.randn(3, 4),))).prunable_channels == 0
