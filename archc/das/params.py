@@ -20,6 +20,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 def centred_window(size: int, full: int) -> slice:
@@ -137,8 +138,9 @@ class GroupedConnectivity(nn.Module):
 def parametrized_layers(gm: nn.Module, kind: type) -> Iterator[tuple[str, nn.Module, nn.Module]]:
     """``(module path, layer, parametrization)`` for every ``kind`` on a layer's weight."""
     for name, m in gm.named_modules():
-        plist = getattr(getattr(m, "parametrizations", None), "weight", None)
-        for p in plist or ():
+        if not parametrize.is_parametrized(m, "weight"):
+            continue  # (a captured weight norm's tensors sit in plain containers of that name)
+        for p in m.parametrizations.weight:
             if isinstance(p, kind):
                 yield name, m, p
 
