@@ -199,7 +199,11 @@ def _export_dynamo(module, inputs, tmp: str, in_names, out_names) -> None:
 
 def _check(module, reference, inputs, tmp: str, path: Path, rtol: float, atol: float) -> OnnxResult:
     """Compare onnxruntime with the reference on the example and on a random batch of another size."""
-    sess = onnx_session(tmp)
+    try:
+        sess = onnx_session(tmp)
+    except Exception as err:  # noqa: BLE001 - onnxruntime rejects the file itself
+        raise ExportError(f"{path}: onnxruntime cannot load the exported file: {_first_line(err)}\n"
+                          "  fix: report the model; the PyTorch model.py is not affected") from err
     worst_abs = worst_rel = 0.0
     against, judge = ("PyTorch", module) if reference is None else ("the reference", reference)
     for label, xs in (("the example inputs", inputs), _other_batch(module, reference, inputs)):
