@@ -68,6 +68,7 @@ STAGES = ("trace", "analyse", "gate", "compact")
 # not a stage: the same check compact ends with, timed again on its own (part of "compact")
 VERIFY = "verify_in_compact"
 TP_STAGES = ("tp_build", "tp_prune")
+SPLIT = ("trace_export", "trace_lower_tensor", "trace_rest")  # --trace-split
 CHAIN_SIZES = (100, 300, 1000, 3000, 10000)
 CHAIN_INPUT = (1, 3, 16, 16)
 IMAGENET_INPUT = (1, 3, 224, 224)
@@ -78,12 +79,53 @@ TP_READY_TAG = "TPREADY"
 Case = tuple[str, str, Callable[[], tuple], tuple[str, ...], bool]
 
 
+class TraceSplit:
+    """``--trace-split``: where ``archc.trace`` spends its time, by timing (monkeypatching) two of
+    archc's internals while it runs: ``archc.capture.capture._export`` (torch.export with
+    archc's dynamic shapes) and the lowering's ``tensor()`` lookup (one per parameter read);
+    the rest of trace is archc's other lowering work. Empty where those names are gone."""
+
+    def __init__(self) -> None:
+        import archc.capture.capture as capture
+        import archc.capture.lower as lower
+
+        self.seconds = {"trace_export": 0.0, "trace_lower_tensor": 0.0}
+        owners = [c for c in vars(lower).values() if isinstance(c, type) and "tensor" in vars(c)]
+        self.patches = ([(capture, "_export", "trace_export")] if hasattr(capture, "_export") else []) \
+            + [(c, "tensor", "trace_lower_tensor") for c in owners[:1]]
+
+    def __enter__(self) -> "TraceSplit":
+        self.saved = []
+        for owner, name, key in self.patches:
+            fn = getattr(owner, name)
+            self.saved.append((owner, name, fn))
+
+            def wrapper(*a, _fn=fn, _key=key, **k):
+                t0 = time.perf_counter()
+                try:
+                    return _fn(*a, **k)
+                finally:
+                    self.seconds[_key] += time.perf_counter() - t0
+            setattr(owner, name, wrapper)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, fn in self.saved:
+            setattr(owner, name, fn)
+
+
 def pipeline(model: nn.Module, args: tuple, kwargs: dict, fraction: float, seed: int,
-             out: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+             out: Optional[dict[str, Any]] = None, split: bool = False) -> dict[str, Any]:
     """One full trace -> analyse -> gate -> compact run; seconds per stage and graph sizes
     (written into ``out`` as they come, so a failing stage leaves the earlier ones there)."""
     out = {} if out is None else out
-    gm, out["trace"] = timed(archc.trace, model, args, kwargs)
+    if split:
+        with TraceSplit() as parts:
+            gm, out["trace"] = timed(archc.trace, model, args, kwargs)
+        out.update(parts.seconds)
+        out["trace_rest"] = out["trace"] - sum(parts.seconds.values())
+    else:
+        gm, out["trace"] = timed(archc.trace, model, args, kwargs)
     out["nodes"] = len(gm.graph.nodes)
     (_, groups), out["analyse"] = timed(lambda: (an := archc.analyse(gm), archc.channel_groups(an)))
     out["groups"] = len(groups)
@@ -268,6 +310,7 @@ def bench(case: Case, repeats: int, args) -> dict[str, Any]:
     """archc and TP alternating, ``repeats`` times; medians. A failure is recorded, not raised
     (archc failing does not stop TP, and the other way round)."""
     kind, name, make, variants, subproc = case
+    variants = () if args.no_tp else variants
     row: dict[str, Any] = {"name": name, "kind": kind, "samples": [],
                            "tp": {v: {"samples": []} for v in variants}}
     try:
@@ -286,7 +329,8 @@ def bench(case: Case, repeats: int, args) -> dict[str, Any]:
             sample: dict[str, Any] = {}
             try:
                 with OtherLoad() as load:
-                    pipeline(model, m_args, m_kwargs, args.fraction, args.seed, sample)
+                    pipeline(model, m_args, m_kwargs, args.fraction, args.seed, sample,
+                             split=args.trace_split)
                 sample["other_load"] = round(load.share, 3)
                 row["samples"].append(sample)
                 ok = sample["other_load"] <= args.max_other
@@ -324,11 +368,12 @@ def bench(case: Case, repeats: int, args) -> dict[str, Any]:
 
 def _summarise(row: dict[str, Any], max_other: float) -> None:
     """Medians over the uncontended samples (over all of them when none was)."""
-    keys = [k for k in row["samples"][0] if k not in (*STAGES, VERIFY, "other_load")]
+    timings = (*STAGES, VERIFY, "other_load", *SPLIT)
+    keys = [k for k in row["samples"][0] if k not in timings]
     row.update({k: row["samples"][0][k] for k in keys})
     use = [x for x in row["samples"] if x["other_load"] <= max_other] or row["samples"]
     row["contended"] = use is row["samples"] and any(x["other_load"] > max_other for x in use)
-    for s in (*STAGES, VERIFY, "other_load"):
+    for s in [t for t in timings if t in row["samples"][0]]:
         row[s] = statistics.median(x[s] for x in use)
     row["total"] = sum(row[s] for s in STAGES)
     row["total_min"] = min(sum(x[s] for s in STAGES) for x in use)
@@ -401,7 +446,8 @@ def growth(rows: list[dict]) -> Optional[dict[str, Any]]:
     if len(ok) < 2:
         return None
     nodes = [r["nodes"] for r in ok]
-    fit = {s: fit_loglog(nodes, [max(r[s], 1e-6) for r in ok]) for s in (*STAGES, "total")}
+    stages = (*STAGES, "total", *(s for s in SPLIT if all(s in r for r in ok)))
+    fit = {s: fit_loglog(nodes, [max(r[s], 1e-6) for r in ok]) for s in stages}
     fit["seconds_per_node"] = {r["name"]: r["total"] / r["nodes"] for r in ok}
     fit["nodes"] = nodes
     return fit
@@ -416,19 +462,22 @@ def print_table(rows: list[dict], fit: Optional[dict]) -> None:
 
     console = Console(width=220)
     table = Table(title="archc compile time per stage (seconds, median)")
-    for col in ("model", "kind", "nodes", "runs", *STAGES, "total", "ms/node", "other"):
+    split = [s for s in SPLIT if any(s in r for r in rows)]
+    for col in ("model", "kind", "nodes", "runs", *STAGES, *split, "total", "ms/node", "other"):
         table.add_column(col, justify="left" if col in ("model", "kind") else "right")
     for r in rows:
         if "total" not in r:
             table.add_row(r["name"], r["kind"], "", "", f"[red]{r['error']['type']}[/red]")
             continue
         table.add_row(r["name"], r["kind"], str(r["nodes"]), str(r["repeats"]),
-                      *(f"{r[s]:.3f}" for s in STAGES), f"{r['total']:.3f}",
+                      *(f"{r[s]:.3f}" for s in STAGES),
+                      *(f"{r[s]:.3f}" if s in r else "" for s in split), f"{r['total']:.3f}",
                       f"{1e3 * r['total'] / r['nodes']:.2f}",
                       f"{r['other_load']:.0%}" + ("!" if r["contended"] else ""))
     console.print(table)
     if fit:
-        slopes = ", ".join(f"{s} {fit[s]['slope']:.2f}" for s in (*STAGES, "total"))
+        slopes = ", ".join(f"{s} {fit[s]['slope']:.2f}" for s in (*STAGES, "total", *SPLIT)
+                           if s in fit)
         console.print(f"chain growth, log-log slope of seconds vs nodes: {slopes}")
 
     table = Table(title="archc vs Torch-Pruning (seconds, median; same process, alternating)")
@@ -517,6 +566,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tp-startup-timeout", type=float, default=300.0,
                    help="seconds the TP subprocess may take to import, build and warm up")
     p.add_argument("--quick", action="store_true", help="zoo + chains up to 1000 nodes only")
+    p.add_argument("--trace-split", action="store_true",
+                   help="also time trace's parts: torch.export, the lowering's parameter "
+                        "lookups, the rest (see TraceSplit); table and growth fit include them")
+    p.add_argument("--no-tp", action="store_true", help="archc only")
     p.add_argument("--out", type=Path, default=RESULTS / "compile_speed.json")
     p.add_argument("--tp-child", help=argparse.SUPPRESS)
     p.add_argument("--tp-variant", default="default", help=argparse.SUPPRESS)
@@ -545,7 +598,8 @@ def main(argv=None) -> None:
             pass
     model, inputs = zoo()["resnet"]()
     pipeline(model, inputs, {}, args.fraction, args.seed)  # warm-up: imports, lazy inits
-    tp_warmup()
+    if not args.no_tp:
+        tp_warmup()
     rows = []
     started = time.perf_counter()
     for case in cases(args):
