@@ -576,6 +576,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _dist_version(name: str) -> Optional[str]:
+    """The installed distribution's version (torch_pruning 1.6.1 reports __version__ 1.6.0)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.tp_child:
@@ -587,7 +596,8 @@ def main(argv=None) -> None:
     t_wait = time.monotonic()
     share = wait_quiet(args.max_other, args.wait_start, window=5.0) if args.wait_start > 0 else None
     payload: dict[str, Any] = {
-        "machine": {**machine_info(args.threads), "torch_pruning": tp.__version__},
+        "machine": {**machine_info(args.threads), "torch_pruning": tp.__version__,
+                    "torch_pruning_dist": _dist_version("torch-pruning")},
         "command": command_line(), "git": git_state(),
         "settings": {k: str(v) for k, v in vars(args).items()},
         "start_wait": {"waited_s": round(time.monotonic() - t_wait, 1), "other_share_at_start": share}}
