@@ -23,8 +23,9 @@ VARIANTS = "archc.shape_variants"  # the variants the user's model itself ran at
 def input_specs(gm: fx.GraphModule, exported: Any, flat_inputs: list) -> list[dict]:
     """One spec per tensor input of ``gm``, with its dynamic dims; sets ``gm.meta[archc.symbols]``."""
     tensors = [t for t in flat_inputs if isinstance(t, torch.Tensor)]
+    user_inputs = _user_input_names(exported)
     placeholders = [n for n in exported.graph_module.graph.nodes if n.op == "placeholder"
-                    and isinstance(n.meta.get("val"), torch.Tensor) and n.name in _user_input_names(exported)]
+                    and isinstance(n.meta.get("val"), torch.Tensor) and n.name in user_inputs]
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     symbols: dict[str, dict] = {}
     specs = []
