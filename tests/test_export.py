@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from archc import export as ex
+from archc import onnx_check
 from archc.errors import ExportError
 
 
@@ -123,7 +124,7 @@ def test_unused_input_is_skipped(tmp_path):
 
 def test_random_like_respects_dtype_and_range():
     ids = torch.tensor([[3, 7], [5, 4]])
-    x, r = ex._random_like((torch.randn(2, 4), ids), 3)
+    x, r = onnx_check._random_like((torch.randn(2, 4), ids), 3)
     assert x.shape == (3, 4) and x.dtype == torch.float32
     assert r.shape == (3, 2) and r.dtype == torch.int64 and r.min() >= 3 and r.max() <= 7
 
@@ -140,7 +141,7 @@ def test_mismatch_raises_and_leaves_nothing(tmp_path, monkeypatch):
     def perturbed(session, inputs):
         return [o + 0.1 for o in real(session, inputs)]
 
-    monkeypatch.setattr(ex, "run_onnx", perturbed)
+    monkeypatch.setattr(onnx_check, "run_onnx", perturbed)
     with pytest.raises(ExportError, match=r"output 0 differs.*max abs error 0\.1"):
         ex.export_onnx(MLP(), (torch.randn(2, 8),), tmp_path / "m.onnx")
     assert os.listdir(tmp_path) == []
@@ -149,7 +150,7 @@ def test_mismatch_raises_and_leaves_nothing(tmp_path, monkeypatch):
 def test_mismatch_keeps_existing_file(tmp_path, monkeypatch):
     target = tmp_path / "m.onnx"
     target.write_bytes(b"old")
-    monkeypatch.setattr(ex, "run_onnx", lambda s, i: [np.zeros((1, 1), np.float32)])
+    monkeypatch.setattr(onnx_check, "run_onnx", lambda s, i: [np.zeros((1, 1), np.float32)])
     with pytest.raises(ExportError, match="output 0"):
         ex.export_onnx(MLP(), (torch.randn(2, 8),), target)
     assert target.read_bytes() == b"old" and _no_temp_files(tmp_path)
@@ -234,7 +235,7 @@ def test_onnx_is_checked_against_the_reference_at_two_batch_sizes(tmp_path, monk
     assert not (tmp_path / "m.onnx").exists() and _no_temp_files(tmp_path)
     batches = []
     real = ex.run_onnx
-    monkeypatch.setattr(ex, "run_onnx", lambda s, xs: batches.append(xs[0].shape[0]) or real(s, xs))
+    monkeypatch.setattr(onnx_check, "run_onnx", lambda s, xs: batches.append(xs[0].shape[0]) or real(s, xs))
     res = ex.export_onnx(net, (x,), tmp_path / "ok.onnx", reference=reference)
     assert batches == [2, 5] and res.max_rel_err < 1e-5
 
@@ -257,7 +258,7 @@ def test_nan_in_onnx_or_the_reference_is_refused(tmp_path, monkeypatch, where):
     net, x = MLP().eval(), torch.randn(2, 8)
     if where == "onnxruntime":
         real = ex.run_onnx
-        monkeypatch.setattr(ex, "run_onnx", lambda s, xs: [o * np.nan for o in real(s, xs)])
+        monkeypatch.setattr(onnx_check, "run_onnx", lambda s, xs: [o * np.nan for o in real(s, xs)])
         reference = None
     else:
         class NanOut(nn.Module):
@@ -294,7 +295,7 @@ def test_compact_whose_onnx_check_fails_leaves_the_output_folder_as_it_was(tmp_p
 
     checkpoint = _checkpoint(tmp_path)
     real = ex.run_onnx
-    monkeypatch.setattr(ex, "run_onnx", lambda s, xs: [o + 0.1 for o in real(s, xs)])
+    monkeypatch.setattr(onnx_check, "run_onnx", lambda s, xs: [o + 0.1 for o in real(s, xs)])
     runner = CliRunner()
     res = runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out")])
     assert res.exit_code == 2 and "differs from the reference" in res.output, res.output
@@ -305,7 +306,7 @@ def test_compact_whose_onnx_check_fails_leaves_the_output_folder_as_it_was(tmp_p
     assert runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out")]).exit_code == 2
     assert sorted(os.listdir(tmp_path / "out")) == ["model.py", "notes.txt"]
     assert (tmp_path / "out" / "model.py").read_text() == "old"
-    monkeypatch.setattr(ex, "run_onnx", real)
+    monkeypatch.setattr(onnx_check, "run_onnx", real)
     res = runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     written = set(os.listdir(tmp_path / "out"))
