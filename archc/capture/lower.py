@@ -19,6 +19,7 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from ..errors import TraceError, node_error
+from .install import install_layer, install_tensor, layer_name, module_paths, resolve, same_layer
 from .ops import LOWERINGS
 
 _COPIED_META = ("stack_trace", "nn_module_stack", "val")
@@ -61,16 +62,16 @@ class Lowering:
     # -- what lowerings read ---------------------------------------------------------------
     def tensor(self, node: Any) -> Optional[torch.Tensor]:
         """The parameter or buffer behind a get_attr node of the new graph (None stays None)."""
-        return None if node is None else _resolve(self.old, node.target)
+        return None if node is None else resolve(self.old, node.target)
 
     def are_parameters(self, *nodes: Any) -> bool:
         """Whether each of ``nodes`` is None or a parameter read straight from the model."""
         return all(n is None or (isinstance(n, fx.Node) and n.op == "get_attr"
-                                 and isinstance(_resolve(self.old, n.target), nn.Parameter)) for n in nodes)
+                                 and isinstance(resolve(self.old, n.target), nn.Parameter)) for n in nodes)
 
     def running_module(self, node: fx.Node) -> Optional[nn.Module]:
         """The user's innermost module that was running when ``node`` was captured."""
-        paths = _module_paths(node)
+        paths = module_paths(node)
         try:
             return self.model.get_submodule(paths[-1]) if paths else self.model
         except AttributeError:
@@ -92,22 +93,22 @@ class Lowering:
         when that module ran the op (the same layer again when it is called twice with the same
         settings), else under the module that ran it (a tied weight is named after one owner)."""
         owner = by.target.rpartition(".")[0]
-        ran = _module_paths(node)
-        return self._call_installed(_layer_name(owner if owner in ran or not ran else ran[-1], layer), layer, inputs)
+        ran = module_paths(node)
+        return self._call_installed(layer_name(owner if owner in ran or not ran else ran[-1], layer), layer, inputs)
 
     def call_new_layer(self, node: fx.Node, layer: nn.Module, *inputs: Any) -> fx.Node:
         """Call a layer without tensors (dropout), named after the user's module that ran the op."""
-        ran = _module_paths(node)
-        return self._call_installed(_layer_name(ran[-1] if ran else "", layer), layer, inputs)
+        ran = module_paths(node)
+        return self._call_installed(layer_name(ran[-1] if ran else "", layer), layer, inputs)
 
     def _call_installed(self, name: str, layer: nn.Module, inputs: tuple) -> fx.Node:
         base, i = name, 0
-        while name in self._layers and not _same_layer(self._layers[name], layer):
+        while name in self._layers and not same_layer(self._layers[name], layer):
             i += 1
             name = f"{base}_{i}"
         if name not in self._layers:
             self._layers[name] = layer
-            _install(self.root, name, layer)
+            install_layer(self.root, name, layer)
         return self._stamp(self._create("call_module", name, inputs, {}, name.replace(".", "_")))
 
     def _create(self, op: str, target: Any, args: tuple, kwargs: dict, name: Optional[str] = None) -> fx.Node:
@@ -207,7 +208,7 @@ class Lowering:
             if not n.users:
                 self.graph.erase_node(n)
                 continue
-            n.target = _install_tensor(self.root, n.target, _resolve(self.old, n.target))
+            n.target = install_tensor(self.root, n.target, resolve(self.old, n.target))
 
 
 def plain_structure(leaves: list, spec: pytree.TreeSpec) -> Any:
@@ -254,93 +255,3 @@ def _has_views(root: fx.Node) -> bool:
 
 def _is_piece_of_view(node: fx.Node) -> bool:
     return node.target is operator.getitem and isinstance(node.args[0], fx.Node) and is_view_op(node.args[0].target)
-
-
-def _resolve(root: nn.Module, path: str) -> Any:
-    obj: Any = root
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _module_paths(node: fx.Node) -> list[str]:
-    """The user's modules that were running when ``node`` was captured, outermost first."""
-    return [path for path, _ in (node.meta.get("nn_module_stack") or {}).values() if path]
-
-
-def _layer_name(path: str, layer: nn.Module) -> str:
-    return path or type(layer).__name__.lower()
-
-
-def _same_layer(a: nn.Module, b: nn.Module) -> bool:
-    """Two lowerings of one user module called twice: same type, settings and tensors."""
-    if type(a) is not type(b) or a.extra_repr() != b.extra_repr():
-        return False
-    ta = {k: id(v) for k, v in [*a._parameters.items(), *a._buffers.items()]}
-    tb = {k: id(v) for k, v in [*b._parameters.items(), *b._buffers.items()]}
-    return ta == tb
-
-
-def _plain_containers(root: nn.Module, path: str) -> bool:
-    """Whether every existing module on the way to ``path`` is a plain ``nn.Module`` container."""
-    owner = root
-    for part in path.split(".")[:-1]:
-        owner = owner._modules.get(part)
-        if owner is None:
-            return True
-        if type(owner) is not nn.Module:
-            return False
-    return True
-
-
-def _parent(root: nn.Module, path: str) -> tuple[nn.Module, str]:
-    """The module that holds ``path``'s last component, creating empty containers on the way."""
-    parts = path.split(".")
-    owner = root
-    for part in parts[:-1]:
-        child = owner._modules.get(part)
-        if child is None:
-            child = nn.Module()
-            owner.add_module(part, child)
-        owner = child
-    return owner, parts[-1]
-
-
-def _install(root: nn.Module, path: str, layer: nn.Module) -> None:
-    owner, name = _parent(root, path)
-    existing = owner._modules.get(name)
-    if existing is not None:  # a container made earlier for this layer's children
-        if existing._parameters or existing._buffers:
-            raise TraceError(f"archc could not place layer {path!r}: a tensor is stored there already")
-        for child_name, child in existing._modules.items():
-            layer.add_module(child_name, child)
-    owner.add_module(name, layer)
-
-
-def _install_tensor(root: nn.Module, path: str, tensor: Any) -> str:
-    """Register ``tensor`` at ``path`` (or a free variant of it) and return where it went. A
-    tensor whose owner became a layer (``self.gamma`` beside ``F.linear(x, self.weight)``) goes
-    beside it instead (``owner_gamma``): inside, it would read as one of the layer's weights."""
-    try:
-        if _resolve(root, path) is tensor:  # a layer's own weight, read directly too (tied)
-            return path
-    except AttributeError:
-        pass
-    base, i = path, 0
-    if not _plain_containers(root, path):
-        base = path = path.replace(".", "_")
-    while True:
-        owner, name = _parent(root, path)
-        held = owner._parameters.get(name, owner._buffers.get(name))
-        if held is tensor:
-            return path
-        if held is None and name not in owner._modules and not hasattr(owner, name):
-            if isinstance(tensor, nn.Parameter):
-                owner.register_parameter(name, tensor)
-            elif isinstance(tensor, torch.Tensor):
-                owner.register_buffer(name, tensor)
-            else:
-                setattr(owner, name, tensor)
-            return path
-        i += 1
-        path = f"{base}_{i}"
