@@ -406,12 +406,21 @@ def versions() -> dict:
         info["torch_pruning"] = version("torch-pruning")  # its __version__ lags the package's
     except Exception:  # noqa: BLE001
         pass
-    try:
-        info["archc_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                              capture_output=True, text=True).stdout.strip()
-    except OSError:
-        pass
+    info["archc_commit"] = archc_state()
     return info
+
+
+def archc_state() -> str:
+    """archc's commit, ``+dirty`` when archc/ or passes/ has uncommitted changes (archc is being
+    edited while this runs: each row says which code it measured)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "archc", "passes"], cwd=REPO,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
 
 
 def run_case(case: dict, args, tmpdir: Path) -> dict:
@@ -422,6 +431,7 @@ def run_case(case: dict, args, tmpdir: Path) -> dict:
     if case.get("skip"):
         row.update(skipped=case["skip"], params=case.get("params"))
         return row
+    row["archc_commit"] = archc_state()
     out = tmpdir / (case["id"].replace(":", "__").replace("/", "_") + ".json")
     log = out.with_suffix(".log")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(case), "--worker-out", str(out),
@@ -553,7 +563,12 @@ def markdown(payload: dict) -> str:
         f"torch {m['torch']}, timm {m.get('timm')}, transformers {m.get('transformers')}, "
         f"torchvision {m.get('torchvision')}, torch-pruning {m.get('torch_pruning')}, onnxruntime "
         f"{m.get('onnxruntime')}; archc at {m.get('archc_commit')}; load average "
-        f"{m.get('loadavg_start')} -> {m.get('loadavg_end')}", "",
+        f"{m.get('loadavg_start')} -> {m.get('loadavg_end')}  ",
+        *[f"Resumed {r['date']} (`{r['command']}`), {r['kept_rows']} rows kept from before  "
+          for r in payload.get("resumed", [])],
+        "archc code measured (commit, +dirty = uncommitted archc/ changes), rows: "
+        + ", ".join(f"{k} x{v}" for k, v in Counter(r.get("archc_commit", "?") for r in rows
+                                                    if not r.get("skipped")).most_common()), "",
         f"Per model: trace as the user calls it; insert_filters; close {FRACTION:.0%} of every gate's channels "
         "(seed 0); compact; compare compact vs gated in float64 at three input shapes "
         f"(exact = max per-channel relative error < {EXACT:g} at all of them). "
@@ -691,6 +706,8 @@ def main() -> None:
     ap.add_argument("--onnx-timeout", type=int, default=120, help="seconds for the ONNX export + check")
     ap.add_argument("--tp-timeout", type=int, default=60, help="seconds for Torch-Pruning's part")
     ap.add_argument("--out", type=Path, default=RESULTS / "coverage.json")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --out (same ids) and run only the missing models")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -721,14 +738,25 @@ def main() -> None:
         machine["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
-    payload = {"experiment": "coverage", "command": " ".join(["python", *sys.argv]),
-               "date": _dt.datetime.now().isoformat(timespec="seconds"), "machine": machine,
+    command = " ".join(["python", *sys.argv])
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    payload = {"experiment": "coverage", "command": command, "date": now, "machine": machine,
                "settings": {"jobs": args.jobs, "threads_per_job": 1, "timeout_s": args.timeout,
                             "onnx_timeout_s": args.onnx_timeout, "tp_timeout_s": args.tp_timeout, "torch_pruning": not args.no_torch_pruning,
                             "fraction_closed": FRACTION, "exact_below": EXACT, "max_params": cm.MAX_PARAMS,
                             "image_batch": cm.BATCH},
                "rows": []}
     order = {c["id"]: i for i, c in enumerate(cases)}
+    previous_s = 0.0
+    if args.resume and args.out.exists():  # keep the rows already there, run the others
+        old = json.loads(args.out.read_text())
+        payload["rows"] = [r for r in old.get("rows", []) if r["id"] in order]
+        done = {r["id"] for r in payload["rows"]}
+        cases = [c for c in cases if c["id"] not in done]
+        previous_s = old.get("total_wall_s", 0.0)
+        payload.update(command=old["command"], date=old["date"], machine=old["machine"])
+        payload["resumed"] = old.get("resumed", []) + [{"date": now, "command": command, "kept_rows": len(done),
+                                                         "machine": machine}]
     print(f"{len(cases)} models, {args.jobs} at a time -> {args.out}", flush=True)
     with tempfile.TemporaryDirectory(prefix="archc_coverage_") as tmp, ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_case, c, args, Path(tmp)): c for c in cases}
@@ -741,13 +769,13 @@ def main() -> None:
                 row["error"] = error_record("orchestrator", exc)
             payload["rows"].append(row)
             payload["rows"].sort(key=lambda r: order[r["id"]])
-            payload["total_wall_s"] = time.perf_counter() - started
+            payload["total_wall_s"] = previous_s + time.perf_counter() - started
             write(payload, args.out)
             status = row.get("skipped") or (
                 f"captured={row.get('captured')} compact={row.get('compact')} exact={row.get('exact')} "
                 f"tp={row.get('tp_status')} {row.get('wall_s', 0):.0f}s")
             print(f"[{i}/{len(cases)}] {c['id']}: {status} {cause(row) or ''}"[:300], flush=True)
-    payload["total_wall_s"] = time.perf_counter() - started
+    payload["total_wall_s"] = previous_s + time.perf_counter() - started
     write(payload, args.out)
     print(markdown(payload).split("## Every model")[0])
     print(f"wrote {args.out} and {args.out.with_suffix('.md')} in {payload['total_wall_s'] / 60:.1f} min")
