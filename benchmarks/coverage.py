@@ -54,6 +54,7 @@ import argparse
 import datetime as _dt
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -92,9 +93,11 @@ def _alarm(signum, frame):  # noqa: ARG001
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line}"[:300]
+    """``Type: first line`` (with the next line when the first ends in ``:``), temp paths removed."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    text = re.sub(r"/tmp/\w+/(\.?model\.onnx[\w.]*)", r"\1", text)
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def error_record(stage: str, exc: BaseException) -> dict:
@@ -485,7 +488,13 @@ def cause(row: dict) -> Optional[str]:
         return f"{err.get('stage')}: {err.get('first_line')}"
     if row.get("compact") == "ok" and not row.get("exact"):
         bad = [e for e, d in zip(row.get("exact_err", []), row.get("exact_dtype", [])) if not _ok(e, d)]
-        return "not exact: " + (bad[0] if isinstance(bad[0], str) else f"max error {bad[0]:.3g}") if bad else "not exact"
+        crash = next((e for e in bad if isinstance(e, str)), None)
+        if crash:
+            return f"not exact: {crash}"
+        nofold = row.get("exact_err_nofold")
+        clean = isinstance(nofold, list) and all(_ok(e, "float64") for e in nofold)
+        return (f"not exact ({row.get('wrong_kind')}: error < {ROUNDING:g}"
+                + ("; exact with the gates not folded into the weights)" if clean else ")"))
     return None
 
 
@@ -542,6 +551,10 @@ def _err_cell(errs: list, dtypes: Optional[list] = None) -> str:
     bad = [e for e in errs if not isinstance(e, float)]
     f32 = " (float32)" if dtypes and "float32" in dtypes else ""
     return (f"{max(nums):.1e}" if nums else "") + (" + crash" if bad else "") + f32
+
+
+def _params_cell(n: Optional[int]) -> str:
+    return "-" if not n else (f"{n / 1e6:.1f}" if n >= 1e6 else f"{n / 1e6:.3f}")
 
 
 def _errs(errs: Any) -> str:
@@ -611,7 +624,7 @@ def markdown(payload: dict) -> str:
     lines += [f"Rounding-level = largest error under {ROUNDING:g}: float32 rounding left in the float64 comparison "
               "(folded float32 weights, float32 constants in the graph), not a wrong rewrite; `large` and `crash` "
               "are real.", ""]
-    lines += [f"* `{r['id']}` ({r.get('wrong_kind')}): {cause(r)} (errors per shape: {_errs(r.get('exact_err'))}; "
+    lines += [f"* `{r['id']}`: {cause(r)} (errors per shape: {_errs(r.get('exact_err'))}; "
               f"gates not folded: {_errs(r.get('exact_err_nofold'))})"
               for r in sorted(wrong, key=lambda r: r.get('wrong_kind') == 'rounding-level')] or ["None."]
     groups = defaultdict(list)
@@ -652,14 +665,15 @@ def markdown(payload: dict) -> str:
               "|---|---|---|---|--:|---|--:|--:|--:|--:|---|---|--:|---|--:" + ("|---|--:|--:" if tp else "") + "|---|"]
     for r in rows:
         if r.get("skipped"):
-            lines.append(f"| {r['library']} | {r['family']} | {r['model']} | - | {_f((r.get('params') or 0) / 1e6, '.1f')} "
+            lines.append(f"| {r['library']} | {r['family']} | {r['model']} | - | {_params_cell(r.get('params'))} "
                          f"| - | | | | | | | | | " + ("| | | " if tp else "") + f"| {r['skipped']} |")
             continue
-        inp = r.get("input") or ("kwargs" if r["library"] == "transformers" else "-")
+        inp = r.get("input") or "-"
         if isinstance(inp, list):
             inp = "x".join(map(str, inp))
         share = (f"{r['prunable_channels'] / r['total_channels']:.0%}" if r.get("total_channels") else "-")
-        exact = ("yes" if r.get("exact") else ("**WRONG**" if r.get("wrong_model") else "no")) \
+        wrong = "**WRONG, rounding-level**" if r.get("wrong_kind") == "rounding-level" else "**WRONG**"
+        exact = ("yes" if r.get("exact") else (wrong if r.get("wrong_model") else "no")) \
             if r.get("compact") == "ok" else "-"
         note = cause(r) or ""
         if r.get("kwargs"):
@@ -669,7 +683,7 @@ def markdown(payload: dict) -> str:
             if tps == "ok":
                 tps = "ok" if r.get("tp_runs") and r.get("tp_same_shape") else (
                     "ok, shape changed" if r.get("tp_runs") else "ok, pruned model fails")
-        cells = [r["library"], r["family"], r["model"], inp, _f((r.get("params") or 0) / 1e6, ".1f"),
+        cells = [r["library"], r["family"], r["model"], inp, _params_cell(r.get("params")),
                  "yes" if r.get("captured") else "**no**", str(r.get("nodes", "-")), _f(r.get("trace_s"), ".1f"),
                  _err_cell(r.get("graph_err"), r.get("graph_dtype")), share, r.get("compact", "-"),
                  f"{exact} ({_err_cell(r.get('exact_err'), r.get('exact_dtype'))})" if r.get("compact") == "ok" else "-",

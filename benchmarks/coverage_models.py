@@ -311,7 +311,8 @@ def _hf_build(model_type: str) -> tuple[torch.nn.Module, tuple, dict, dict]:
         kwargs = {**_text_inputs(), "pixel_values": _pixels()}
     else:
         raise ValueError(call)
-    return model, (), kwargs, {"config": cfg_name}
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in kwargs.items())
+    return model, (), kwargs, {"config": cfg_name, "input": shapes}
 
 
 # --------------------------------------------------------------------------------- building
