@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+import torch
 import torch.fx as fx
 
 from .analysis import Analysis
@@ -27,6 +28,7 @@ from .errors import CompactionError, node_error
 from .filters import filter_sites
 from .fold import fold_filters, shrink_filters
 from .groups import channel_groups
+from .live_norms import LIVE_NORMS, live_mask, plain_norm
 from .meta import VALUE, tensor_shape
 from .rules import fact
 
@@ -124,6 +126,27 @@ def fold_gates(c: Compaction) -> Compaction:
 def shrink_gates(c: Compaction) -> Compaction:
     """Keep each gate, with its surviving entries only: the search trains on."""
     shrink_filters(c.gm, c.context)
+    return c
+
+
+def plain_norms(c: Compaction) -> Compaction:
+    """Live norms become plain ones: every channel left is open, so their statistics agree."""
+    gm = c.gm
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), LIVE_NORMS):
+            owner, _, attr = node.target.rpartition(".")
+            holder = gm.get_submodule(owner) if owner else gm
+            live = getattr(holder, attr)
+            thetas = tuple(gm.get_parameter(t.target) for t in node.args[1:])
+            open_ = live_mask(thetas, live.live_index, torch.float32)
+            if not (bool(open_.all()) or not bool(open_.any())):  # all closed: a kept channel of zeros
+                raise node_error(CompactionError, node, "a closed channel of this norm's statistics was kept",
+                                 "report this model to archc with the node above")
+            setattr(holder, attr, plain_norm(live))
+            thetas, node.args = node.args[1:], node.args[:1]
+            for theta in thetas:
+                if not theta.users:
+                    gm.graph.erase_node(theta)
     return c
 
 

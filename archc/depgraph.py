@@ -88,9 +88,13 @@ def _block_shared_parameters(ctx: Analysis, gm: fx.GraphModule) -> None:
     """A parameter that two different layers hold (an embedding tied to the output layer) must
     stay one parameter: the channels of every layer that holds it are kept whole, so it is
     never sliced two ways (coupling its dims across the layers is future work)."""
+    from .filters import Filter
+
     users: dict[int, set[str]] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module":
+            if isinstance(gm.get_submodule(node.target), Filter):
+                continue  # a gate's theta is also read by the live norms it covers: not a layer's weight
             for p in gm.get_submodule(node.target).parameters():
                 users.setdefault(id(p), set()).add(node.target)
         elif node.op == "get_attr":

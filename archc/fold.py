@@ -86,7 +86,7 @@ def _fold_into_producer(gm, x: fx.Node, dim: int, rank: int, scale: torch.Tensor
 def _constant_multiply(gm, node: fx.Node, x: fx.Node, dim: int, rank: int, scale: torch.Tensor) -> fx.Node:
     shape = [1] * rank
     shape[dim] = -1
-    name = f"{node.name}_scale"  # one buffer per call site: a gate may have several
+    name = f"{x.name}_scale_dim{dim}"  # one buffer per gated tensor and dim: a gate may have several sites
     gm.register_buffer(name, scale.view(shape).clone())
     with gm.graph.inserting_before(node):
         const = gm.graph.get_attr(name)
@@ -121,3 +121,15 @@ def shrink_filters(gm: fx.GraphModule, cc) -> None:
             new.add_site(gate.dims[site], lookup[index])
         cc.note(f"{name}.theta", [alive])
         cc.replace_module(calls[0][0], new)
+        _remap_live_norms(gm, f"{name}.theta", lookup)
+
+
+def _remap_live_norms(gm: fx.GraphModule, theta: str, lookup: torch.Tensor) -> None:
+    """Live norms reading the gate's ``theta`` index its entries anew (``lookup``: old -> new)."""
+    for node in gm.graph.nodes:
+        if node.op != "get_attr" or node.target != theta:
+            continue
+        for user in node.users:
+            norm = gm.get_submodule(user.target)
+            row = user.args.index(node) - 1
+            norm.live_index[row] = lookup[norm.live_index[row]]

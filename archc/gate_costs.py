@@ -54,6 +54,8 @@ def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted:
     ``counted`` holds the (module, role) pairs already charged to this group: a module called at
     several places has one set of weights, so for "params" it is charged once."""
     rank = len(tensor_shape(node))
+    if node.op == "get_attr":  # a parameter used directly (class token, position embedding)
+        return _direct_parameter_cost(gm, node, dim, kind, counted)
     calls = [(node, 0)] if node.op == "call_module" else []  # role 0: makes the channel
     calls += [(u, 1) for u in node.users if u.op == "call_module" and u.args[:1] == (node,)]  # 1: reads it
     total = 0.0
@@ -65,6 +67,15 @@ def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted:
         counted.add((id(m), role))
         total += rule(m)[role] * _uses(call, m, kind)
     return total
+
+
+def _direct_parameter_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted: set) -> float:
+    """Its entries along the other dims, for "params" (once per parameter); no FLOPs."""
+    value = getattr(gm.get_submodule(node.target.rpartition(".")[0]), node.target.rpartition(".")[2])
+    if kind != "params" or not isinstance(value, nn.Parameter) or (id(value), 0) in counted:
+        return 0.0
+    counted.add((id(value), 0))
+    return value.numel() / value.shape[dim]
 
 
 def channel_costs(gm: fx.GraphModule, kind: str = "params") -> dict[Filter, torch.Tensor]:

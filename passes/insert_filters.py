@@ -9,6 +9,8 @@ from archc.filters import Filter
 from archc.groups import channel_groups, gate_sites
 from archc.meta import DTYPE, SHAPE
 
+from .make_norms_live import make_norms_live, norm_inputs
+
 
 def insert_filters(gm: fx.GraphModule, init: str = "uniform") -> fx.GraphModule:
     """Gate every prunable channel group of ``gm`` with an ``archc.Filter``; returns ``gm``.
@@ -16,7 +18,9 @@ def insert_filters(gm: fx.GraphModule, init: str = "uniform") -> fx.GraphModule:
     Each group gets one Filter (``theta`` of the group's size) called at every place the
     group's channels are made and later mixed: after a producing layer, or after a norm or
     activation that does not map zero to zero. So ``theta[i] <= 0`` makes channel ``i`` zero
-    everywhere it is read, and removing it changes no output. Mutates ``gm`` in place.
+    everywhere it is read, and removing it changes no output. A LayerNorm/RMSNorm over gated
+    channels takes its statistics over the open ones (:mod:`archc.live_norms`). Mutates ``gm``
+    in place.
 
     Example:
         >>> gm = archc.passes.insert_filters(archc.trace(model, (x,)))
@@ -24,6 +28,8 @@ def insert_filters(gm: fx.GraphModule, init: str = "uniform") -> fx.GraphModule:
     """
     an = analyse(gm)
     sites = gate_sites(an)
+    norms = norm_inputs(gm)
+    gated = []
     nodes = {n.name: n for n in gm.graph.nodes}
     taken = {name for name, _ in gm.named_children()}
     for group in channel_groups(an):
@@ -34,6 +40,8 @@ def insert_filters(gm: fx.GraphModule, init: str = "uniform") -> fx.GraphModule:
         gm.add_submodule(name, gate)
         for key in group_sites:
             _gate_site(gm, nodes[key[0]], key[1], gate, name, torch.as_tensor(group.index_in(key)))
+        gated.append((name, group))
+    make_norms_live(gm, norms, gated)
     gm.graph.lint()
     gm.recompile()
     return gm

@@ -72,11 +72,23 @@ def test_attention_heads_prune_the_head_dim_uniformly():
     assert g.size == head_dim and g.prunable
 
 
-def test_layernorm_residual_stream_is_unprunable_with_a_reason():
+def test_layernorm_residual_stream_is_prunable_and_a_multi_dim_norm_blocks_with_a_reason():
     model, inputs = ZOO["convnext"]()
     groups = archc.channel_groups(archc.trace(model, inputs))
-    blocked = [g for g in groups if not g.prunable and "LayerNorm" in (g.reason or "")]
-    assert blocked
+    stream = [g for g in groups if ("norm", 1) in g.spaces]  # the final LayerNorm's channels
+    assert stream and stream[0].prunable
+
+    class OverTwoDims(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.norm, self.head = nn.Linear(4, 6), nn.LayerNorm([3, 6]), nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.head(self.norm(self.fc(x)))
+
+    groups = archc.channel_groups(archc.trace(OverTwoDims(), (torch.randn(2, 3, 4),)))
+    (fc,) = [g for g in groups if ("fc", 2) in g.producers]
+    assert not fc.prunable and "LayerNorm statistics span this dim" in fc.reason
 
 
 def test_model_inputs_and_outputs_are_never_pruned():

@@ -132,7 +132,9 @@ class Lowering:
                 self.env[node] = self._lower(node)
         self._install_attrs()
         gm = fx.GraphModule(self.root, self.graph, name)
+        gm.graph.eliminate_dead_code()  # what a raised pattern (a hand-written norm) left unread
         gm.graph.lint()
+        gm.recompile()
         return gm
 
     def _lower(self, node: fx.Node) -> Any:

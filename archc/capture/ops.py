@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .modules import MODULE_LOWERINGS
+from .norm_patterns import rms_norm_by_hand
 
 aten = torch.ops.aten
 LOWERINGS: dict[Any, Callable] = dict(MODULE_LOWERINGS)
@@ -161,6 +162,11 @@ def _addmm(cx, node, bias, x, weight, beta=1, alpha=1):
     return cx.call_function(operator.add, (cx.call_function(torch.matmul, (x, weight), {}), bias), {})
 
 
+def _mul(cx, node, a, b):
+    """A product; the last one of a hand-written RMSNorm raises the whole norm to ``nn.RMSNorm``."""
+    return rms_norm_by_hand(cx, node) or cx.call_function(operator.mul, (a, b), {})
+
+
 def _drop(cx, node, *args, **kwargs):
     """torch.export's dtype and device asserts: a device fixed at capture would pin the model
     to it. Asserts on sizes (``_assert_scalar``) stay in the graph."""
@@ -187,7 +193,7 @@ _register({
     aten.where: _function(torch.where),
     # arithmetic
     aten.add: _binary(operator.add, torch.add), aten.sub: _binary(operator.sub, torch.sub),
-    aten.mul: _function(operator.mul), aten.div: _div, aten.rsub: _rsub,
+    aten.mul: _mul, aten.div: _div, aten.rsub: _rsub,
     # moving data without computing
     aten.view: _method("view"), aten._unsafe_view: _method("view"), aten.reshape: _method("reshape"),
     aten.flatten: _function(torch.flatten), aten.unflatten: _function(torch.unflatten),

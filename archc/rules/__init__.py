@@ -60,4 +60,4 @@ def describe(node: fx.Node) -> str:
     return f"{node.name} ({target})"
 
 
-from . import contract, indexing, io, layers, pointwise, shapes, weights  # noqa: E402,F401  (register)
+from . import contract, indexing, io, layers, norms, pointwise, shapes, weights  # noqa: E402,F401  (register)

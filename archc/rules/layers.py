@@ -146,18 +146,6 @@ def shrink_batch_norm(node, cc) -> None:
     cc.replace_module(node, new)
 
 
-@analyse_rule(*STAT_NORMS, shrink=NA, permutes=NA)
-def statistics_norm(node, ctx) -> None:
-    m, x = module(node), node.args[0]
-    rank = len(tensor_shape(x))
-    normalised = set(range(rank - len(m.normalized_shape), rank))
-    for d in normalised:
-        reason = f"{type(m).__name__} statistics span this dim: removing channels would change them"
-        ctx.block(x, d, reason)
-        ctx.block(node, d, reason)
-    couple_same(ctx, x, node, flow=False, skip=normalised)
-
-
 @analyse_rule(nn.GroupNorm, permutes=NA)
 def group_norm(node, ctx) -> None:
     """Statistics are per norm group: whole norm groups can go, single channels cannot."""
@@ -181,22 +169,6 @@ def shrink_group_norm(node, cc) -> None:
     new.num_groups = len(k) // (m.num_channels // m.num_groups)
     new.num_channels = len(k)
     cc.replace_module(node, new)
-
-
-@analyse_rule(*FUNCTIONAL_NORMS, shrink=NA, permutes=NA, **WEIGHTLESS)
-def functional_norm(node, ctx) -> None:
-    """A norm without its own affine parameters (captured as an ATen call)."""
-    x = node.args[0]
-    rank = len(tensor_shape(x))
-    if node.target is aten.group_norm.default:
-        normalised = set(range(1, rank))
-    else:
-        normalised = set(range(rank - len(node.args[1]), rank))
-    name = node.target.__name__
-    for d in normalised:
-        ctx.block(x, d, f"{name} statistics span this dim: removing channels would change them")
-        ctx.block(node, d, f"{name} statistics span this dim: removing channels would change them")
-    couple_same(ctx, x, node, flow=False, skip=normalised)
 
 
 @analyse_rule(nn.Embedding)

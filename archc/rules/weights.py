@@ -15,6 +15,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..live_norms import LIVE_NORMS
 from ..meta import tensor_shape
 from .layers import BATCH_NORMS, CONVS, STAT_NORMS
 from .registry import NA, declare
@@ -58,6 +59,16 @@ def _fold_affine(m: nn.Module, dim: int, rank: int, s: torch.Tensor) -> bool:
         return False
     m.weight.data.mul_(s)
     m.bias.data.mul_(s)
+    return True
+
+
+def _fold_last_affine(m: nn.Module, dim: int, rank: int, s: torch.Tensor) -> bool:
+    """A LayerNorm/RMSNorm: its per-channel weight (and bias) along the last dim take the scale."""
+    if dim != rank - 1 or getattr(m, "weight", None) is None:
+        return False
+    m.weight.data.mul_(s)
+    if getattr(m, "bias", None) is not None:
+        m.bias.data.mul_(s)
     return True
 
 
@@ -134,8 +145,9 @@ declare(nn.Linear, fold=_fold_linear, makes=_MADE_BY_WEIGHT_AND_BIAS, cost=_line
 declare(*BATCH_NORMS, nn.GroupNorm, fold=_fold_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, cost=_affine_cost, flops=NA,
         channel_dim=_channels_at(1))
 declare(nn.Embedding, fold=_fold_embedding, makes=[("weight", 1)], cost=_embedding_cost, flops=NA, channel_dim=_last)
-# statistics over their channels: never pruned, so nothing is folded into them or charged
-declare(*STAT_NORMS, fold=NA, makes=NA, cost=NA, flops=NA, channel_dim=_last)
+# statistics over the last dim: pruned through their live form (archc.live_norms)
+declare(*STAT_NORMS, *LIVE_NORMS, fold=_fold_last_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, cost=_affine_cost,
+        flops=NA, channel_dim=_last)
 declare(torch.matmul, torch.bmm, flops=_matmul_flops)
 declare(F.scaled_dot_product_attention, flops=_attention_flops)
 # convs whose weight is computed: captured convs with a weight norm (kept as ATen calls) and

@@ -1,0 +1,70 @@
+"""Norms written out by hand, recognised and raised to the ``torch.nn`` layer they compute.
+
+Llama, Qwen2, Mistral, T5 and most decoder models write RMSNorm as arithmetic::
+
+    variance = x.pow(2).mean(-1, keepdim=True)
+    return self.weight * (x * torch.rsqrt(variance + eps))
+
+which torch.export captures as six ATen ops. Left so, the mean over channels blocks the
+hidden dim; raised to ``nn.RMSNorm`` it gets the same live-channel treatment as any norm.
+Only the exact form is recognised (a cast to the tensor's own dtype may sit in between); the
+captured graph is checked against the model afterwards, as every capture is.
+
+Example: ``rms_norm_by_hand(cx, node)`` returns the ``nn.RMSNorm`` call, or None.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+aten = torch.ops.aten
+
+
+def _skip_casts(x):
+    """``x`` without the ``.to(dtype)`` casts that change nothing (the dtype it already has)."""
+    while isinstance(x, fx.Node) and x.op == "call_function" and x.target in (aten.to.dtype, aten._to_copy.default):
+        source, dtype = x.args[0], x.meta["val"].dtype
+        if not isinstance(source, fx.Node) or source.meta["val"].dtype != dtype:
+            break
+        x = source
+    return x
+
+
+def _is(x, op) -> bool:
+    return isinstance(x, fx.Node) and x.op == "call_function" and x.target == op
+
+
+def _mean_square_root(r, x) -> Optional[float]:
+    """The eps of ``r = rsqrt(mean(x ** 2, [-1], keepdim=True) + eps)``, else None."""
+    if not _is(r, aten.rsqrt.default) or not _is(r.args[0], aten.add.Tensor):
+        return None
+    mean, eps = r.args[0].args[:2]
+    if not isinstance(eps, float) or not _is(mean, aten.mean.dim) or list(mean.args[1]) not in ([-1], [x.meta["val"].dim() - 1]):
+        return None
+    if not (len(mean.args) > 2 and mean.args[2]) or not _is(mean.args[0], aten.pow.Tensor_Scalar):
+        return None
+    square = mean.args[0]
+    return eps if square.args[1] == 2 and _skip_casts(square.args[0]) is x else None
+
+
+def rms_norm_by_hand(cx, node: fx.Node) -> Optional[fx.Node]:
+    """``weight * (x * rsqrt(mean(x**2, -1, keepdim) + eps))`` (``node`` is the outer product)."""
+    if not hasattr(nn, "RMSNorm") or not _is(node, aten.mul.Tensor) or len(node.args) != 2:
+        return None
+    for weight, normed in (node.args, node.args[::-1]):
+        normed = _skip_casts(normed)
+        if not (cx.are_parameters(weight) and isinstance(weight, fx.Node) and _is(normed, aten.mul.Tensor)):
+            continue
+        w = cx.tensor(cx.env[weight])
+        for x, r in (normed.args, normed.args[::-1]):
+            x = _skip_casts(x)
+            eps = _mean_square_root(r, x) if isinstance(x, fx.Node) else None
+            if eps is None or w.dim() != 1 or x.meta["val"].shape[-1] != w.shape[0]:
+                continue
+            layer = nn.RMSNorm(w.shape[0], eps=eps, device="meta")
+            layer._parameters["weight"] = w
+            return cx.call_layer(node, layer, cx.env[weight], cx.env[x])
+    return None

@@ -1,0 +1,99 @@
+"""Norms whose statistics span the open channels only: LayerNorm and RMSNorm in a gated model.
+
+A LayerNorm's mean and variance (an RMSNorm's mean square) mix every channel of the dim it
+normalises, so removing a channel would change every other channel's output. During the
+search a gated norm therefore computes its statistics over the channels whose gate is open
+(``relu(theta) > 0``): closing a gate renormalises over the rest, and removing the closed
+channels at compaction changes nothing. The compact model gets a plain norm over the
+survivors (:func:`plain_norm`).
+
+The gates reach the norm through the graph: ``norm(x, theta_a, theta_b, ...)``, one
+``get_attr`` of each gate's ``theta`` whose group has channels in the normalised dim, and
+``live_index[g, c]`` names the entry of gate ``g`` that channel ``c`` belongs to (the gate's
+size for channels of other groups, which are always open).
+
+Example:
+    >>> norm = LiveLayerNorm.of(nn.LayerNorm(8), torch.arange(8)[None])
+    >>> y = norm(torch.randn(2, 8), gate.theta)
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+_RMS_NORM = getattr(nn, "RMSNorm", None)
+
+
+def live_mask(thetas: tuple[torch.Tensor, ...], live_index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """1.0 for each channel whose gates are all open, 0.0 for a closed one."""
+    mask = None
+    for theta, index in zip(thetas, live_index):
+        open_ = torch.cat([theta.detach() > 0, theta.new_ones(1, dtype=torch.bool)])[index]
+        mask = open_ if mask is None else mask & open_
+    return mask.to(dtype)
+
+
+class _Live:
+    """What the live norms share: the ``live_index`` buffer and their construction."""
+
+    live_index: torch.Tensor
+
+    @classmethod
+    def of(cls, norm: nn.Module, live_index: torch.Tensor) -> nn.Module:
+        """The live form of ``norm`` (same parameters, same state_dict keys plus ``live_index``)."""
+        live = cls.__new__(cls)
+        live.__dict__.update({k: (copy.copy(v) if isinstance(v, (dict, set)) else v) for k, v in norm.__dict__.items()})
+        live.register_buffer("live_index", live_index.long().reshape(-1, live_index.shape[-1]).clone(),
+                             persistent=False)
+        return live
+
+    def _masked_mean(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (values * mask).sum(-1, keepdim=True) / mask.sum().clamp_min(1)
+
+
+class LiveLayerNorm(_Live, nn.LayerNorm):
+    """LayerNorm over the last dim, with mean and variance taken over the open channels."""
+
+    def forward(self, x: torch.Tensor, *thetas: torch.Tensor) -> torch.Tensor:
+        mask = live_mask(thetas, self.live_index, x.dtype)
+        centred = x - self._masked_mean(x, mask)
+        y = centred * torch.rsqrt(self._masked_mean(centred.square(), mask) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+if _RMS_NORM is not None:
+    class LiveRMSNorm(_Live, _RMS_NORM):
+        """RMSNorm over the last dim, with the mean square taken over the open channels."""
+
+        def forward(self, x: torch.Tensor, *thetas: torch.Tensor) -> torch.Tensor:
+            mask = live_mask(thetas, self.live_index, x.dtype)
+            eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+            y = x * torch.rsqrt(self._masked_mean(x.square(), mask) + eps)
+            return y if self.weight is None else y * self.weight
+
+    LIVE_NORMS: tuple[type, ...] = (LiveLayerNorm, LiveRMSNorm)
+    PLAIN_OF = {LiveLayerNorm: nn.LayerNorm, LiveRMSNorm: _RMS_NORM}
+else:  # torch without nn.RMSNorm
+    LIVE_NORMS = (LiveLayerNorm,)
+    PLAIN_OF = {LiveLayerNorm: nn.LayerNorm}
+LIVE_OF = {plain: live for live, plain in PLAIN_OF.items()}
+
+
+def can_live(norm: nn.Module) -> bool:
+    """Whether ``norm`` has a live form: a LayerNorm/RMSNorm over the last dim only."""
+    return type(norm) in LIVE_OF and len(norm.normalized_shape) == 1
+
+
+def plain_norm(live: nn.Module) -> nn.Module:
+    """The plain norm a live one becomes once every channel left is open."""
+    plain = PLAIN_OF[type(live)].__new__(PLAIN_OF[type(live)])
+    plain.__dict__.update({k: (copy.copy(v) if isinstance(v, (dict, set)) else v) for k, v in live.__dict__.items()})
+    plain._buffers.pop("live_index", None)
+    plain._non_persistent_buffers_set.discard("live_index")
+    return plain

@@ -1,0 +1,81 @@
+"""Norms whose statistics span channels: LayerNorm, RMSNorm (plain and live), functional norms.
+
+A plain LayerNorm/RMSNorm over the last dim mixes that dim's channels through its statistics
+(``consume``), like a linear layer does: its input's removed channels must carry zero, and
+the gated model computes the statistics over open channels only (:mod:`archc.live_norms`,
+made by ``insert_filters``), so removing the closed ones changes nothing. A norm over several
+dims, a norm without a live form, and a plain norm in a model already gated (whose
+statistics still count every channel) keep their normalised dims whole.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..filters import Filter
+from ..live_norms import LIVE_NORMS, can_live
+from ..meta import tensor_shape
+from . import NA, WEIGHTLESS, analyse_rule, shrink_rule
+from ._util import couple_same, module
+from .layers import FUNCTIONAL_NORMS, STAT_NORMS, _index, _with_sliced_affine
+
+
+def _block_statistics(ctx, node, x, normalised: set[int], name: str) -> None:
+    reason = f"{name} statistics span this dim: removing channels would change them"
+    for d in normalised:
+        ctx.block(x, d, reason)
+        ctx.block(node, d, reason)
+    couple_same(ctx, x, node, flow=False, skip=normalised)
+
+
+def _live_channels(ctx, node, x) -> None:
+    """The last dim's channels go with the output's; the statistics mix them."""
+    last = len(tensor_shape(x)) - 1
+    ctx.couple(x, last, node, last)  # a zero channel comes out as the bias, not zero
+    ctx.consume(x, last)
+    couple_same(ctx, x, node, flow=False, skip={last})
+
+
+def _gated(gm) -> bool:
+    return any(isinstance(m, Filter) for m in gm.modules())
+
+
+@analyse_rule(*STAT_NORMS, permutes=NA)
+def statistics_norm(node, ctx) -> None:
+    m, x = module(node), node.args[0]
+    rank = len(tensor_shape(x))
+    if can_live(m) and not _gated(ctx.gm):
+        _live_channels(ctx, node, x)
+    else:
+        _block_statistics(ctx, node, x, set(range(rank - len(m.normalized_shape), rank)), type(m).__name__)
+
+
+@analyse_rule(*LIVE_NORMS, permutes=NA)
+def live_norm(node, ctx) -> None:
+    _live_channels(ctx, node, node.args[0])
+    for theta in node.args[1:]:
+        ctx.handle(theta, 0)  # a gate's parameter: read for its open entries, not a channel
+
+
+@shrink_rule(*STAT_NORMS, *LIVE_NORMS)
+def shrink_statistics_norm(node, cc) -> None:
+    m, keep = module(node), cc.keep(node, -1)
+    if keep is None:
+        return
+    k = _index(keep, m.normalized_shape[0])
+    new = _with_sliced_affine(node, cc, k)
+    new.normalized_shape = (len(k),)
+    if isinstance(m, LIVE_NORMS):
+        new.live_index = m.live_index[:, k].clone()
+    cc.replace_module(node, new)
+
+
+@analyse_rule(*FUNCTIONAL_NORMS, shrink=NA, permutes=NA, **WEIGHTLESS)
+def functional_norm(node, ctx) -> None:
+    """A norm without its own affine parameters (captured as an ATen call)."""
+    x = node.args[0]
+    rank = len(tensor_shape(x))
+    if node.target is torch.ops.aten.group_norm.default:
+        normalised = set(range(1, rank))
+    else:
+        normalised = set(range(rank - len(node.args[1]), rank))
+    _block_statistics(ctx, node, x, normalised, node.target.__name__)

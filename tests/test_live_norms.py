@@ -1,0 +1,103 @@
+"""Live-channel norms: a gated LayerNorm/RMSNorm takes its statistics over open channels, so a
+closed residual-stream channel compacts away exactly and the compact model has a plain norm."""
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import kill_channels, n_params
+from torch import nn
+
+import archc
+from archc.capture.inputs import random_inputs, shape_variants
+from archc.compact import shrink_live
+from archc.live_norms import LiveLayerNorm
+from archc.verify import max_relative_error
+
+NORMS = [nn.LayerNorm] + ([nn.RMSNorm] if hasattr(nn, "RMSNorm") else [])
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, norm) -> None:
+        super().__init__()
+        self.norm, self.fc1, self.fc2 = norm(width), nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+    def forward(self, x):
+        return x + self.fc2(torch.relu(self.fc1(self.norm(x))))
+
+
+class PreNormStream(nn.Module):
+    """A residual stream written by an embedding and two blocks, read through norms."""
+
+    def __init__(self, norm=nn.LayerNorm, width: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Linear(5, width)
+        self.blocks = nn.Sequential(Block(width, norm), Block(width, norm))
+        self.final_norm, self.head = norm(width), nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.head(self.final_norm(self.blocks(self.embed(x))))
+
+
+def _stream_gate(gated):
+    """The gate the final norm reads its open channels from (``final_norm(x, gate.theta)``)."""
+    (norm,) = [n for n in gated.graph.nodes if n.op == "call_module" and n.target == "final_norm"]
+    return gated.get_submodule(norm.args[1].target.rpartition(".")[0])
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_a_closed_residual_stream_channel_read_through_norms_compacts_exactly(norm):
+    torch.manual_seed(0)
+    model = PreNormStream(norm).eval()
+    gated = archc.passes.insert_filters(archc.trace(model, (torch.randn(4, 7, 5),)))
+    stream = _stream_gate(gated)
+    assert stream.size == 16, "the residual stream is one gated group"
+    with torch.no_grad():
+        stream.theta[[1, 5, 6, 12]] = -1.0
+    small = archc.compact(gated)
+    final = small.get_submodule("final_norm")
+    assert type(final) is norm and final.normalized_shape == (12,)  # plain, over the survivors
+    for sizes in shape_variants(gated):  # other batch sizes and sequence lengths than traced
+        inputs = random_inputs(gated, seed=3, sizes=sizes)
+        assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-6
+    assert n_params(small) < n_params(model)
+
+
+def test_a_plain_norm_would_not_be_exact_which_is_why_the_gated_one_is_live():
+    """The live norm's output equals a plain norm over the open channels only."""
+    norm = nn.LayerNorm(8)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    theta = torch.tensor([0.5, -1.0, 0.2, 0.3, -0.1, 0.9, 0.4, 0.7])
+    live = LiveLayerNorm.of(norm, torch.arange(8)[None])
+    x = torch.randn(3, 8) * (theta > 0)  # closed channels arrive as zeros (gated upstream)
+    open_ = theta > 0
+    want = F.layer_norm(x[:, open_], (int(open_.sum()),), norm.weight[open_], norm.bias[open_])
+    assert torch.allclose(live(x, theta)[:, open_], want, atol=1e-6)
+    assert not torch.allclose(norm(x)[:, open_], want, atol=1e-3)  # all-channel statistics differ
+
+
+def test_shrinking_during_training_keeps_norms_live_and_compacts_exactly_later():
+    torch.manual_seed(1)
+    model = PreNormStream().eval()
+    gated = archc.passes.insert_filters(archc.trace(model, (torch.randn(4, 7, 5),)))
+    with torch.no_grad():
+        _stream_gate(gated).theta[[0, 3]] = -1.0
+    shrunk = shrink_live(gated).gm
+    assert isinstance(shrunk.get_submodule("final_norm"), LiveLayerNorm)
+    assert shrunk.get_submodule("final_norm").normalized_shape == (14,)
+    with torch.no_grad():
+        _stream_gate(shrunk).theta[[2, 9]] = -1.0  # entries of the shrunk gate
+    small = archc.compact(shrunk)
+    assert small.get_submodule("final_norm").normalized_shape == (12,)
+    x = torch.randn(6, 9, 5)
+    assert max_relative_error(shrunk, small, (x,), dtype=torch.float64) < 1e-6
+
+
+def test_a_convnext_stream_through_channels_last_layernorms_prunes():
+    """ConvNeXt: a channels-last LayerNorm between a depthwise conv and pointwise linears."""
+    from zoo import ZOO
+    model, inputs = ZOO["convnext"]()
+    gated = archc.passes.insert_filters(archc.trace(model, inputs))
+    assert any(isinstance(m, LiveLayerNorm) for m in gated.modules())
+    kill_channels(gated, 0.3, seed=0)
+    small = archc.compact(gated)
+    assert n_params(small) < 0.7 * n_params(model)  # 0.78 while its LayerNorms kept the stream whole
