@@ -23,7 +23,7 @@ import torch.fx as fx
 
 from .compact_context import CompactionContext  # noqa: F401  (re-exported: rules' ``cc``)
 from .compact_passes import (Compaction, analyse_channels, bake_search_params, find_dead_channels,
-                             fold_gates, plain_norms, freeze_stale_sizes, lower_grouped_convs, plan_channel_order,
+                             fold_gates, plain_norms, retie_parameters, freeze_stale_sizes, lower_grouped_convs, plan_channel_order,
                              shrink_gates, shrink_ops, slice_grouped_convs, tidy)
 from .das.regularizers import search_parameters, threshold_search_params
 from .filters import filters
@@ -41,12 +41,13 @@ FINAL: tuple[Pass, ...] = (
     freeze_stale_sizes,   # sizes read from pruned dims
     slice_grouped_convs,
     fold_gates,           # gates into weights
+    retie_parameters,     # a tied parameter is one parameter again
     plain_norms,          # live norms -> plain norms over the open channels
     lower_grouped_convs,  # patterns -> grouped convs
     tidy,
 )
 DURING_TRAINING: tuple[Pass, ...] = (
-    analyse_channels, find_dead_channels, shrink_ops, freeze_stale_sizes, shrink_gates, tidy,
+    analyse_channels, find_dead_channels, shrink_ops, freeze_stale_sizes, retie_parameters, shrink_gates, tidy,
 )
 
 

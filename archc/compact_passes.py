@@ -23,7 +23,7 @@ from .analysis import Analysis
 from .compact_context import CompactionContext
 from .das import lower as das_lower
 from .das import permute as das_permute
-from .depgraph import analyse
+from .depgraph import analyse, shared_parameters
 from .errors import CompactionError, node_error
 from .filters import filter_sites
 from .fold import fold_filters, shrink_filters
@@ -44,6 +44,7 @@ class Compaction:
     plan: das_permute.PermutationPlan = field(default_factory=das_permute.PermutationPlan)  # plan_channel_order
     context: Optional[CompactionContext] = None          # shrink_ops: the surviving channels
     search_report: dict = field(default_factory=dict)    # lower_grouped_convs: what each layer became
+    tied: list = field(default_factory=list)              # analyse_channels: paths holding one parameter
 
     @property
     def param_slices(self) -> dict[str, list]:
@@ -59,6 +60,8 @@ def bake_search_params(c: Compaction) -> Compaction:
 
 def analyse_channels(c: Compaction) -> Compaction:
     c.analysis = analyse(c.gm)
+    c.tied = [[f"{n.target}.{attr}" if attr else n.target for n, attr in holders]
+              for holders in shared_parameters(c.gm).values()]
     return c
 
 
@@ -118,8 +121,23 @@ def slice_grouped_convs(c: Compaction) -> Compaction:
 
 
 def fold_gates(c: Compaction) -> Compaction:
-    """Multiply each gate into the layer that makes its channels (or a constant): no gate left."""
-    fold_filters(c.gm, c.context)
+    """Multiply each gate into the layer that makes its channels (or a constant): no gate left.
+    A tied parameter takes no gate: its other holders read it unscaled."""
+    holders = {q for paths in c.tied for p in paths for q in (p, p.rpartition(".")[0])}  # get_attr, layer
+    fold_filters(c.gm, c.context, unscaled=frozenset(holders))
+    return c
+
+
+def retie_parameters(c: Compaction) -> Compaction:
+    """A parameter several layers held is one parameter again: each holder sliced it alike."""
+    for paths in c.tied:
+        owners = [(c.gm.get_submodule(p.rpartition(".")[0]) if "." in p else c.gm, p.rpartition(".")[2]) for p in paths]
+        values = [getattr(owner, attr) for owner, attr in owners]
+        if any(v.shape != values[0].shape or not torch.equal(v, values[0]) for v in values[1:]):
+            raise CompactionError(f"the tied parameter held at {paths} came out different in its holders; "
+                                  "this is a gap in archc's rules.\n  fix: report this model to archc")
+        for owner, attr in owners[1:]:
+            setattr(owner, attr, values[0])
     return c
 
 

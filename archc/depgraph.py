@@ -14,10 +14,11 @@ import os
 import networkx as nx
 import numpy as np
 import torch.fx as fx
+from torch import nn
 
 from .analysis import Analysis
 from .meta import tensor_shape
-from .rules import describe, fact
+from .rules import describe, fact, layer_fact
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def analyse(gm: fx.GraphModule) -> Analysis:
             ctx.unknown_ops[node.name] = reason
         _deny_unhandled(ctx, node, reason or f"{describe(node)} does not say how this dim is used")
     _couple_shared_modules(ctx, gm)
-    _block_shared_parameters(ctx, gm)
+    _couple_shared_parameters(ctx, gm)
     ctx.finish()
     return ctx
 
@@ -84,29 +85,61 @@ def _couple_shared_modules(ctx: Analysis, gm: fx.GraphModule) -> None:
                         ctx.block(a, d, "module called at several places"), ctx.block(b, d, "module called at several places")
 
 
-def _block_shared_parameters(ctx: Analysis, gm: fx.GraphModule) -> None:
-    """A parameter that two different layers hold (an embedding tied to the output layer) must
-    stay one parameter: the channels of every layer that holds it are kept whole, so it is
-    never sliced two ways (coupling its dims across the layers is future work)."""
+def _couple_shared_parameters(ctx: Analysis, gm: fx.GraphModule) -> None:
+    """A parameter that several layers hold (an embedding tied to the output layer) stays one
+    parameter: each of its dims is one set of channels in every layer that holds it, so the
+    spaces it makes or is read through are coupled. A dim some holder cannot slice (the
+    embedding's vocabulary rows) keeps its channels whole everywhere."""
+    for target, holders in shared_parameters(gm).items():
+        rank = gm.get_parameter(target).dim()
+        for pdim in range(rank):
+            spaces = [_space_of_parameter_dim(gm, node, name, pdim) for node, name in holders]
+            mapped = [sp for sp in spaces if sp is not None]
+            for (a, da), (b, db) in zip(mapped, mapped[1:]):
+                ctx.couple(a, da, b, db)
+            if len(mapped) < len(spaces):
+                for node, d in mapped:
+                    ctx.block(node, d, f"{target} is shared by layers that cannot all remove dim {pdim} of it")
+
+
+def shared_parameters(gm: fx.GraphModule) -> dict[str, list[tuple[fx.Node, str]]]:
+    """Parameter (by its first name) -> every ``(node, attribute)`` holding it, where more
+    than one layer or direct read does; gates are not layers."""
     from .filters import Filter
 
-    users: dict[int, set[str]] = {}
+    names = {id(p): name for name, p in gm.named_parameters()}
+    holders: dict[str, list[tuple[fx.Node, str]]] = {}
     for node in gm.graph.nodes:
-        if node.op == "call_module":
-            if isinstance(gm.get_submodule(node.target), Filter):
-                continue  # a gate's theta is also read by the live norms it covers: not a layer's weight
-            for p in gm.get_submodule(node.target).parameters():
-                users.setdefault(id(p), set()).add(node.target)
-        elif node.op == "get_attr":
-            owner, _, attr = node.target.rpartition(".")
-            t = getattr(gm.get_submodule(owner) if owner else gm, attr, None)
-            users.setdefault(id(t), set()).add(node.target)
-    shared = set().union(*(names for names in users.values() if len(names) > 1)) if users else set()
-    for node in gm.graph.nodes:
-        if node.target in shared and node.op in ("call_module", "get_attr"):
-            for x in [node, *node.all_input_nodes]:
-                if tensor_shape(x) is not None:
-                    ctx.block_all(x, f"{node.target} shares a parameter with another layer (tied weights)")
+        if node.op == "call_module" and not isinstance(gm.get_submodule(node.target), Filter):
+            for attr, p in gm.get_submodule(node.target).named_parameters(recurse=False):
+                holders.setdefault(names[id(p)], []).append((node, attr))
+        elif node.op == "get_attr" and isinstance(p := _attr(gm, node.target), nn.Parameter) and id(p) in names:
+            if not isinstance(gm.get_submodule(node.target.rpartition(".")[0]), Filter):
+                holders.setdefault(names[id(p)], []).append((node, ""))
+    return {t: h for t, h in holders.items() if len({(n.target, a) for n, a in h}) > 1}
+
+
+def _attr(gm: fx.GraphModule, target: str):
+    owner, _, attr = target.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, attr, None)
+
+
+def _space_of_parameter_dim(gm, node: fx.Node, attr: str, pdim: int):
+    """The ``(node, dim)`` whose channels index ``pdim`` of the parameter ``node`` holds as
+    ``attr`` (a direct read: the node's own dim), or None when no rule slices that dim."""
+    if node.op == "get_attr":
+        return node, pdim
+    layer = gm.get_submodule(node.target)
+    channel_dim = layer_fact(layer, "channel_dim")
+    if channel_dim is None:
+        return None
+    if (attr, pdim) in (layer_fact(layer, "makes") or ()):
+        return node, channel_dim(len(tensor_shape(node)))
+    reads = layer_fact(layer, "reads")
+    x = node.args[0] if node.args else None
+    if reads is not None and (attr, pdim) in reads(layer) and tensor_shape(x) is not None:
+        return x, channel_dim(len(tensor_shape(x)))
+    return None
 
 
 def _touches_tensors(node: fx.Node) -> bool:

@@ -20,8 +20,9 @@ from .rules import layer_fact
 from .rules.weights import scale_out_channels
 
 
-def fold_filters(gm: fx.GraphModule, cc) -> None:
-    """Replace every Filter call in ``gm`` by folded weights or a constant multiply (mutates)."""
+def fold_filters(gm: fx.GraphModule, cc, unscaled: frozenset = frozenset()) -> None:
+    """Replace every Filter call in ``gm`` by folded weights or a constant multiply (mutates);
+    the layers at the paths in ``unscaled`` (holders of a tied parameter) take no gate."""
     calls = Counter(n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr"))
     # (module called at several places, gate) -> whether its shared weights took the gate
     shared_ok: dict[tuple[str, str], bool] = {}
@@ -37,7 +38,7 @@ def fold_filters(gm: fx.GraphModule, cc) -> None:
                     bool((scale == 1).all()) or _fold_into_producer(gm, x, dim, rank, scale))
             if not shared_ok[key]:
                 replacement = _constant_multiply(gm, node, x, dim, rank, scale)
-        elif not bool((scale == 1).all()) and not _fold_into_producer(gm, x, dim, rank, scale):
+        elif not bool((scale == 1).all()) and (x.target in unscaled or not _fold_into_producer(gm, x, dim, rank, scale)):
             replacement = _constant_multiply(gm, node, x, dim, rank, scale)
         node.replace_all_uses_with(replacement)
         gm.graph.erase_node(node)

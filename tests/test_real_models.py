@@ -47,12 +47,15 @@ def test_transformers_models_called_with_keywords_compact_exactly(kind):
     assert isinstance(out, dict) and "last_hidden_state" in out or "logits" in out
 
 
-def test_a_tied_embedding_and_output_layer_stay_one_parameter():
+def test_a_tied_embedding_and_output_layer_are_pruned_together_and_stay_one_parameter():
     model, kwargs = transformers_model("gpt2")
     assert model.lm_head.weight is model.transformer.wte.weight
     gated, small = _compact_and_check(model, kwargs=kwargs)
-    assert small.get_submodule("lm_head").weight is small.get_submodule("transformer.wte").weight
-    assert n_params(small) < n_params(model)  # counted once: an untied copy would add 3200
+    wte, lm_head = small.get_submodule("transformer.wte"), small.get_submodule("lm_head")
+    assert lm_head.weight is wte.weight
+    # the tie couples the embedding's width with the output layer's inputs: the stream is pruned
+    assert lm_head.in_features == wte.embedding_dim < model.transformer.wte.embedding_dim
+    assert n_params(small) < 0.55 * n_params(model)  # counted once: an untied copy would add vocab x width
 
 
 def test_search_and_compact_a_transformers_model_file_with_keyword_inputs(tmp_path):
@@ -72,3 +75,14 @@ def test_search_and_compact_a_transformers_model_file_with_keyword_inputs(tmp_pa
     report = json.loads((tmp_path / "small" / "report.json").read_text())
     assert report["params_after"] <= report["params_before"]
     assert (tmp_path / "small" / "model.onnx").exists()
+
+
+def test_shrinking_a_tied_model_during_training_keeps_the_tie():
+    from archc.compact import shrink_live
+
+    model, kwargs = transformers_model("gpt2")
+    gated = archc.passes.insert_filters(archc.trace(model, (), kwargs))
+    kill_channels(gated, 0.2, seed=0)
+    shrunk = shrink_live(gated).gm
+    lm_head, wte = shrunk.get_submodule("lm_head"), shrunk.get_submodule("transformer.wte")
+    assert lm_head.weight is wte.weight and wte.embedding_dim < model.transformer.wte.embedding_dim

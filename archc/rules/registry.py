@@ -10,6 +10,8 @@ shrink         ``rule(node, cc)``: the rewrite once channels are removed
 permutes       ``when(node) -> bool``: channels may be reordered through the op
 fold           ``fold(layer, dim, rank, scale) -> bool``: take a gate into the layer's weights
 makes          ``[(parameter name, dim)]``: the parameters that make each output channel
+reads          ``reads(layer) -> [(parameter name, dim)]``: the parameter dims each input channel
+               (on the input's ``channel_dim``) is read through
 cost           ``cost(layer) -> (made, read)``: parameters making one output channel, reading one input
 flops          ``flops(node, layer) -> int``: floating-point operations for the traced batch
 channel_dim    ``channel_dim(rank) -> int``: the output dim the layer's channels are on
@@ -51,6 +53,7 @@ class OpFacts:
     permutes: Any = MISSING
     fold: Any = MISSING
     makes: Any = MISSING
+    reads: Any = MISSING
     cost: Any = MISSING
     flops: Any = MISSING
     channel_dim: Any = MISSING
@@ -63,7 +66,7 @@ class OpFacts:
 
 FACT_NAMES = tuple(f.name for f in fields(OpFacts))
 # ops without parameters: nothing to fold, nothing made from weights, not counted
-WEIGHTLESS = dict(fold=NA, makes=NA, cost=NA, flops=NA, channel_dim=NA)
+WEIGHTLESS = dict(fold=NA, makes=NA, reads=NA, cost=NA, flops=NA, channel_dim=NA)
 REGISTRY: dict[Any, OpFacts] = {}
 
 

@@ -127,6 +127,16 @@ def _attention_flops(node: fx.Node, m=None) -> int:
     return 2 * _numel(q) * k[-2] + 2 * _numel(tensor_shape(node)) * k[-2]
 
 
+# -- the parameter dims an input channel is read through ---------------------------------------
+def _conv_reads(m: nn.Module) -> list[tuple[str, int]]:
+    """Each input channel reads one weight slice (a grouped conv's slices are per group)."""
+    return [("weight", 0 if isinstance(m, _TRANSPOSED) else 1)] if m.groups == 1 else []
+
+
+def _linear_reads(m: nn.Linear) -> list[tuple[str, int]]:
+    return [("weight", 1)]
+
+
 def _channels_at(dim: int):
     return lambda rank: dim
 
@@ -137,21 +147,22 @@ def _last(rank: int) -> int:
 
 _MADE_BY_WEIGHT_AND_BIAS = [("weight", 0), ("bias", 0)]
 declare(*[c for c in CONVS if c not in _TRANSPOSED], fold=_fold_conv, makes=_MADE_BY_WEIGHT_AND_BIAS,
-        cost=_conv_cost, flops=_conv_flops, channel_dim=_channels_at(1))
-declare(*_TRANSPOSED, fold=_fold_conv, makes=[("weight", 1), ("bias", 0)], cost=_conv_cost, flops=_conv_flops,
+        reads=_conv_reads, cost=_conv_cost, flops=_conv_flops, channel_dim=_channels_at(1))
+declare(*_TRANSPOSED, fold=_fold_conv, makes=[("weight", 1), ("bias", 0)], reads=_conv_reads, cost=_conv_cost, flops=_conv_flops,
         channel_dim=_channels_at(1))
-declare(nn.Linear, fold=_fold_linear, makes=_MADE_BY_WEIGHT_AND_BIAS, cost=_linear_cost, flops=_linear_flops,
+declare(nn.Linear, fold=_fold_linear, makes=_MADE_BY_WEIGHT_AND_BIAS, reads=_linear_reads, cost=_linear_cost, flops=_linear_flops,
         channel_dim=_last)
-declare(*BATCH_NORMS, nn.GroupNorm, fold=_fold_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, cost=_affine_cost, flops=NA,
+# per-channel layers: an input channel is the output channel its parameters make
+declare(*BATCH_NORMS, nn.GroupNorm, fold=_fold_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, reads=NA, cost=_affine_cost, flops=NA,
         channel_dim=_channels_at(1))
-declare(nn.Embedding, fold=_fold_embedding, makes=[("weight", 1)], cost=_embedding_cost, flops=NA, channel_dim=_last)
+declare(nn.Embedding, fold=_fold_embedding, makes=[("weight", 1)], reads=NA, cost=_embedding_cost, flops=NA, channel_dim=_last)
 # statistics over the last dim: pruned through their live form (archc.live_norms)
-declare(*STAT_NORMS, *LIVE_NORMS, fold=_fold_last_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, cost=_affine_cost,
+declare(*STAT_NORMS, *LIVE_NORMS, fold=_fold_last_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, reads=NA, cost=_affine_cost,
         flops=NA, channel_dim=_last)
-declare(torch.matmul, torch.bmm, flops=_matmul_flops)
-declare(F.scaled_dot_product_attention, flops=_attention_flops)
+declare(torch.matmul, torch.bmm, reads=NA, flops=_matmul_flops)
+declare(F.scaled_dot_product_attention, reads=NA, flops=_attention_flops)
 # convs whose weight is computed: captured convs with a weight norm (kept as ATen calls) and
 # the per-pattern convs of archc.das.grouped_lowering; no channel rule, so they block
 declare(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
         aten.conv2d.padding, aten.conv3d.padding, F.conv1d, F.conv2d, F.conv3d,
-        analyse=NA, shrink=NA, permutes=NA, fold=NA, makes=NA, cost=NA, channel_dim=NA, flops=_functional_conv_flops)
+        analyse=NA, shrink=NA, permutes=NA, fold=NA, makes=NA, reads=NA, cost=NA, channel_dim=NA, flops=_functional_conv_flops)
