@@ -48,4 +48,20 @@ def transformers_model(kind: str) -> tuple[torch.nn.Module, dict]:
         cfg = T.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, vocab_size=100)
         return T.T5Model(cfg).eval(), {"input_ids": ids, "attention_mask": mask,
                                        "decoder_input_ids": torch.randint(0, 100, (2, 5))}
+    if kind == "bert_classifier":
+        cfg = T.BertConfig(**_TINY, num_labels=3)
+        return T.BertForSequenceClassification(cfg).eval(), {"input_ids": ids, "attention_mask": mask}
+    if kind == "qwen2":
+        cfg = T.Qwen2Config(**_TINY, num_key_value_heads=2)
+        return T.Qwen2ForCausalLM(cfg).eval(), {"input_ids": ids, "attention_mask": mask}
+    if kind == "vit":
+        cfg = T.ViTConfig(image_size=32, patch_size=8, num_labels=10, **_VISION)
+        return T.ViTForImageClassification(cfg).eval(), {"pixel_values": torch.randn(2, 3, 32, 32)}
+    if kind == "swin":
+        cfg = T.SwinConfig(image_size=32, patch_size=2, window_size=4, embed_dim=16, depths=[1, 1],
+                           num_heads=[2, 4], num_labels=10)
+        return T.SwinForImageClassification(cfg).eval(), {"pixel_values": torch.randn(2, 3, 32, 32)}
     raise KeyError(kind)
+
+
+_VISION = {k: v for k, v in _TINY.items() if k not in ("vocab_size", "max_position_embeddings")}

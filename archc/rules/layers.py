@@ -204,7 +204,7 @@ def pool(node, ctx) -> None:
 def pad(node, ctx) -> None:
     x, widths = node.args[0], node.args[1]
     rank = len(tensor_shape(x))
-    padded = {rank - 1 - i // 2 for i in range(len(widths))}
+    padded = {rank - 1 - i // 2 for i, w in enumerate(widths) if not (isinstance(w, int) and w == 0)}  # (0, 0): untouched
     mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
     value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
     for d in padded:
