@@ -60,6 +60,8 @@ class Analysis:
     labels: Optional[np.ndarray] = None  # component id of each atom
     n_atoms: int = 0
     described_by_producer: set[str] = field(default_factory=set)  # getitem nodes of a split
+    largest_factor_at: frozenset = frozenset()  # reshapes told not to keep the heads factor
+    head_factors: dict[str, SpaceKey] = field(default_factory=dict)  # reshape -> the heads space it kept
     _handled: set[SpaceKey] = field(default_factory=set)
     current: Optional[fx.Node] = None
 
@@ -115,6 +117,14 @@ class Analysis:
         """Channels of this dim are created here from parameters: a gate can be put on them."""
         self.producers.add(self.space(node, dim).key)
 
+    def prefers_heads(self, node: fx.Node) -> bool:
+        """Whether a reshape of channels into (heads, head_dim) keeps whole heads here."""
+        return self.gm.meta.get("archc.split_channels", "heads") == "heads" and node.name not in self.largest_factor_at
+
+    def is_blocked(self, node: fx.Node, dim: int) -> bool:
+        """Whether every atom of this space was blocked so far (by the rules already run)."""
+        return all(a in self.blocked for a in self._atoms(node, dim, None).tolist())
+
     def handle(self, node: fx.Node, dim: int) -> None:
         """This dim is accounted for by the current rule without coupling it to anything."""
         self.space(node, dim)
@@ -143,6 +153,11 @@ class Analysis:
     def labels_of(self, key: SpaceKey) -> np.ndarray:
         sp = self.spaces[key]
         return self.labels[sp.base : sp.base + sp.size]
+
+    def space_blocked(self, key: SpaceKey) -> bool:
+        """Whether every channel of the space ``key`` is in a blocked component."""
+        blocked = self.blocked_components()
+        return all(int(c) in blocked for c in self.labels_of(key))
 
     def blocked_components(self) -> dict[int, str]:
         """Component id -> the first reason one of its atoms is blocked."""

@@ -30,8 +30,24 @@ def strict_rules() -> bool:
 
 
 def analyse(gm: fx.GraphModule) -> Analysis:
-    """Apply every op's rule to ``gm`` (not mutated) and compute the channel components."""
-    ctx = Analysis(gm)
+    """Apply every op's rule to ``gm`` (not mutated) and compute the channel components.
+
+    A reshape into attention heads keeps whole heads prunable; where those heads come out
+    blocked anyway, the analysis runs again with that reshape keeping its largest factor
+    (the head dim), until no such reshape is left (a few runs at most).
+    """
+    fallback: frozenset = frozenset()
+    for _ in range(len(gm.graph.nodes) + 1):
+        ctx = _analyse_once(gm, fallback)
+        stuck = {name for name, key in ctx.head_factors.items() if ctx.space_blocked(key)}
+        if not stuck:
+            return ctx
+        fallback |= stuck
+    return ctx
+
+
+def _analyse_once(gm: fx.GraphModule, largest_factor_at: frozenset) -> Analysis:
+    ctx = Analysis(gm, largest_factor_at=largest_factor_at)
     for node in gm.graph.nodes:
         if not _touches_tensors(node):
             continue  # arithmetic on sizes: compaction re-derives or freezes these values

@@ -5,6 +5,7 @@ import torch
 import torch.fx as fx
 
 from archc.depgraph import analyse
+from archc.errors import ConfigError
 from archc.filters import Filter
 from archc.groups import channel_groups, gate_sites
 from archc.meta import DTYPE, SHAPE
@@ -12,7 +13,7 @@ from archc.meta import DTYPE, SHAPE
 from .make_norms_live import make_norms_live, norm_inputs
 
 
-def insert_filters(gm: fx.GraphModule, init: str = "uniform") -> fx.GraphModule:
+def insert_filters(gm: fx.GraphModule, init: str = "uniform", *, split_channels: str = "heads") -> fx.GraphModule:
     """Gate every prunable channel group of ``gm`` with an ``archc.Filter``; returns ``gm``.
 
     Each group gets one Filter (``theta`` of the group's size) called at every place the
@@ -22,10 +23,18 @@ def insert_filters(gm: fx.GraphModule, init: str = "uniform") -> fx.GraphModule:
     channels takes its statistics over the open ones (:mod:`archc.live_norms`). Mutates ``gm``
     in place.
 
+    Attention is pruned by whole heads; ``split_channels="largest"`` prunes the head dim
+    uniformly across heads instead (recorded in ``gm.meta["archc.split_channels"]``, which
+    every later analysis of ``gm`` reads).
+
     Example:
         >>> gm = archc.passes.insert_filters(archc.trace(model, (x,)))
         >>> sum(f.size for f in archc.filters(gm))
     """
+    if split_channels not in ("heads", "largest"):
+        raise ConfigError(f"split_channels must be 'heads' or 'largest', got {split_channels!r}\n"
+                          "  fix: insert_filters(gm, split_channels='heads')")
+    gm.meta["archc.split_channels"] = split_channels
     an = analyse(gm)
     sites = gate_sites(an)
     norms = norm_inputs(gm)

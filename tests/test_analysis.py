@@ -63,13 +63,19 @@ def test_grouped_conv_keeps_whole_groups_together():
     assert g.index_in((conv.name, 1)).tolist() == [i // (m.out_channels // m.groups) for i in range(m.out_channels)]
 
 
-def test_attention_heads_prune_the_head_dim_uniformly():
+def test_attention_prunes_whole_heads_or_the_head_dim_when_asked():
     model, inputs = ZOO["vit"]()
     gm = archc.trace(model, inputs)
     attn = model.blocks[0].attn
-    (g,) = [g for g in archc.channel_groups(gm) if ("blocks_0_attn_qkv", 2) in g.producers]
     head_dim = attn.qkv.out_features // 3 // attn.num_heads
-    assert g.size == head_dim and g.prunable
+
+    def qkv_group():
+        (g,) = [g for g in archc.channel_groups(gm) if ("blocks_0_attn_qkv", 2) in g.producers]
+        return g
+
+    assert qkv_group().size == attn.num_heads and qkv_group().prunable  # one channel per head
+    gm.meta["archc.split_channels"] = "largest"
+    assert qkv_group().size == head_dim and qkv_group().prunable  # head dim, uniformly across heads
 
 
 def test_layernorm_residual_stream_is_prunable_and_a_multi_dim_norm_blocks_with_a_reason():

@@ -30,8 +30,10 @@ def matmul(node, ctx) -> None:
     a, b = node.args[:2]
     if len(tensor_shape(a)) < 2 or len(tensor_shape(b)) < 2:
         return  # vector products: default-deny
-    _couple_batch(ctx, a, node, 2, flow=True)
-    _couple_batch(ctx, b, node, 2, flow=False)
+    # a zero head of the right factor (attention's values) is a zero head of the product: a
+    # gate there folds into the layer that made it
+    _couple_batch(ctx, a, node, 2, flow=False)
+    _couple_batch(ctx, b, node, 2, flow=True)
     ctx.consume(a, -1)  # the contracted dim: zero in one factor is enough
     ctx.couple(a, -1, b, -2)
     ctx.couple(a, -2, node, -2, flow=True)
@@ -42,13 +44,31 @@ def matmul(node, ctx) -> None:
 def attention(node, ctx) -> None:
     q, k, v = node.args[:3]
     for x in (q, k, v):
-        _couple_batch(ctx, x, node, 2, flow=False)
+        _couple_batch(ctx, x, node, 2, flow=x is v)  # a zero value head gives a zero output head
     ctx.consume(q, -1)
     ctx.couple(q, -1, k, -1)
     ctx.couple(k, -2, v, -2)
     ctx.block(k, -2, "keys are mixed by the attention softmax")
     ctx.couple(q, -2, node, -2)
     ctx.couple(v, -1, node, -1, flow=True)
+    _attention_mask(ctx, node, q, k)
+
+
+def _attention_mask(ctx, node, q, k) -> None:
+    """An additive mask or bias (T5's and Swin's per-head position bias) broadcasts over the
+    scores ``(..., heads, queries, keys)``: its head dim goes with the heads."""
+    mask = arg(node, 3, "attn_mask")
+    if tensor_shape(mask) is None:
+        return
+    _couple_batch(ctx, mask, node, 2, flow=False)
+    shape = tensor_shape(mask)
+    for d, (other, od) in ((-2, (q, -2)), (-1, (k, -2))):
+        if len(shape) < -d:
+            continue
+        if shape[d] == tensor_shape(other)[od]:
+            ctx.couple(mask, d, other, od)
+        else:
+            ctx.handle(mask, d)  # broadcast
 
 
 @shrink_rule(F.scaled_dot_product_attention)

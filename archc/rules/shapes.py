@@ -1,9 +1,16 @@
 """Ops that move channels around without computing: reshape, permute, cat, split, indexing.
 
 A reshape that splits one dim into factors (channels into attention heads) or merges
-several (flatten into a linear layer) keeps only the *largest* factor prunable: a channel of
-the merged dim lives and dies with its index along that factor, the other factors are
-blocked. For attention this prunes the head dim uniformly across heads, which is exact.
+several (flatten into a linear layer) keeps one factor prunable: a channel of the merged dim
+lives and dies with its index along that factor, the other factors are blocked.
+
+* Splitting the last dim into ``(..., heads, head_dim)``, or merging it back, keeps the
+  *heads* factor (the one just outside the innermost): whole attention heads are pruned.
+  Where that factor turns out unprunable (``analyse`` finds its channels blocked), the
+  reshape falls back to the rule below; ``gm.meta["archc.split_channels"] = "largest"`` asks
+  for the fallback everywhere (the head dim pruned uniformly across heads).
+* Otherwise the *largest* factor is kept; a merge skips factors already blocked (a dim an
+  ``expand`` made: ``repeat_kv``'s copies of a key/value head follow that head).
 """
 from __future__ import annotations
 
@@ -51,6 +58,21 @@ def _largest(dims: list[int], shape: tuple, prefer_last: bool) -> int:
     return max(order, key=lambda d: shape[d])
 
 
+def _kept_factor(ctx, node, x, dims: list[int], shape: tuple, split: bool) -> int:
+    """Which of the factors ``dims`` (of ``node`` for a split, of ``x`` for a merge) the
+    channels of the single dim follow."""
+    on_last = dims[-1] == len(shape) - 1
+    heads = dims[-2] if len(dims) >= 2 else None
+    if on_last and heads is not None and shape[dims[-1]] > 1 and shape[heads] > 1 and ctx.prefers_heads(node):
+        ctx.head_factors[node.name] = ((node if split else x).name, heads)
+        return heads
+    if not split:
+        free = [d for d in dims if not ctx.is_blocked(x, d)]
+        if free:
+            return _largest(free, shape, prefer_last=False)
+    return _largest(dims, shape, prefer_last=split)
+
+
 @analyse_rule(*RESHAPES, **WEIGHTLESS)
 def reshape(node, ctx) -> None:
     x = node.args[0]
@@ -64,19 +86,19 @@ def reshape(node, ctx) -> None:
         elif len(ins) == 1 and len(outs) == 1:
             ctx.couple(x, ins[0], node, outs[0], flow=True)
         elif len(ins) == 1:  # split one dim into factors
-            keep = _largest(outs, dst, prefer_last=True)
+            keep = _kept_factor(ctx, node, x, outs, dst, split=True)
             factor = np.unravel_index(np.arange(src[ins[0]]), [dst[d] for d in outs])[outs.index(keep)]
             ctx.couple(x, ins[0], node, keep, None, factor, flow=True)
             for d in outs:
                 if d != keep:
-                    ctx.block(node, d, "a reshape splits channels here; only the largest factor is prunable")
+                    ctx.block(node, d, "a reshape splits channels here; another factor is the prunable one")
         elif len(outs) == 1:  # merge factors into one dim
-            keep = _largest(ins, src, prefer_last=False)
+            keep = _kept_factor(ctx, node, x, ins, src, split=False)
             factor = np.unravel_index(np.arange(dst[outs[0]]), [src[d] for d in ins])[ins.index(keep)]
             ctx.couple(x, keep, node, outs[0], factor, None, flow=True)
             for d in ins:
                 if d != keep:
-                    ctx.block(x, d, "a reshape merges this dim with a larger one; only that one is prunable")
+                    ctx.block(x, d, "a reshape merges this dim with another; only that one is prunable")
         else:
             for d in ins:
                 ctx.block(x, d, "a reshape regroups dims in a way archc does not prune through")
