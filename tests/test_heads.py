@@ -9,6 +9,7 @@ from zoo import ZOO
 
 import archc
 from archc.capture.inputs import random_inputs, shape_variants
+from archc.filters import gates_by_space
 from archc.verify import max_relative_error
 
 pytest.importorskip("transformers")
@@ -81,3 +82,19 @@ def test_heads_close_exactly_with_per_head_position_biases_and_masks(kind):
                 closed += 1
     assert closed
     _exact_at_every_shape(gated, archc.compact(gated))
+
+
+def test_the_head_dim_option_pairs_rotary_channels_and_compacts_exactly():
+    model, kwargs = transformers_model("llama")
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    gated = archc.passes.insert_filters(archc.trace(model, (), kwargs), split_channels="largest")
+    (group,) = [g for g in archc.channel_groups(gated) if ("model_layers_0_self_attn_q_proj", 2) in g.producers]
+    assert group.size == head_dim // 2  # channel i and i + d/2 of every head: one rotary pair
+    gate = next(g for key, g in gates_by_space(gated).items() if key in group.spaces)
+    with torch.no_grad():
+        gate.theta[0] = -1.0
+    small = archc.compact(gated)
+    attn = small.get_submodule("model.layers.0.self_attn")
+    assert attn.q_proj.out_features == model.config.num_attention_heads * (head_dim - 2)
+    assert attn.k_proj.out_features == model.config.num_key_value_heads * (head_dim - 2)
+    _exact_at_every_shape(gated, small)
