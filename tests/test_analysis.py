@@ -159,3 +159,20 @@ def test_flops_count_convs_linears_and_functional_convs():
             return F.conv2d(x, self.w)
 
     assert archc.flops.count(archc.trace(Functional(), (torch.randn(2, 3, 4, 4),))) == 2 * (4 * 2 * 2) * (3 * 9)
+
+
+def test_a_channel_divided_by_its_own_computed_value_is_not_prunable():
+    """``a / a.abs()``: a closed channel would be 0 / 0 in the gated model."""
+
+    class SelfNormalised(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.head = nn.Linear(4, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            a = self.fc(x)
+            return self.head(a / (a.abs() + 1e-3))
+
+    groups = archc.channel_groups(archc.trace(SelfNormalised(), (torch.randn(2, 4),)))
+    (fc,) = [g for g in groups if ("fc", 1) in g.producers]
+    assert not fc.prunable and "divides by this dim's values" in fc.reason

@@ -109,6 +109,14 @@ def div(node, ctx) -> None:
     ops = _operands(node)
     numerator_is_tensor = is_tensor(node.args[0])
     broadcast(node, ctx, ops, flow_from={0} if numerator_is_tensor else set())
+    denominator = node.args[1]
+    if is_tensor(denominator) and denominator.op != "get_attr":
+        # a closed channel reaching a computed denominator (x / x.sum(2)) divides zero by zero
+        out = tensor_shape(node)
+        shape = tensor_shape(denominator)
+        for d, size in enumerate(shape):
+            if size != 1 and size == out[d + len(out) - len(shape)]:
+                ctx.block(denominator, d, "divides by this dim's values: a closed channel would divide by zero")
 
 
 @analyse_rule(torch.where)

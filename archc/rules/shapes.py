@@ -58,12 +58,12 @@ def _largest(dims: list[int], shape: tuple, prefer_last: bool) -> int:
     return max(order, key=lambda d: shape[d])
 
 
-def _kept_factor(ctx, node, x, dims: list[int], shape: tuple, split: bool) -> int:
+def _kept_factor(ctx, node, x, dims: list[int], shape: tuple, split: bool, single_is_last: bool) -> int:
     """Which of the factors ``dims`` (of ``node`` for a split, of ``x`` for a merge) the
-    channels of the single dim follow."""
-    on_last = dims[-1] == len(shape) - 1
+    channels of the single dim follow; ``single_is_last``: that dim is its tensor's last
+    (channels-last, as a linear layer's output is)."""
     heads = dims[-2] if len(dims) >= 2 else None
-    if on_last and heads is not None and shape[dims[-1]] > 1 and shape[heads] > 1 and ctx.prefers_heads(node):
+    if single_is_last and heads is not None and shape[dims[-1]] > 1 and shape[heads] > 1 and ctx.prefers_heads(node):
         ctx.head_factors[node.name] = ((node if split else x).name, heads)
         return heads
     if not split:
@@ -86,14 +86,14 @@ def reshape(node, ctx) -> None:
         elif len(ins) == 1 and len(outs) == 1:
             ctx.couple(x, ins[0], node, outs[0], flow=True)
         elif len(ins) == 1:  # split one dim into factors
-            keep = _kept_factor(ctx, node, x, outs, dst, split=True)
+            keep = _kept_factor(ctx, node, x, outs, dst, split=True, single_is_last=ins[0] == len(src) - 1)
             factor = np.unravel_index(np.arange(src[ins[0]]), [dst[d] for d in outs])[outs.index(keep)]
             ctx.couple(x, ins[0], node, keep, None, factor, flow=True)
             for d in outs:
                 if d != keep:
                     ctx.block(node, d, "a reshape splits channels here; another factor is the prunable one")
         elif len(outs) == 1:  # merge factors into one dim
-            keep = _kept_factor(ctx, node, x, ins, src, split=False)
+            keep = _kept_factor(ctx, node, x, ins, src, split=False, single_is_last=outs[0] == len(dst) - 1)
             factor = np.unravel_index(np.arange(dst[outs[0]]), [src[d] for d in ins])[ins.index(keep)]
             ctx.couple(x, keep, node, outs[0], factor, None, flow=True)
             for d in ins:
