@@ -160,7 +160,10 @@ def _batch_inputs(path: Path, data: Any) -> Any:
     """The model inputs of the first batch of ``data`` (or of ``data[0]`` for a (train, val) pair)."""
     try:
         first = next(iter(data))
-        if not isinstance(first, (torch.Tensor, tuple, list, dict)) and hasattr(first, "__iter__"):
+        if isinstance(first, torch.utils.data.Dataset) and not hasattr(first, "__iter__"):
+            # data() returned (train, val) datasets: their first two samples, batched
+            first = torch.utils.data.default_collate([first[i] for i in range(min(2, len(first)))])
+        elif not isinstance(first, (torch.Tensor, tuple, list, dict)) and hasattr(first, "__iter__"):
             first = next(iter(first))  # data() returned (train, val) loaders
     except StopIteration:
         raise _error(path, "data", "`data()` yielded no batch") from None

@@ -66,6 +66,14 @@ def test_example_input_tuple_and_train_val_pair(tmp_path):
     assert x.shape == (3, 4)
 
 
+def test_example_input_from_a_train_val_pair_of_datasets(tmp_path):
+    """``data()`` returning ``(TensorDataset, TensorDataset)``: the example is a batch of samples."""
+    ds = "torch.utils.data.TensorDataset(torch.randn(6, 4), torch.zeros(6, dtype=torch.long))"
+    spec = load_user_file(write(tmp_path, MODEL + f"def data():\n    return {ds}, {ds}\n", "datasets.py"))
+    (x,) = spec.example_inputs()
+    assert x.shape == (2, 4)
+
+
 def test_accuracy():
     assert accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])) == 0.5
 
