@@ -1,4 +1,5 @@
-"""Norms whose statistics span the open channels only: LayerNorm and RMSNorm in a gated model.
+"""Norms whose statistics span the open channels only: LayerNorm, RMSNorm and one-group
+GroupNorm in a gated model.
 
 A LayerNorm's mean and variance (an RMSNorm's mean square) mix every channel of the dim it
 normalises, so removing a channel would change every other channel's output. During the
@@ -19,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -77,17 +79,39 @@ if _RMS_NORM is not None:
             y = x * torch.rsqrt(self._masked_mean(x.square(), mask) + eps)
             return y if self.weight is None else y * self.weight
 
-    LIVE_NORMS: tuple[type, ...] = (LiveLayerNorm, LiveRMSNorm)
-    PLAIN_OF = {LiveLayerNorm: nn.LayerNorm, LiveRMSNorm: _RMS_NORM}
-else:  # torch without nn.RMSNorm
-    LIVE_NORMS = (LiveLayerNorm,)
-    PLAIN_OF = {LiveLayerNorm: nn.LayerNorm}
+
+class LiveGroupNorm(_Live, nn.GroupNorm):
+    """GroupNorm with one group (PoolFormer's norm): mean and variance over the open channels
+    (dim 1) at every position."""
+
+    def forward(self, x: torch.Tensor, *thetas: torch.Tensor) -> torch.Tensor:
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        mask = live_mask(thetas, self.live_index, x.dtype).view(shape)
+        dims = tuple(range(1, x.dim()))
+        count = (mask.sum() * math.prod(x.shape[2:])).clamp_min(1)
+        centred = x - (x * mask).sum(dims, keepdim=True) / count
+        y = centred * torch.rsqrt((centred.square() * mask).sum(dims, keepdim=True) / count + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+PLAIN_OF = {LiveLayerNorm: nn.LayerNorm, LiveGroupNorm: nn.GroupNorm}
+if _RMS_NORM is not None:
+    PLAIN_OF[LiveRMSNorm] = _RMS_NORM
+LIVE_NORMS: tuple[type, ...] = tuple(PLAIN_OF)
 LIVE_OF = {plain: live for live, plain in PLAIN_OF.items()}
 
 
 def can_live(norm: nn.Module) -> bool:
-    """Whether ``norm`` has a live form: a LayerNorm/RMSNorm over the last dim only."""
+    """Whether ``norm`` has a live form: a LayerNorm/RMSNorm over the last dim only, or a
+    GroupNorm with one group."""
+    if type(norm) is nn.GroupNorm:
+        return norm.num_groups == 1
     return type(norm) in LIVE_OF and len(norm.normalized_shape) == 1
+
+
+def live_dim(norm: nn.Module, rank: int) -> int:
+    """The dim of the channels a (live) norm normalises: 1 for GroupNorm, else the last."""
+    return 1 if isinstance(norm, nn.GroupNorm) else rank - 1
 
 
 def plain_norm(live: nn.Module) -> nn.Module:

@@ -6,12 +6,13 @@ import torch.fx as fx
 
 from archc.analysis import SpaceKey
 from archc.groups import ChannelGroup
-from archc.live_norms import LIVE_OF, can_live
+from archc.live_norms import LIVE_OF, can_live, live_dim
 from archc.meta import DTYPE, SHAPE, tensor_shape
 
 
 def norm_inputs(gm: fx.GraphModule) -> dict[fx.Node, SpaceKey]:
-    """Each norm with a live form -> the space of its normalised channels (its input's last dim).
+    """Each norm with a live form -> the space of its normalised channels (its input's last dim,
+    dim 1 for a GroupNorm).
 
     Read before gates are inserted: a gate put in front of the norm keeps the channel layout.
     """
@@ -19,7 +20,7 @@ def norm_inputs(gm: fx.GraphModule) -> dict[fx.Node, SpaceKey]:
     for node in gm.graph.nodes:
         if node.op == "call_module" and can_live(gm.get_submodule(node.target)):
             x = node.args[0]
-            out[node] = (x.name, len(tensor_shape(x)) - 1)
+            out[node] = (x.name, live_dim(gm.get_submodule(node.target), len(tensor_shape(x))))
     return out
 
 

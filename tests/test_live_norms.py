@@ -101,3 +101,34 @@ def test_a_convnext_stream_through_channels_last_layernorms_prunes():
     kill_channels(gated, 0.3, seed=0)
     small = archc.compact(gated)
     assert n_params(small) < 0.7 * n_params(model)  # 0.78 while its LayerNorms kept the stream whole
+
+
+class PoolFormerStyle(nn.Module):
+    """Residual blocks of 1x1 convs read through GroupNorm(1, C), as PoolFormer writes them."""
+
+    def __init__(self, width: int = 12) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.blocks = nn.ModuleList([nn.ModuleDict({"norm": nn.GroupNorm(1, width), "fc1": nn.Conv2d(width, 24, 1),
+                                                    "fc2": nn.Conv2d(24, width, 1)}) for _ in range(2)])
+        self.final_norm, self.head = nn.GroupNorm(1, width), nn.Linear(width, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for b in self.blocks:
+            x = x + b["fc2"](torch.relu(b["fc1"](b["norm"](x))))
+        return self.head(self.final_norm(x).mean((2, 3)))
+
+
+def test_a_one_group_groupnorm_over_a_closed_stream_channel_compacts_exactly():
+    model = PoolFormerStyle().eval()
+    gated = archc.passes.insert_filters(archc.trace(model, (torch.randn(2, 3, 8, 8),)))
+    stream = _stream_gate(gated)
+    with torch.no_grad():
+        stream.theta[[0, 4, 7]] = -1.0
+    small = archc.compact(gated)
+    final = small.get_submodule("final_norm")
+    assert type(final) is nn.GroupNorm and (final.num_groups, final.num_channels) == (1, 9)
+    for sizes in shape_variants(gated):
+        inputs = random_inputs(gated, seed=4, sizes=sizes)
+        assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-6

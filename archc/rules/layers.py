@@ -146,19 +146,6 @@ def shrink_batch_norm(node, cc) -> None:
     cc.replace_module(node, new)
 
 
-@analyse_rule(nn.GroupNorm, permutes=NA)
-def group_norm(node, ctx) -> None:
-    """Statistics are per norm group: whole norm groups can go, single channels cannot."""
-    m, x = module(node), node.args[0]
-    per = m.num_channels // m.num_groups
-    ctx.couple(x, 1, node, 1)
-    ctx.couple(node, 1, node, 1, np.arange(m.num_channels), np.arange(m.num_channels) // per * per)
-    ctx.couple(x, 0, node, 0)
-    for d in range(2, len(tensor_shape(x))):
-        ctx.block(x, d, "GroupNorm statistics span this dim")
-        ctx.block(node, d, "GroupNorm statistics span this dim")
-
-
 @shrink_rule(nn.GroupNorm)
 def shrink_group_norm(node, cc) -> None:
     m, keep = module(node), cc.keep(node, 1)

@@ -9,10 +9,12 @@ statistics still count every channel) keep their normalised dims whole.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from torch import nn
 
 from ..filters import Filter
-from ..live_norms import LIVE_NORMS, can_live
+from ..live_norms import LIVE_NORMS, LiveGroupNorm, can_live, live_dim
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, shrink_rule
 from ._util import couple_same, module
@@ -49,21 +51,51 @@ def statistics_norm(node, ctx) -> None:
         _block_statistics(ctx, node, x, set(range(rank - len(m.normalized_shape), rank)), type(m).__name__)
 
 
-@analyse_rule(*LIVE_NORMS, permutes=NA)
+@analyse_rule(*(n for n in LIVE_NORMS if n is not LiveGroupNorm), permutes=NA)
 def live_norm(node, ctx) -> None:
     _live_channels(ctx, node, node.args[0])
     for theta in node.args[1:]:
         ctx.handle(theta, 0)  # a gate's parameter: read for its open entries, not a channel
 
 
+@analyse_rule(nn.GroupNorm, permutes=NA)
+def group_norm(node, ctx) -> None:
+    """Statistics are per norm group: whole norm groups can go, single channels cannot; with
+    one group the norm has a live form (its channels go like a LayerNorm's)."""
+    m, x = module(node), node.args[0]
+    if can_live(m) and not _gated(ctx.gm):
+        _live_group_norm(node, ctx)
+        return
+    per = m.num_channels // m.num_groups
+    ctx.couple(x, 1, node, 1)
+    ctx.couple(node, 1, node, 1, np.arange(m.num_channels), np.arange(m.num_channels) // per * per)
+    ctx.couple(x, 0, node, 0)
+    _block_statistics(ctx, node, x, set(range(2, len(tensor_shape(x)))), "GroupNorm")
+
+
+@analyse_rule(LiveGroupNorm, permutes=NA)
+def _live_group_norm(node, ctx) -> None:
+    x = node.args[0]
+    ctx.couple(x, 1, node, 1)
+    ctx.consume(x, 1)
+    _block_statistics(ctx, node, x, set(range(2, len(tensor_shape(x)))), "GroupNorm")
+    for theta in node.args[1:]:
+        ctx.handle(theta, 0)
+
+
 @shrink_rule(*STAT_NORMS, *LIVE_NORMS)
 def shrink_statistics_norm(node, cc) -> None:
-    m, keep = module(node), cc.keep(node, -1)
+    m = module(node)
+    dim = live_dim(m, len(tensor_shape(node)))
+    keep = cc.keep(node, dim)
     if keep is None:
         return
-    k = _index(keep, m.normalized_shape[0])
+    k = _index(keep, m.live_index.shape[1] if isinstance(m, LIVE_NORMS) else m.normalized_shape[0])
     new = _with_sliced_affine(node, cc, k)
-    new.normalized_shape = (len(k),)
+    if isinstance(m, nn.GroupNorm):
+        new.num_channels = len(k)
+    else:
+        new.normalized_shape = (len(k),)
     if isinstance(m, LIVE_NORMS):
         new.live_index = m.live_index[:, k].clone()
     cc.replace_module(node, new)

@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..live_norms import LIVE_NORMS
+from ..live_norms import LIVE_NORMS, LiveGroupNorm
 from ..meta import tensor_shape
 from .layers import BATCH_NORMS, CONVS, STAT_NORMS
 from .registry import NA, declare
@@ -153,11 +153,11 @@ declare(*_TRANSPOSED, fold=_fold_conv, makes=[("weight", 1), ("bias", 0)], reads
 declare(nn.Linear, fold=_fold_linear, makes=_MADE_BY_WEIGHT_AND_BIAS, reads=_linear_reads, cost=_linear_cost, flops=_linear_flops,
         channel_dim=_last)
 # per-channel layers: an input channel is the output channel its parameters make
-declare(*BATCH_NORMS, nn.GroupNorm, fold=_fold_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, reads=NA, cost=_affine_cost, flops=NA,
+declare(*BATCH_NORMS, nn.GroupNorm, LiveGroupNorm, fold=_fold_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, reads=NA, cost=_affine_cost, flops=NA,
         channel_dim=_channels_at(1))
 declare(nn.Embedding, fold=_fold_embedding, makes=[("weight", 1)], reads=NA, cost=_embedding_cost, flops=NA, channel_dim=_last)
 # statistics over the last dim: pruned through their live form (archc.live_norms)
-declare(*STAT_NORMS, *LIVE_NORMS, fold=_fold_last_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, reads=NA, cost=_affine_cost,
+declare(*STAT_NORMS, *(n for n in LIVE_NORMS if n is not LiveGroupNorm), fold=_fold_last_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, reads=NA, cost=_affine_cost,
         flops=NA, channel_dim=_last)
 declare(torch.matmul, torch.bmm, reads=NA, flops=_matmul_flops)
 declare(F.scaled_dot_product_attention, reads=NA, flops=_attention_flops)
