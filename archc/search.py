@@ -245,7 +245,7 @@ def _gate_labels(gm: fx.GraphModule) -> dict[str, str]:
         x = node.args[0]
         for _ in range(3):  # past a norm or activation, to the conv/linear that makes the channels
             module = gm.get_submodule(x.target) if x.op == "call_module" else None
-            if module is None or hasattr(module, "out_channels") or hasattr(module, "out_features"):
+            if module is None or any(hasattr(module, a) for a in ("out_channels", "out_features", "embedding_dim")):
                 break
             if not x.args or not isinstance(x.args[0], fx.Node):
                 break
