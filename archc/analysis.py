@@ -18,6 +18,7 @@ vectorised pass (scipy), so analysis cost grows about linearly with the graph.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -121,6 +122,13 @@ class Analysis:
         """Whether a reshape of channels into (heads, head_dim) keeps whole heads here."""
         return self.gm.meta.get("archc.split_channels", "heads") == "heads" and node.name not in self.largest_factor_at
 
+    @functools.cached_property
+    def gated(self) -> bool:
+        """Whether the graph already holds gates (then a plain norm's statistics count every channel)."""
+        from .filters import Filter
+
+        return any(isinstance(m, Filter) for m in self.gm.modules())
+
     def is_blocked(self, node: fx.Node, dim: int) -> bool:
         """Whether every atom of this space was blocked so far (by the rules already run)."""
         return all(a in self.blocked for a in self._atoms(node, dim, None).tolist())
@@ -153,11 +161,6 @@ class Analysis:
     def labels_of(self, key: SpaceKey) -> np.ndarray:
         sp = self.spaces[key]
         return self.labels[sp.base : sp.base + sp.size]
-
-    def space_blocked(self, key: SpaceKey) -> bool:
-        """Whether every channel of the space ``key`` is in a blocked component."""
-        blocked = self.blocked_components()
-        return all(int(c) in blocked for c in self.labels_of(key))
 
     def blocked_components(self) -> dict[int, str]:
         """Component id -> the first reason one of its atoms is blocked."""

@@ -44,7 +44,7 @@ class Compaction:
     plan: das_permute.PermutationPlan = field(default_factory=das_permute.PermutationPlan)  # plan_channel_order
     context: Optional[CompactionContext] = None          # shrink_ops: the surviving channels
     search_report: dict = field(default_factory=dict)    # lower_grouped_convs: what each layer became
-    tied: list = field(default_factory=list)              # analyse_channels: paths holding one parameter
+    tied: list = field(default_factory=list)              # analyse_channels: (layer or get_attr target, attribute) holding one parameter
 
     @property
     def param_slices(self) -> dict[str, list]:
@@ -60,8 +60,7 @@ def bake_search_params(c: Compaction) -> Compaction:
 
 def analyse_channels(c: Compaction) -> Compaction:
     c.analysis = analyse(c.gm)
-    c.tied = [[f"{n.target}.{attr}" if attr else n.target for n, attr in holders]
-              for holders in shared_parameters(c.gm).values()]
+    c.tied = [[(n.target, attr) for n, attr in holders] for holders in shared_parameters(c.gm).values()]
     return c
 
 
@@ -123,15 +122,15 @@ def slice_grouped_convs(c: Compaction) -> Compaction:
 def fold_gates(c: Compaction) -> Compaction:
     """Multiply each gate into the layer that makes its channels (or a constant): no gate left.
     A tied parameter takes no gate: its other holders read it unscaled."""
-    holders = {q for paths in c.tied for p in paths for q in (p, p.rpartition(".")[0])}  # get_attr, layer
-    fold_filters(c.gm, c.context, unscaled=frozenset(holders))
+    fold_filters(c.gm, c.context, unscaled=frozenset(target for holders in c.tied for target, _ in holders))
     return c
 
 
 def retie_parameters(c: Compaction) -> Compaction:
     """A parameter several layers held is one parameter again: each holder sliced it alike."""
-    for paths in c.tied:
-        owners = [(c.gm.get_submodule(p.rpartition(".")[0]) if "." in p else c.gm, p.rpartition(".")[2]) for p in paths]
+    for holders in c.tied:
+        paths = [f"{target}.{attr}" if attr else target for target, attr in holders]
+        owners = [(c.gm.get_submodule(p.rpartition(".")[0]), p.rpartition(".")[2]) for p in paths]
         values = [getattr(owner, attr) for owner, attr in owners]
         if any(v.shape != values[0].shape or not torch.equal(v, values[0]) for v in values[1:]):
             raise CompactionError(f"the tied parameter held at {paths} came out different in its holders; "

@@ -17,6 +17,7 @@ import torch.fx as fx
 from torch import nn
 
 from .analysis import Analysis
+from .capture.install import resolve
 from .meta import tensor_shape
 from .rules import describe, fact, layer_fact
 
@@ -39,7 +40,9 @@ def analyse(gm: fx.GraphModule) -> Analysis:
     fallback: frozenset = frozenset()
     for _ in range(len(gm.graph.nodes) + 1):
         ctx = _analyse_once(gm, fallback)
-        stuck = {name for name, key in ctx.head_factors.items() if ctx.space_blocked(key)}
+        blocked = ctx.blocked_components()
+        stuck = {name for name, key in ctx.head_factors.items()
+                 if all(int(c) in blocked for c in ctx.labels_of(key))}
         if not stuck:
             return ctx
         fallback |= stuck
@@ -129,15 +132,10 @@ def shared_parameters(gm: fx.GraphModule) -> dict[str, list[tuple[fx.Node, str]]
         if node.op == "call_module" and not isinstance(gm.get_submodule(node.target), Filter):
             for attr, p in gm.get_submodule(node.target).named_parameters(recurse=False):
                 holders.setdefault(names[id(p)], []).append((node, attr))
-        elif node.op == "get_attr" and isinstance(p := _attr(gm, node.target), nn.Parameter) and id(p) in names:
+        elif node.op == "get_attr" and isinstance(p := resolve(gm, node.target), nn.Parameter) and id(p) in names:
             if not isinstance(gm.get_submodule(node.target.rpartition(".")[0]), Filter):
                 holders.setdefault(names[id(p)], []).append((node, ""))
     return {t: h for t, h in holders.items() if len({(n.target, a) for n, a in h}) > 1}
-
-
-def _attr(gm: fx.GraphModule, target: str):
-    owner, _, attr = target.rpartition(".")
-    return getattr(gm.get_submodule(owner) if owner else gm, attr, None)
 
 
 def _space_of_parameter_dim(gm, node: fx.Node, attr: str, pdim: int):

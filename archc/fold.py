@@ -99,9 +99,12 @@ def _constant_multiply(gm, node: fx.Node, x: fx.Node, dim: int, rank: int, scale
 def shrink_filters(gm: fx.GraphModule, cc) -> None:
     """Keep each Filter's surviving entries only, remapping every site's index (mutates)."""
     sites: dict[str, list[tuple[fx.Node, int]]] = {}
+    thetas: dict[str, list[fx.Node]] = {}  # gate -> its theta read by live norms (get_attr nodes)
     for node in gm.graph.nodes:
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Filter):
             sites.setdefault(node.target, []).append((node, node.args[1] if len(node.args) > 1 else 0))
+        elif node.op == "get_attr" and node.target.endswith(".theta"):
+            thetas.setdefault(node.target.rpartition(".")[0], []).append(node)
     for name, calls in sites.items():
         gate: Filter = gm.get_submodule(name)
         kept_index = {}
@@ -122,14 +125,13 @@ def shrink_filters(gm: fx.GraphModule, cc) -> None:
             new.add_site(gate.dims[site], lookup[index])
         cc.note(f"{name}.theta", [alive])
         cc.replace_module(calls[0][0], new)
-        _remap_live_norms(gm, f"{name}.theta", lookup)
+        _remap_live_norms(gm, thetas.get(name, []), lookup)
 
 
-def _remap_live_norms(gm: fx.GraphModule, theta: str, lookup: torch.Tensor) -> None:
-    """Live norms reading the gate's ``theta`` index its entries anew (``lookup``: old -> new)."""
-    for node in gm.graph.nodes:
-        if node.op != "get_attr" or node.target != theta:
-            continue
+def _remap_live_norms(gm: fx.GraphModule, thetas: list[fx.Node], lookup: torch.Tensor) -> None:
+    """Live norms reading a gate's ``theta`` (the nodes ``thetas``) index its entries anew
+    (``lookup``: old entry -> new)."""
+    for node in thetas:
         for user in node.users:
             norm = gm.get_submodule(user.target)
             row = user.args.index(node) - 1

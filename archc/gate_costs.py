@@ -28,6 +28,7 @@ from .depgraph import analyse
 from .errors import ConfigError
 from .filters import Filter, gates_by_space
 from .groups import channel_groups
+from .capture.install import resolve
 from .rules import layer_fact
 from .meta import tensor_shape
 
@@ -71,7 +72,7 @@ def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted:
 
 def _direct_parameter_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted: set) -> float:
     """Its entries along the other dims, for "params" (once per parameter); no FLOPs."""
-    value = getattr(gm.get_submodule(node.target.rpartition(".")[0]), node.target.rpartition(".")[2])
+    value = resolve(gm, node.target)
     if kind != "params" or not isinstance(value, nn.Parameter) or (id(value), 0) in counted:
         return 0.0
     counted.add((id(value), 0))

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..filters import Filter
-from ..live_norms import LIVE_NORMS, LiveGroupNorm, can_live, live_dim
+from ..live_norms import LIVE_NORMS, can_live, live_dim
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, shrink_rule
 from ._util import couple_same, module
@@ -29,31 +28,31 @@ def _block_statistics(ctx, node, x, normalised: set[int], name: str) -> None:
     couple_same(ctx, x, node, flow=False, skip=normalised)
 
 
-def _live_channels(ctx, node, x) -> None:
-    """The last dim's channels go with the output's; the statistics mix them."""
-    last = len(tensor_shape(x)) - 1
-    ctx.couple(x, last, node, last)  # a zero channel comes out as the bias, not zero
-    ctx.consume(x, last)
-    couple_same(ctx, x, node, flow=False, skip={last})
-
-
-def _gated(gm) -> bool:
-    return any(isinstance(m, Filter) for m in gm.modules())
+def _live_channels(ctx, node, m) -> None:
+    """The normalised channels (``live_dim``) go with the output's and the statistics mix them;
+    a GroupNorm's positions stay whole."""
+    x = node.args[0]
+    rank = len(tensor_shape(x))
+    dim = live_dim(m, rank)
+    ctx.couple(x, dim, node, dim)  # a zero channel comes out as the bias, not zero
+    ctx.consume(x, dim)
+    positions = set(range(2, rank)) if isinstance(m, nn.GroupNorm) else set()
+    _block_statistics(ctx, node, x, positions, type(m).__name__)
 
 
 @analyse_rule(*STAT_NORMS, permutes=NA)
 def statistics_norm(node, ctx) -> None:
     m, x = module(node), node.args[0]
     rank = len(tensor_shape(x))
-    if can_live(m) and not _gated(ctx.gm):
-        _live_channels(ctx, node, x)
+    if can_live(m) and not ctx.gated:
+        _live_channels(ctx, node, m)
     else:
         _block_statistics(ctx, node, x, set(range(rank - len(m.normalized_shape), rank)), type(m).__name__)
 
 
-@analyse_rule(*(n for n in LIVE_NORMS if n is not LiveGroupNorm), permutes=NA)
+@analyse_rule(*LIVE_NORMS, permutes=NA)
 def live_norm(node, ctx) -> None:
-    _live_channels(ctx, node, node.args[0])
+    _live_channels(ctx, node, module(node))
     for theta in node.args[1:]:
         ctx.handle(theta, 0)  # a gate's parameter: read for its open entries, not a channel
 
@@ -63,24 +62,14 @@ def group_norm(node, ctx) -> None:
     """Statistics are per norm group: whole norm groups can go, single channels cannot; with
     one group the norm has a live form (its channels go like a LayerNorm's)."""
     m, x = module(node), node.args[0]
-    if can_live(m) and not _gated(ctx.gm):
-        _live_group_norm(node, ctx)
+    if can_live(m) and not ctx.gated:
+        _live_channels(ctx, node, m)
         return
     per = m.num_channels // m.num_groups
     ctx.couple(x, 1, node, 1)
     ctx.couple(node, 1, node, 1, np.arange(m.num_channels), np.arange(m.num_channels) // per * per)
     ctx.couple(x, 0, node, 0)
     _block_statistics(ctx, node, x, set(range(2, len(tensor_shape(x)))), "GroupNorm")
-
-
-@analyse_rule(LiveGroupNorm, permutes=NA)
-def _live_group_norm(node, ctx) -> None:
-    x = node.args[0]
-    ctx.couple(x, 1, node, 1)
-    ctx.consume(x, 1)
-    _block_statistics(ctx, node, x, set(range(2, len(tensor_shape(x)))), "GroupNorm")
-    for theta in node.args[1:]:
-        ctx.handle(theta, 0)
 
 
 @shrink_rule(*STAT_NORMS, *LIVE_NORMS)
