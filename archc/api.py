@@ -7,7 +7,8 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from .model_io import cross_entropy
-from .search import SearchConfig, SearchResult, Task, _loader, run_search
+from .search import SearchResult, Task, loader, run_search
+from .search_config import config_from
 
 
 def search(
@@ -18,7 +19,7 @@ def search(
 ) -> SearchResult:
     """Learn the widths of ``model`` on ``train`` (datasets or loaders of ``(inputs..., target)``).
 
-    ``settings`` are the fields of :class:`archc.search.SearchConfig` (``lam``, ``epochs``,
+    ``settings`` are the fields of :class:`archc.SearchConfig` (``lam``, ``epochs``,
     ``batch_size``, ``lr``, ``regularizer``, ``shrink_every``, ``out``, ``resume`` ...). The
     returned model is the shrunk gated model; ``archc.compact(result.model)`` gives the real one.
 
@@ -28,12 +29,12 @@ def search(
     """
     if isinstance(optimizer, str):  # "adam" / "sgd" name the built-in optimizer, a callable builds one
         settings["optimizer"], optimizer = optimizer, None
-    cfg = SearchConfig(**settings)
+    cfg = config_from(settings, "archc.search")
     factory = model if not isinstance(model, torch.nn.Module) else (lambda: copy.deepcopy(model))
     if example_inputs is None:
         gen = torch.Generator().manual_seed(cfg.seed)
-        first = next(iter(_loader(train, cfg.batch_size, False, gen)))
+        first = next(iter(loader(train, cfg.batch_size, False, gen)))
         example_inputs = tuple(first[:-1])
     task = Task(model_fn=factory, train=train, val=val, example_inputs=example_inputs if isinstance(example_inputs, dict) else tuple(example_inputs),
                 loss_fn=loss, metric_fn=metric, optimizer_fn=optimizer)
-    return run_search(task, cfg, console=console, progress=progress)
+    return run_search(task, cfg, console=console, progress=progress, given=settings)

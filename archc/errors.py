@@ -35,6 +35,10 @@ class ConfigError(ArchcError, ValueError):
     """A setting is out of range or names something that does not exist."""
 
 
+class OutputError(ArchcError):
+    """An output (folder, checkpoint, compact model) cannot be written where it was asked to go."""
+
+
 class UserFileError(ArchcError):
     """A user's model file or checkpoint is missing something or returns the wrong thing."""
 

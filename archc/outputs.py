@@ -10,26 +10,24 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.fx as fx
 from torch import nn
 
 from . import flops as _flops
-from .checkpoint import atomic_write_bytes, load_checkpoint
+from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
 from .compact import FINAL, _thresholded, compaction
 from .errors import UserFileError
 from .export import export_onnx
-from .rebuild import build_gated, search_options
+from .out_dirs import check_compact_out, staged_output
+from .rebuild import gated_from_checkpoint, search_options
 from .model_io import accuracy, call_inputs, positional_inputs, run_model
-from .search import _loader, _split, evaluate
+from .search import evaluate, file_sha256, loader
+from .search_run import split_batch
 from .capture import trace
 from .userfile import UserSpec, load_user_file
 
@@ -46,15 +44,22 @@ def layer_widths(model: nn.Module) -> dict[str, int]:
     return widths
 
 
-def _spec_for(state: dict, model_file: Optional[Union[str, Path]]) -> UserSpec:
-    path = Path(model_file or state["model_file"])
-    spec = load_user_file(path)
-    if model_file is None and spec.sha256 != state["model_sha256"]:
-        raise UserFileError(
-            f"{path} changed since the search that wrote this checkpoint.\n"
-            "  fix: restore the file, or pass --model with the file the search ran on"
-        )
-    return spec
+def _spec_for(checkpoint: Path, state: dict, model_file: Optional[Union[str, Path]]) -> tuple[UserSpec, bool]:
+    """The model file to rebuild from, and whether it differs from the one the search ran on.
+
+    Without ``model_file``, the copy the search left beside the checkpoint: a checkpoint names
+    its file (``model_file``), but only a file of that name in its own folder is imported."""
+    if model_file is not None:
+        spec = load_user_file(model_file)
+        return spec, spec.sha256 != state["model_sha256"]
+    beside = checkpoint.parent / Path(state["model_file"]).name
+    if not beside.is_file():
+        raise CheckpointError(f"{checkpoint}: the model file {beside.name} is not beside the checkpoint\n"
+                              "  fix: pass --model with the file the search ran on")
+    if file_sha256(beside) != state["model_sha256"]:
+        raise UserFileError(f"{beside} changed since the search that wrote this checkpoint.\n"
+                            "  fix: restore the file, or pass --model with the file the search ran on")
+    return load_user_file(beside), False
 
 
 def _train_val(spec: UserSpec, batch_size: int, seed: int) -> tuple[Any, Any]:
@@ -62,7 +67,7 @@ def _train_val(spec: UserSpec, batch_size: int, seed: int) -> tuple[Any, Any]:
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise UserFileError(f"{spec.path}: `data()` must return (train, val).\n  fix: return two datasets or loaders")
     gen = torch.Generator().manual_seed(seed)
-    return _loader(data[0], batch_size, True, gen), _loader(data[1], batch_size, False, gen)
+    return loader(data[0], batch_size, True, gen), loader(data[1], batch_size, False, gen)
 
 
 def _finetune(model: nn.Module, train: Any, spec: UserSpec, epochs: int, lr: float) -> None:
@@ -70,7 +75,7 @@ def _finetune(model: nn.Module, train: Any, spec: UserSpec, epochs: int, lr: flo
     model.train()
     for _ in range(epochs):
         for batch in train:
-            inputs, target = _split(batch, torch.device("cpu"))
+            inputs, target = split_batch(batch, torch.device("cpu"))
             opt.zero_grad(set_to_none=True)
             spec.loss_fn(run_model(model, inputs), target).backward()
             opt.step()
@@ -79,21 +84,23 @@ def _finetune(model: nn.Module, train: Any, spec: UserSpec, epochs: int, lr: flo
 
 def compact_checkpoint(
     checkpoint: Union[str, Path], out_dir: Union[str, Path], *, model_file: Optional[Union[str, Path]] = None,
-    threshold: float = 0.0, finetune: int = 0,
+    threshold: float = 0.0, finetune: int = 0, overwrite: bool = False,
 ) -> dict:
     """Rebuild the searched model, compact it, optionally fine-tune, and write DIR. Returns report.json.
 
     Everything is written into a staging folder beside DIR and moved into DIR only once every
     check passed (the compact model, model.py, and model.onnx against the gated model), so a
-    failure leaves DIR as it was. Example: ``compact_checkpoint("run/checkpoint.pt", "run/compact")``.
+    failure leaves DIR as it was. DIR must be new, empty or a previous compact output unless
+    ``overwrite``. Example: ``compact_checkpoint("run/checkpoint.pt", "run/compact")``.
     """
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    check_compact_out(out_dir, overwrite)  # before any work
     state = load_checkpoint(checkpoint)
-    spec = _spec_for(state, model_file)
+    spec, changed = _spec_for(checkpoint, state, model_file)
     settings = state["settings"]
     inputs = spec.example_inputs()
     original = spec.model()
-    gated = build_gated(spec.model, inputs, state["kept"], search=search_options(settings))
-    gated.load_state_dict(state["model_state"])
+    gated = gated_from_checkpoint(state, spec.model, inputs)
     flat_inputs = positional_inputs(gated, inputs)  # keyword inputs as the graph's placeholders
     search_threshold = settings.get("search_threshold", 0.0)
     result = compaction(gated, FINAL, threshold, search_threshold=search_threshold)
@@ -107,33 +114,21 @@ def compact_checkpoint(
     # model.onnx is checked against the gated model with the gates compaction closed, unless
     # fine-tuning changed the compact model (then against the compact model itself).
     reference = None if finetune else gated
-    with _staging(Path(out_dir)) as stage, _thresholded(gated, threshold, search_threshold):
+    # the search recorded the starting model's FLOPs; older checkpoints need one more trace
+    flops_before = state.get("flops_before") or _flops.count(trace(original, *call_inputs(inputs)))
+    with staged_output(out_dir, overwrite) as stage, _thresholded(gated, threshold, search_threshold):
         write_model_dir(small, stage, flat_inputs, model_name=f"{type(original).__name__} ({spec.path.name})")
         onnx = export_onnx(small, flat_inputs, stage / "model.onnx", reference=reference)
-        report = _report(original, small, inputs, evaluate(small, val, spec.metric_fn or accuracy), onnx,
+        report = _report(original, small, flops_before, evaluate(small, val, spec.metric_fn or accuracy), onnx,
                          result.search_report)
         report.update({"threshold": threshold, "finetune_epochs": finetune, "checkpoint": str(checkpoint),
+                       "model_file": str(spec.path), "model_file_differs_from_search": changed,
                        "search": {k: settings[k] for k in _search_keys(settings) if k in settings}})
         _write_reports(stage, report, list(state["history"]))
     return report
 
 
-@contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A fresh folder beside ``out``; on success its files replace their namesakes in ``out``
-    (other files there are kept), on failure nothing in ``out`` changes. Always removed."""
-    stage = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:12]}"
-    stage.mkdir(parents=True)
-    try:
-        yield stage
-        out.mkdir(parents=True, exist_ok=True)
-        for path in sorted(stage.iterdir()):
-            os.replace(path, out / path.name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _report(original: nn.Module, small: fx.GraphModule, inputs: Union[tuple, dict], metric: float, onnx: Any,
+def _report(original: nn.Module, small: fx.GraphModule, flops_before: int, metric: float, onnx: Any,
             lowered: dict) -> dict:
     """The sizes, FLOPs, metric, widths and checks of report.json."""
     before, after = layer_widths(original), layer_widths(small)
@@ -141,7 +136,7 @@ def _report(original: nn.Module, small: fx.GraphModule, inputs: Union[tuple, dic
     return {
         "params_before": sum(p.numel() for p in original.parameters()),
         "params_after": sum(p.numel() for p in small.parameters()),
-        "flops_before": _flops.count(trace(original, *call_inputs(inputs))), "flops_after": _flops.count(small),
+        "flops_before": flops_before, "flops_after": _flops.count(small),
         "metric": metric,
         "layers": [{"name": n, "width_before": w, "width_after": after.get(n, lowered.get(n, {}).get("width", w))}
                    for n, w in before.items()],

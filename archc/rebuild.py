@@ -54,9 +54,27 @@ def build_gated(
     with torch.no_grad():
         for name, channels in kept.items():
             gate = gated.get_submodule(name)
+            if int(channels.max()) >= gate.size:
+                raise UserFileError(
+                    f"gate {name!r} keeps channel {int(channels.max())}, but the model's gate has {gate.size} "
+                    "channels.\n  fix: use the model file the search ran on, or an intact checkpoint")
             closed = torch.ones(gate.size, dtype=torch.bool)
             closed[channels] = False
             gate.theta[closed] = -1.0
             gate.theta[~closed] = gate.theta[~closed].abs() + 1.0  # open, whatever their init
             shrunk |= bool(closed.any())
     return shrink_live(gated, trials=1).gm if shrunk else gated
+
+
+def gated_from_checkpoint(state: dict, model_fn: Callable[[], torch.nn.Module],
+                          example_inputs: Union[tuple, dict]) -> fx.GraphModule:
+    """The shrunk gated model a checkpoint holds: the model rebuilt to its ``kept`` channels and
+    its ``model_state`` loaded (the one load path of ``--resume`` and ``archc compact``)."""
+    gated = build_gated(model_fn, example_inputs, state["kept"], search=search_options(state["settings"]))
+    try:
+        gated.load_state_dict(state["model_state"])
+    except RuntimeError as exc:
+        problem = " ".join(line.strip() for line in str(exc).splitlines()[1:3]) or str(exc)
+        raise UserFileError(f"the checkpoint's weights do not fit the model ({problem[:300]}).\n"
+                            "  fix: use the model file the search ran on, or an intact checkpoint") from None
+    return gated

@@ -10,7 +10,7 @@ from archc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 def _valid_state():
     return {"epoch": 1, "settings": {"lam": 0.1}, "model_state": {"w": torch.ones(2)},
-            "kept": {"filter0": torch.arange(3)}, "model_file": "m.py", "model_sha256": "ab"}
+            "kept": {"filter0": torch.arange(3)}, "model_file": "m.py", "model_sha256": "ab" * 32}
 
 
 def test_round_trip_and_atomic_write(tmp_path):

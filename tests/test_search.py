@@ -39,7 +39,7 @@ def test_search_writes_a_log_line_and_a_checkpoint_per_epoch_and_shrinks(tmp_pat
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in _task().model_fn().parameters())
 
 
-class _Interrupt(Exception):
+class _Interrupt(KeyboardInterrupt):  # a kill: not an error of the loss to report
     pass
 
 
@@ -156,18 +156,16 @@ def test_cli_das_search_reports_kernels_and_patterns_per_layer(tmp_path):
 
 
 def test_gate_costs_follow_the_gates_through_every_shrink_and_weigh_the_penalty(tmp_path):
-    from archc.search import _Run
-    from archc.search_display import SearchDisplay
+    from archc.search_run import SearchRun
     from archc.sparsity import gate_l1
 
-    with SearchDisplay(None, False) as display:
-        run = _Run(_task(), _cfg(tmp_path, gate_weighting="flops"), display)
-        for closed in (0, 10):  # a shrink that removes nothing still builds new gates
-            with torch.no_grad():
-                next(archc.filters(run.model)).theta[:closed] = 0.0
-            assert run.shrink_now() == closed
-            assert set(run.gate_weights) == set(archc.filters(run.model))  # not the gates of the model before
-            assert [len(c) for c in run.gate_weights.values()] == [f.size for f in run.gate_weights]
-        # the search's size penalty is the weighted one, at strength lam
-        want = run.cfg.lam * archc.gate_costs.weighted_gate_l1(run.gate_weights)
-        assert torch.allclose(run.penalty(), want) and not torch.allclose(want, run.cfg.lam * gate_l1(run.model))
+    run = SearchRun.fresh(_task(), _cfg(tmp_path, gate_weighting="flops"))
+    for closed in (0, 10):  # a shrink that removes nothing still builds new gates
+        with torch.no_grad():
+            next(archc.filters(run.model)).theta[:closed] = 0.0
+        assert run.shrink_now() == closed
+        assert set(run.gate_weights) == set(archc.filters(run.model))  # not the gates of the model before
+        assert [len(c) for c in run.gate_weights.values()] == [f.size for f in run.gate_weights]
+    # the search's size penalty is the weighted one, at strength lam
+    want = run.cfg.lam * archc.gate_costs.weighted_gate_l1(run.gate_weights)
+    assert torch.allclose(run.penalty(), want) and not torch.allclose(want, run.cfg.lam * gate_l1(run.model))

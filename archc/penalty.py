@@ -1,0 +1,61 @@
+"""The size penalty of a search: a list of terms, each on when its setting asks for it.
+
+Example:
+    >>> terms = penalty_terms(cfg)                    # chosen once per search
+    >>> total = sum(t.value(model, cfg, gate_weights) for t in terms)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from . import gate_costs, sparsity
+from .das import regularizers as das_reg
+from .search_config import SearchConfig
+
+
+def _gate_l1(model, cfg: SearchConfig, gate_weights: Optional[dict]) -> torch.Tensor:
+    size = gate_costs.weighted_gate_l1(gate_weights) if gate_weights is not None else sparsity.gate_l1(model)
+    return cfg.lam * size
+
+
+@dataclass(frozen=True)
+class Term:
+    """One penalty term: ``value(model, cfg, gate_weights)`` when ``applies(cfg)``."""
+
+    name: str
+    applies: Callable[[SearchConfig], bool]
+    value: Callable[..., torch.Tensor]
+
+
+TERMS = (
+    # ShrinkNets: L1 on the gates (group lassos act by proximal steps on the weights instead)
+    Term("gate_l1", lambda c: c.regularizer == "l1", _gate_l1),
+    # Tessera & Rosman: mean |weight| per layer
+    Term("density", lambda c: c.density_lam > 0,
+         lambda m, c, _: c.density_lam * sparsity.density_penalty(m)),
+    # Shin et al.: L1 on the filter-size masks' alphas
+    Term("kernel_l1", lambda c: c.kernel_lam > 0,
+         lambda m, c, _: c.kernel_lam * das_reg.alpha_l1(m, c.kernel_weighting)),
+    # Shin et al.: L1 on the input-channel selection betas
+    Term("select_l1", lambda c: c.select_lam > 0, lambda m, c, _: c.select_lam * das_reg.beta_l1(m)),
+    # Shin et al.: group and exclusive lasso on the grouped-conv connectivity P, S
+    Term("grouped", lambda c: c.patterns > 0,
+         lambda m, c, _: das_reg.grouped_penalty(m, c.group_lam, c.exclusive_lam)),
+)
+
+
+def penalty_terms(cfg: SearchConfig) -> list[Term]:
+    """The terms ``cfg`` switches on, in a fixed order."""
+    return [t for t in TERMS if t.applies(cfg)]
+
+
+def penalty(terms: list[Term], model, cfg: SearchConfig, gate_weights: Optional[dict],
+            device: torch.device) -> torch.Tensor:
+    """The sum of ``terms`` on ``model`` (a zero tensor when there are none)."""
+    total = torch.zeros((), device=device)
+    for term in terms:
+        total = total + term.value(model, cfg, gate_weights)
+    return total

@@ -1,0 +1,208 @@
+"""The state of one search and the steps of its loop: a fresh run, or one resumed from a checkpoint.
+
+Example:
+    >>> run = SearchRun.fresh(task, SearchConfig(lam=1e-3))
+    >>> loss = run.train_step(next(iter(loader)))
+    >>> run = SearchRun.resumed(task, load_checkpoint("runs/a/checkpoint.pt", for_resume=True), cfg)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.fx as fx
+
+from . import flops, gate_costs, sparsity
+from .checkpoint import CheckpointError
+from .das import regularizers as das_reg
+from .filters import filter_sites, filters
+from .model_io import cross_entropy, run_model, to_device
+from .penalty import penalty, penalty_terms
+from .rebuild import build_gated, gated_from_checkpoint, search_options
+from .search_config import SearchConfig, resolve_device
+from .search_guard import (SearchError, check_class_targets, check_finite_loss, check_first_batch, user_code)
+from .shrink import shrink
+
+_LASSOS = ("group_lasso", "sparse_group_lasso")
+
+
+def split_batch(batch: Any, device: torch.device) -> tuple[tuple, Any]:
+    """``(inputs, target)`` of a batch ``(inputs..., target)``, on ``device``."""
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise SearchError(f"a batch is {type(batch).__name__}, not (inputs..., target)\n"
+                          "  fix: make data() return datasets or loaders that yield (x, y) pairs")
+    return tuple(to_device(t, device) for t in batch[:-1]), to_device(batch[-1], device)
+
+
+class SearchRun:
+    """One search's model, optimizer and counters. Build it with :meth:`fresh` or :meth:`resumed`."""
+
+    def __init__(self, task, cfg: SearchConfig, model: fx.GraphModule, kept: dict, labels: dict,
+                 flops_before: Optional[int]) -> None:
+        self.task, self.cfg = task, cfg
+        self.device = resolve_device(cfg.device)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.history: list[dict] = []
+        self.epoch, self.step = 0, 0
+        self.out = Path(cfg.out) if cfg.out else None
+        self.model, self.kept, self.labels, self.flops_before = model, kept, labels, flops_before
+        self.initial_widths = self.widths()
+        self.model.to(self.device)
+        self.terms = penalty_terms(cfg)
+        self.optimizer = self._make_optimizer()
+        self.first_batch_checked = False
+
+    @classmethod
+    def fresh(cls, task, cfg: SearchConfig) -> "SearchRun":
+        """A new search: the model traced and gated, every channel open."""
+        torch.manual_seed(cfg.seed)
+        model = build_gated(task.model_fn, task.example_inputs,
+                            gate_init="ones" if cfg.regularizer != "l1" else "uniform",
+                            search=search_options(asdict(cfg)))
+        kept = {n: torch.arange(f.size) for n, f in _named_filters(model)}
+        return cls(task, cfg, model, kept, _gate_labels(model), flops.count(model))
+
+    @classmethod
+    def resumed(cls, task, state: dict, cfg: SearchConfig) -> "SearchRun":
+        """The search of ``state`` (a checkpoint), continued exactly where it stopped."""
+        torch.manual_seed(cfg.seed)
+        model = gated_from_checkpoint(state, task.model_fn, task.example_inputs)
+        run = cls(task, cfg, model, state["kept"], state["labels"], state.get("flops_before"))
+        run.initial_widths = state["initial_widths"]
+        try:
+            run.optimizer.load_state_dict(state["optimizer_state"])
+            torch.set_rng_state(state["rng"])
+            run.gen.set_state(state["loader_rng"])
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"malformed checkpoint: its optimizer or random state does not fit this search "
+                                  f"({str(exc).splitlines()[0]})\n  fix: resume from an intact checkpoint, or "
+                                  "start over with --overwrite") from None
+        run.epoch, run.step, run.history = state["epoch"], state["step"], list(state["history"])
+        return run
+
+    def where(self) -> str:
+        return f"epoch {self.epoch + 1}, step {self.step + 1}"
+
+    def kept_message(self) -> str:
+        if self.out is None or self.epoch == 0:
+            return "No checkpoint was written."
+        return f"The checkpoint of epoch {self.epoch} in {self.out} is kept."
+
+    def _make_optimizer(self):
+        params = list(self.model.parameters())
+        if self.cfg.regularizer != "l1":
+            for f in filters(self.model):  # gates only book-keep; the weights' prox decides
+                f.theta.requires_grad_(False)
+            params = [p for p in params if p.requires_grad]
+        if self.task.optimizer_fn is not None:
+            with user_code("optimizer(params)", "building the optimizer", "return a torch.optim.Optimizer"):
+                opt = self.task.optimizer_fn(params)
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise SearchError(f"optimizer(params) returned {type(opt).__name__}, not a torch.optim.Optimizer\n"
+                                  "  fix: `def optimizer(params): return torch.optim.Adam(params, lr=1e-3)`")
+        elif self.cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(self._param_groups(params), lr=self.cfg.lr, momentum=self.cfg.momentum,
+                                  weight_decay=self.cfg.weight_decay)
+        else:
+            opt = torch.optim.Adam(self._param_groups(params), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.groups = sparsity.channel_weight_groups(self.model) if self.cfg.regularizer in _LASSOS else []
+        self.gate_weights = self._gate_weights()
+        return opt
+
+    def _gate_weights(self) -> Optional[dict]:
+        """Each gate's per-channel weight for a weighted L1, recomputed whenever the model shrinks."""
+        if self.cfg.gate_weighting == "uniform" or self.cfg.regularizer != "l1":
+            return None
+        return gate_costs.gate_weights(gate_costs.channel_costs(self.model, self.cfg.gate_weighting))
+
+    def _param_groups(self, params: list) -> list:
+        """Weights at ``lr``; gates and search parameters at ``arch_lr`` when it is set."""
+        if self.cfg.arch_lr is None:
+            return [{"params": params}]
+        arch = {id(p) for p in [f.theta for f in filters(self.model)] + das_reg.search_parameters(self.model)}
+        return [{"params": [p for p in params if id(p) not in arch]},
+                {"params": [p for p in params if id(p) in arch], "lr": self.cfg.arch_lr}]
+
+    def penalty(self) -> torch.Tensor:
+        return penalty(self.terms, self.model, self.cfg, self.gate_weights, self.device)
+
+    def train_step(self, batch) -> float:
+        where = self.where()
+        inputs, target = split_batch(batch, self.device)
+        if not self.first_batch_checked:
+            check_first_batch(inputs, self.model, where)
+            self.first_batch_checked = True
+        with user_code("the model's forward", where, "make data() yield inputs the model takes, "
+                       "shaped like example_input()"):
+            output = run_model(self.model, inputs)
+        loss = self._loss(output, target, where)
+        value = float(loss.detach())
+        check_finite_loss(value, inputs, where, self.kept_message())
+        total = loss + self.penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        if self.groups:
+            alpha = self.cfg.alpha if self.cfg.regularizer == "sparse_group_lasso" else 0.0
+            sparsity.proximal_step(self.groups, self.cfg.lam, alpha, self.optimizer.param_groups[0]["lr"])
+        self.step += 1
+        return value
+
+    def _loss(self, output: Any, target: Any, where: str) -> torch.Tensor:
+        check_class_targets(self.task.loss_fn, output, target, where)
+        name = "the default loss (cross-entropy)" if self.task.loss_fn is cross_entropy else "loss(output, target)"
+        with user_code(name, where, "make loss(output, target) return a scalar tensor for what the model "
+                       "returns and data()'s targets"):
+            loss = self.task.loss_fn(output, target)
+        if not (isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.requires_grad):
+            raise SearchError(f"{name} returned {type(loss).__name__}"
+                              f"{' of shape ' + str(tuple(loss.shape)) if isinstance(loss, torch.Tensor) else ''}, "
+                              f"not a scalar tensor with a gradient ({where})\n"
+                              "  fix: return a torch scalar computed from the output (e.g. loss.mean())")
+        return loss.reshape(())
+
+    def shrink_now(self) -> int:
+        if self.groups:
+            sparsity.close_gates_of_zero_groups(self.groups)
+        result, removed = shrink(self.model, self.optimizer, threshold=self.cfg.threshold)
+        self.model, slices = result.gm, result.param_slices
+        for name in self.kept:
+            if f"{name}.theta" in slices:
+                self.kept[name] = self.kept[name][slices[f"{name}.theta"][0]]
+        if self.groups:
+            self.groups = sparsity.channel_weight_groups(self.model)
+        self.gate_weights = self._gate_weights()  # new gates: weights of the old ones would train nothing
+        return removed
+
+    def widths(self) -> dict[str, int]:
+        # a group keeps at least one channel through compaction, so it never reads as 0 wide
+        alive = {n: max(1, int((f.theta.detach() > self.cfg.threshold).sum())) for n, f in _named_filters(self.model)}
+        return {self.labels[n]: alive[n] for n in alive}
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def _named_filters(model: fx.GraphModule) -> list:
+    gates = set(filters(model))
+    return [(n, m) for n, m in model.named_modules() if m in gates]
+
+
+def _gate_labels(gm: fx.GraphModule) -> dict[str, str]:
+    """Name each gate after the first layer whose channels it gates."""
+    labels: dict[str, str] = {}
+    for node, gate, site in filter_sites(gm):
+        x = node.args[0]
+        for _ in range(3):  # past a norm or activation, to the conv/linear that makes the channels
+            module = gm.get_submodule(x.target) if x.op == "call_module" else None
+            if module is None or any(hasattr(module, a) for a in ("out_channels", "out_features", "embedding_dim")):
+                break
+            if not x.args or not isinstance(x.args[0], fx.Node):
+                break
+            x = x.args[0]
+        label = x.target if x.op in ("call_module", "get_attr") else x.name
+        labels.setdefault(node.target, str(label))
+    return labels
+
