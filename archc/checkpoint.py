@@ -21,6 +21,7 @@ import signal
 import tempfile
 import threading
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -161,8 +162,8 @@ def _check_fields(path: Path, state: dict) -> None:
 
     if not isinstance(state["settings"], dict):
         raise bad("settings", f"is {type(state['settings']).__name__}, not a dict")
-    try:
-        config_from(state["settings"], "settings")
+    try:  # settings a checkpoint leaves out take their defaults
+        state["settings"] = asdict(config_from(state["settings"], "settings"))
     except ConfigError as exc:
         raise bad("settings", f"is invalid: {str(exc).splitlines()[0]}") from None
     for field in ("epoch", "step"):

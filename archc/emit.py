@@ -33,6 +33,7 @@ import torch.fx
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from archc.checkpoint import atomic_write_bytes
 from archc.errors import ArchcError, CompactionError, node_error
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -313,15 +314,6 @@ def python_source(gm: torch.fx.GraphModule, class_name: str = "CompactModel", *,
     return _render(gm, class_name, model_name)[0]
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _import_file(path: Path) -> types.ModuleType:
     """Execute ``path`` as a fresh module under a unique name (no bytecode cache written)."""
     spec = importlib.util.spec_from_file_location(f"_archc_emitted_{uuid.uuid4().hex}", path)
@@ -355,7 +347,7 @@ def write_model_dir(gm: torch.fx.GraphModule, out_dir: Union[str, os.PathLike], 
     Raises CompactionError, removing both files, when the written model fails or its outputs
     differ from ``gm``'s (eval mode) by more than 1e-5 * max(1, |output|).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     source, tensors = _render(gm, class_name, model_name)
     out = Path(out_dir)
@@ -373,8 +365,8 @@ def write_model_dir(gm: torch.fx.GraphModule, out_dir: Union[str, os.PathLike], 
         for m, mode in modes.items():
             m.training = mode
     try:
-        _atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-        _atomic(model_py, lambda tmp: tmp.write_text(source))
+        atomic_write_bytes(weights, lambda f: f.write(safetensors_bytes(tensors, metadata={"format": "pt"})))
+        atomic_write_bytes(model_py, lambda f: f.write(source.encode()))
         with torch.no_grad():
             err = _max_error(want, _import_file(model_py).load(device)(*fresh()))
         if not err <= 1e-5:

@@ -14,17 +14,21 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
+import sys
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
 from archc.errors import ExportError
+from archc.out_dirs import disk_is_full, write_error
 # onnx_session and run_onnx are re-exported: callers run the written file with them
 from archc.onnx_check import OnnxResult, _check, _first_line, _flat_outputs, onnx_session, run_onnx  # noqa: F401
 
@@ -105,7 +109,7 @@ def _export_to_temp(module, inputs, outs: Sequence[torch.Tensor], path: Path) ->
     try:
         # The TorchScript-based exporter: fast, quiet once its deprecation warnings are
         # filtered, and honours dynamic_axes for any batch size of the example.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_output_silenced():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, inputs, tmp, dynamo=False, opset_version=OPSET,
                               input_names=in_names, output_names=out_names, dynamic_axes=axes,
@@ -115,6 +119,8 @@ def _export_to_temp(module, inputs, outs: Sequence[torch.Tensor], path: Path) ->
             _export_dynamo(module, inputs, tmp, in_names, out_names)
         except Exception as err:  # noqa: BLE001
             _unlink(tmp)
+            if disk_is_full(path.parent):
+                raise write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from err
             raise ExportError(
                 f"ONNX export of {type(module).__name__} to {path} failed:\n"
                 f"  TorchScript exporter: {type(legacy_err).__name__}: {_first_line(legacy_err)}\n"
@@ -122,6 +128,29 @@ def _export_to_temp(module, inputs, outs: Sequence[torch.Tensor], path: Path) ->
                 "  fix: replace the unsupported operation in the model, or export with a "
                 "newer opset") from err
     return tmp
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Route file descriptors 1 and 2 to a scratch file: the TorchScript exporter prints a whole
+    IR graph from C++ when one of its passes fails, and the fallback exporter handles it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no such descriptors: nothing to silence
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _export_dynamo(module, inputs, tmp: str, in_names, out_names) -> None:

@@ -39,6 +39,14 @@ def write_error(path: Path, exc: OSError) -> OutputError:
                        "  fix: choose an output folder you can write to")
 
 
+def disk_is_full(folder: Path, below: int = 1 << 20) -> bool:
+    """Less than ``below`` bytes free on ``folder``'s disk (a failed write is then blamed on it)."""
+    try:
+        return shutil.disk_usage(folder).free < below
+    except OSError:
+        return False
+
+
 def ensure_writable_dir(out: Path, flag: str) -> None:
     """``out`` exists (created if needed), is a folder, and accepts a file."""
     if out.is_symlink() and not out.exists():

@@ -30,10 +30,11 @@ def search_options(settings: dict) -> dict:
 def build_gated(
     model_fn: Callable[[], torch.nn.Module], example_inputs: Union[tuple, dict],
     kept: Optional[dict[str, torch.Tensor]] = None, gate_init: str = "uniform",
-    search: Optional[dict] = None,
+    search: Optional[dict] = None, gate_sizes: Optional[dict[str, int]] = None,
 ) -> fx.GraphModule:
     """Trace ``model_fn()``, gate it, add the ``search`` parametrizations, and shrink it to the
-    ``kept`` gate channels (if given)."""
+    ``kept`` gate channels (if given). ``gate_sizes``: each gate's width when the search started,
+    which the model must still have."""
     gated = insert_filters(trace(model_fn(), *call_inputs(example_inputs)), init=gate_init)
     search = search or {}
     if search.get("kernel"):
@@ -54,6 +55,11 @@ def build_gated(
     with torch.no_grad():
         for name, channels in kept.items():
             gate = gated.get_submodule(name)
+            if gate_sizes and gate_sizes.get(name, gate.size) != gate.size:
+                raise UserFileError(
+                    f"gate {name!r} has {gate.size} channels in this model, but {gate_sizes[name]} in the model "
+                    "the search ran on: the checkpoint does not fit this model file.\n"
+                    "  fix: use the model file the search ran on")
             if int(channels.max()) >= gate.size:
                 raise UserFileError(
                     f"gate {name!r} keeps channel {int(channels.max())}, but the model's gate has {gate.size} "
@@ -70,7 +76,8 @@ def gated_from_checkpoint(state: dict, model_fn: Callable[[], torch.nn.Module],
                           example_inputs: Union[tuple, dict]) -> fx.GraphModule:
     """The shrunk gated model a checkpoint holds: the model rebuilt to its ``kept`` channels and
     its ``model_state`` loaded (the one load path of ``--resume`` and ``archc compact``)."""
-    gated = build_gated(model_fn, example_inputs, state["kept"], search=search_options(state["settings"]))
+    gated = build_gated(model_fn, example_inputs, state["kept"], search=search_options(state["settings"]),
+                        gate_sizes=state.get("gate_sizes"))
     try:
         gated.load_state_dict(state["model_state"])
     except RuntimeError as exc:

@@ -28,7 +28,7 @@ from .checkpoint import atomic_write_bytes, interrupts_deferred, load_checkpoint
 from .errors import ConfigError, UserFileError
 from .model_io import accuracy, cross_entropy, run_model
 from .out_dirs import CHECKPOINT, prepare_search_out
-from .search_config import SearchConfig, resumed_config
+from .search_config import SearchConfig, resolve_device, resumed_config
 from .search_display import SearchDisplay
 from .search_guard import (SearchError, check_finite_parameters, check_reiterable, user_batches, user_code)
 from .search_run import SearchRun, split_batch
@@ -89,6 +89,7 @@ def run_search(task: Task, cfg: SearchConfig, *, console=None, progress: bool = 
 def _start(task: Task, cfg: SearchConfig, given: dict) -> SearchRun:
     """Check the output folder and the data, then build a fresh run or load the one to resume."""
     out = Path(cfg.out) if cfg.out else None
+    resolve_device(cfg.device)
     if cfg.resume and out is None:
         raise ConfigError("resume needs the output folder of the search to resume\n  fix: pass --out DIR")
     if out is not None:
@@ -182,7 +183,7 @@ def _save(run: SearchRun) -> None:
     state = {
         "epoch": run.epoch, "step": run.step, "settings": asdict(run.cfg),
         "model_state": run.model.state_dict(), "kept": run.kept, "labels": run.labels,
-        "initial_widths": run.initial_widths, "flops_before": run.flops_before,
+        "initial_widths": run.initial_widths, "flops_before": run.flops_before, "gate_sizes": run.gate_sizes,
         "optimizer_state": run.optimizer.state_dict(), "rng": torch.get_rng_state(),
         "loader_rng": run.gen.get_state(), "history": run.history,
         "model_file": Path(run.task.model_file).name if run.task.model_file else "model.py",

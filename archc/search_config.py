@@ -68,8 +68,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self)
-        _check_numbers(self)
-        resolve_device(self.device)
+        _check_numbers(self)  # the device is checked when a search starts: a checkpoint may move machines
 
 
 def _check_choices(cfg: SearchConfig) -> None:

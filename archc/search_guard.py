@@ -100,19 +100,21 @@ def check_class_targets(loss_fn: Callable, output: Any, target: Any, where: str)
     if loss_fn is not cross_entropy:
         return
     logits = logits_of(output)
-    if not isinstance(target, torch.Tensor) or not isinstance(logits, torch.Tensor):
-        raise SearchError(f"the default loss (cross-entropy) needs tensor outputs and targets, got "
-                          f"{type(logits).__name__} and {type(target).__name__} ({where})\n"
-                          "  fix: define loss(output, target) in model.py")
+    read = ("the model's output" if isinstance(output, torch.Tensor) else
+            f"the scores the default loss reads from the model's {type(output).__name__} output "
+            "(its 'logits', else its first element)")
     fix = "  fix: give targets as class indices (a long tensor of shape (N,)), or define loss() in model.py"
+    if not isinstance(target, torch.Tensor) or not isinstance(logits, torch.Tensor):
+        raise SearchError(f"the default loss (cross-entropy) needs tensor scores and targets, got "
+                          f"{type(logits).__name__} from {read} and {type(target).__name__} ({where})\n{fix}")
     per_token = logits.dim() > 2 and logits.shape[:-1] == target.shape
     if target.is_floating_point() or not (per_token or target.shape == logits.shape[:1]):
         raise SearchError(f"targets of shape {tuple(target.shape)} and dtype {target.dtype} do not fit the "
-                          f"default loss over outputs of shape {tuple(logits.shape)} ({where})\n{fix}")
+                          f"default loss over {read}, of shape {tuple(logits.shape)} ({where})\n{fix}")
     classes = logits.shape[-1] if per_token else logits.shape[1]
     low, high = int(target.min()), int(target.max())
     if low < 0 or high >= classes:
-        raise SearchError(f"targets range over [{low}, {high}], but the model has {classes} outputs ({where})\n{fix}")
+        raise SearchError(f"targets range over [{low}, {high}], but {read} has {classes} classes ({where})\n{fix}")
 
 
 def check_finite_loss(loss: float, inputs: tuple, where: str, kept: str) -> None:

@@ -48,6 +48,7 @@ class SearchRun:
         self.epoch, self.step = 0, 0
         self.out = Path(cfg.out) if cfg.out else None
         self.model, self.kept, self.labels, self.flops_before = model, kept, labels, flops_before
+        self.gate_sizes = {name: len(channels) for name, channels in kept.items()}  # replaced on resume
         self.initial_widths = self.widths()
         self.model.to(self.device)
         self.terms = penalty_terms(cfg)
@@ -71,6 +72,7 @@ class SearchRun:
         model = gated_from_checkpoint(state, task.model_fn, task.example_inputs)
         run = cls(task, cfg, model, state["kept"], state["labels"], state.get("flops_before"))
         run.initial_widths = state["initial_widths"]
+        run.gate_sizes = state.get("gate_sizes")
         try:
             run.optimizer.load_state_dict(state["optimizer_state"])
             torch.set_rng_state(state["rng"])

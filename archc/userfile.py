@@ -4,7 +4,7 @@ The file defines plain functions; only ``model`` is required::
 
     def model() -> torch.nn.Module: ...            # the network to compile (required)
     def example_input() -> Tensor | tuple[Tensor, ...]: ...   # one batch of inputs
-    def data(): ...            # an iterable of (inputs, target) batches, or a (train, val) pair
+    def data(): ...            # (train, val): datasets or loaders of (inputs, target) batches
     def loss(output, target) -> Tensor: ...        # default: cross-entropy
     def metric(output, target) -> float: ...       # default: top-1 accuracy
     def optimizer(params) -> torch.optim.Optimizer: ...   # default: Adam
@@ -38,7 +38,7 @@ _HINTS = {
     "model": "define `def model() -> torch.nn.Module` returning your network",
     "example_input": "define `def example_input()` returning a tensor or a tuple of tensors "
                      "(one batch of model inputs)",
-    "data": "define `def data()` returning an iterable of (inputs, target) batches",
+    "data": "define `def data()` returning (train, val): two datasets or data loaders of (inputs, target)",
     "loss": "define `def loss(output, target) -> torch.Tensor`",
     "metric": "define `def metric(output, target) -> float`",
     "optimizer": "define `def optimizer(params) -> torch.optim.Optimizer`",

@@ -55,3 +55,74 @@ def test_foreign_and_missing_files(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+# -- what `archc compact` says about files that are not (intact) archc checkpoints ----------------
+
+FOREIGN = {
+    "empty": (b"", "the file is empty"),
+    "text": (b"epoch 3, lam 0.1\n", "it is a text file"),
+    "json": (b'{"epoch": 3, "settings": {}}', "it is a JSON file"),
+    "random bytes": (bytes(range(7, 250)) * 4, "it is not a torch.save archive"),
+    "safetensors claiming 2^62 bytes": ((1 << 62).to_bytes(8, "little") + b'{"w": {}}', "not an archc checkpoint"),
+    "safetensors": (len(b'{"__metadata__": {}}').to_bytes(8, "little") + b'{"__metadata__": {}}',
+                    "it is a safetensors file"),
+    "plain pickle": (pickle.dumps({"epoch": 1}), "it is a plain pickle"),
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN))
+def test_compact_names_why_a_file_is_not_an_archc_checkpoint(tmp_path, case):
+    from test_user_mistakes import refused
+    from typer.testing import CliRunner
+    from archc.cli.main import app
+
+    content, why = FOREIGN[case]
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    text = refused(CliRunner().invoke(app, ["compact", str(path), "-o", str(tmp_path / "c")]),
+                   "not an archc checkpoint", why)
+    assert "refused" not in text  # the cause is the format, not unsafe contents
+
+
+def _searched_state(tmp_path):
+    from test_user_mistakes import model_file, search
+
+    assert search(model_file(tmp_path)).exit_code == 0
+    return load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+
+
+MALFORMED = {
+    "settings not a dict": (lambda s: s.update(settings=[1, 2]), "field 'settings' is list"),
+    "unknown setting": (lambda s: s["settings"].update(lamda=3), "unknown setting(s) lamda"),
+    "negative lam": (lambda s: s["settings"].update(lam=-5.0), "lam must be a finite number >= 0"),
+    "kept out of range": (lambda s: s["kept"].update({k: v + 1000 for k, v in s["kept"].items()}), "keeps channel"),
+    "kept not indices": (lambda s: s["kept"].update({k: v.float() for k, v in s["kept"].items()}),
+                         "not distinct non-negative channel indices"),
+    "wrong weight shapes": (lambda s: s["model_state"].update({k: torch.zeros(3, 3) for k in s["model_state"]
+                                                               if k.endswith("weight")}), "weights do not fit"),
+    "epoch not a count": (lambda s: s.update(epoch="three"), "field 'epoch'"),
+    "model file a path": (lambda s: s.update(model_file=["a"]), "field 'model_file'"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_archc_checkpoints_name_the_bad_field(tmp_path, case):
+    from test_user_mistakes import refused
+    from typer.testing import CliRunner
+    from archc.cli.main import app
+
+    state = _searched_state(tmp_path)
+    edit, phrase = MALFORMED[case]
+    edit(state)
+    path = tmp_path / "run" / "checkpoint.pt"
+    save_checkpoint(path, {k: v for k, v in state.items() if k != "format"})
+    refused(CliRunner().invoke(app, ["compact", str(path), "-o", str(tmp_path / "c")]), phrase)
+    assert not (tmp_path / "c").exists()
+
+
+def test_empty_settings_take_their_defaults(tmp_path):
+    state = _searched_state(tmp_path)
+    state["settings"] = {}
+    path = save_checkpoint(tmp_path / "run" / "checkpoint.pt", {k: v for k, v in state.items() if k != "format"})
+    assert load_checkpoint(path)["settings"]["batch_size"] == 128
