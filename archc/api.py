@@ -9,6 +9,8 @@ import torch
 from .model_io import cross_entropy
 from .search import SearchResult, Task, loader, run_search
 from .search_config import config_from
+from .search_guard import check_reiterable, user_code
+from .search_run import split_batch
 
 
 def search(
@@ -32,9 +34,16 @@ def search(
     cfg = config_from(settings, "archc.search")
     factory = model if not isinstance(model, torch.nn.Module) else (lambda: copy.deepcopy(model))
     if example_inputs is None:
-        gen = torch.Generator().manual_seed(cfg.seed)
-        first = next(iter(loader(train, cfg.batch_size, False, gen)))
-        example_inputs = tuple(first[:-1])
+        example_inputs = _first_inputs(train, cfg)
     task = Task(model_fn=factory, train=train, val=val, example_inputs=example_inputs if isinstance(example_inputs, dict) else tuple(example_inputs),
                 loss_fn=loss, metric_fn=metric, optimizer_fn=optimizer)
     return run_search(task, cfg, console=console, progress=progress, given=settings)
+
+
+def _first_inputs(train: Any, cfg) -> tuple:
+    """The inputs of the training set's first batch (a one-shot iterator is refused first)."""
+    check_reiterable(train, "training set")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with user_code("iterating the training set", "reading an example batch", "pass example_inputs=..."):
+        first = next(iter(loader(train, cfg.batch_size, False, gen)), None)
+    return tuple(split_batch(first, torch.device("cpu"))[0])

@@ -2,7 +2,7 @@
 
 Example:
     >>> terms = penalty_terms(cfg)                    # chosen once per search
-    >>> total = sum(t.value(model, cfg, gate_weights) for t in terms)
+    >>> total = penalty(terms, model, cfg, gate_weights, device)
 """
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from .das import regularizers as das_reg
 from .search_config import SearchConfig
 
 
-def _gate_l1(model, cfg: SearchConfig, gate_weights: Optional[dict]) -> torch.Tensor:
+def _gate_l1(model, cfg: SearchConfig, gate_weights: Optional[dict], lam: float) -> torch.Tensor:
     size = gate_costs.weighted_gate_l1(gate_weights) if gate_weights is not None else sparsity.gate_l1(model)
-    return cfg.lam * size
+    return lam * size
 
 
 @dataclass(frozen=True)
 class Term:
-    """One penalty term: ``value(model, cfg, gate_weights)`` when ``applies(cfg)``."""
+    """One penalty term: ``value(model, cfg, gate_weights, lam)`` when ``applies(cfg)`` (``lam``:
+    the gate penalty's strength now, which a size target steers away from ``cfg.lam``)."""
 
     name: str
     applies: Callable[[SearchConfig], bool]
@@ -35,15 +36,15 @@ TERMS = (
     Term("gate_l1", lambda c: c.regularizer == "l1", _gate_l1),
     # Tessera & Rosman: mean |weight| per layer
     Term("density", lambda c: c.density_lam > 0,
-         lambda m, c, _: c.density_lam * sparsity.density_penalty(m)),
+         lambda m, c, _w, _l: c.density_lam * sparsity.density_penalty(m)),
     # Shin et al.: L1 on the filter-size masks' alphas
     Term("kernel_l1", lambda c: c.kernel_lam > 0,
-         lambda m, c, _: c.kernel_lam * das_reg.alpha_l1(m, c.kernel_weighting)),
+         lambda m, c, _w, _l: c.kernel_lam * das_reg.alpha_l1(m, c.kernel_weighting)),
     # Shin et al.: L1 on the input-channel selection betas
-    Term("select_l1", lambda c: c.select_lam > 0, lambda m, c, _: c.select_lam * das_reg.beta_l1(m)),
+    Term("select_l1", lambda c: c.select_lam > 0, lambda m, c, _w, _l: c.select_lam * das_reg.beta_l1(m)),
     # Shin et al.: group and exclusive lasso on the grouped-conv connectivity P, S
     Term("grouped", lambda c: c.patterns > 0,
-         lambda m, c, _: das_reg.grouped_penalty(m, c.group_lam, c.exclusive_lam)),
+         lambda m, c, _w, _l: das_reg.grouped_penalty(m, c.group_lam, c.exclusive_lam)),
 )
 
 
@@ -53,9 +54,9 @@ def penalty_terms(cfg: SearchConfig) -> list[Term]:
 
 
 def penalty(terms: list[Term], model, cfg: SearchConfig, gate_weights: Optional[dict],
-            device: torch.device) -> torch.Tensor:
+            device: torch.device, lam: Optional[float] = None) -> torch.Tensor:
     """The sum of ``terms`` on ``model`` (a zero tensor when there are none)."""
     total = torch.zeros((), device=device)
     for term in terms:
-        total = total + term.value(model, cfg, gate_weights)
+        total = total + term.value(model, cfg, gate_weights, cfg.lam if lam is None else lam)
     return total

@@ -123,14 +123,18 @@ def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int)
     display.start_epoch(epoch, cfg.epochs, _length(train), run.params(), run.widths())
     run.model.train()
     start, losses, removed = time.perf_counter(), [], 0
-    for batch in user_batches(train, "training set", run.where):
+    per_epoch = _length(train) or max(run.steps_last_epoch, 1)
+    for i, batch in enumerate(user_batches(train, "training set", run.where)):
+        run.progress = (epoch + i / per_epoch) / cfg.epochs
         losses.append(run.train_step(batch))
-        if cfg.shrink_every > 0 and run.step % cfg.shrink_every == 0:
+        due = cfg.shrink_every > 0 and run.step % cfg.shrink_every == 0
+        if due or (run.steering and run.steering.wants_shrink()):
             removed += run.shrink_now()
         display.step(losses[-1], run.params(), run.widths())
     if not losses:
         raise SearchError(f"the training set yielded no batch in epoch {epoch + 1}\n"
                           "  fix: make data() return a non-empty, re-iterable training set")
+    run.steps_last_epoch = len(losses)
     if cfg.shrink_every == 0:
         removed += run.shrink_now()
     seconds = time.perf_counter() - start
@@ -138,6 +142,8 @@ def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int)
               "val_metric": evaluate(run.model, val, run.task.metric_fn or accuracy, run.device),
               "params": run.params(), "removed": removed, "widths": run.widths(),
               "density": _mean(sparsity.density(run.model))}
+    if run.steering:
+        record["budget"] = run.steering.state()
     display.end_epoch(record)
     return record
 
@@ -184,6 +190,7 @@ def _save(run: SearchRun) -> None:
         "epoch": run.epoch, "step": run.step, "settings": asdict(run.cfg),
         "model_state": run.model.state_dict(), "kept": run.kept, "labels": run.labels,
         "initial_widths": run.initial_widths, "flops_before": run.flops_before, "gate_sizes": run.gate_sizes,
+        "budget": run.steering.state() if run.steering else None,
         "optimizer_state": run.optimizer.state_dict(), "rng": torch.get_rng_state(),
         "loader_rng": run.gen.get_state(), "history": run.history,
         "model_file": Path(run.task.model_file).name if run.task.model_file else "model.py",

@@ -62,6 +62,8 @@ class SearchConfig:
     search_threshold: float = _setting(1e-3, "Search parameters below this count as zero (the paper's t).")
     device: str = _setting("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...")
     seed: int = _setting(0, "Random seed.")
+    target: Optional[str] = _setting(None, "Steer λ to a size: params=0.5 or flops=0.5 (a fraction of the "
+                                     "starting model), or params=120k (a count; k/M/G).")
     out: Optional[str] = _setting(None, "Output folder.", cli=False)
     resume: bool = _setting(False, "Continue the search whose checkpoint is in --out.", cli=False)
     overwrite: bool = _setting(False, "Start over in an --out that holds a checkpoint.", cli=False)
@@ -69,6 +71,13 @@ class SearchConfig:
     def __post_init__(self) -> None:
         _check_choices(self)
         _check_numbers(self)  # the device is checked when a search starts: a checkpoint may move machines
+        if self.target is not None:
+            from .budget import parse_target
+
+            parse_target(self.target)
+            if self.regularizer != "l1":
+                raise ConfigError(f"target steers the L1 gate penalty, but regularizer is {self.regularizer!r}\n"
+                                  "  fix: pass --regularizer l1 with --target")
 
 
 def _check_choices(cfg: SearchConfig) -> None:

@@ -11,6 +11,7 @@ Example:
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import math
 from typing import Any, Callable, Iterator
@@ -67,7 +68,7 @@ def user_batches(data: Any, name: str, where: Callable[[], str]) -> Iterator[Any
 
 def check_reiterable(data: Any, name: str) -> None:
     """Refuse data that can be iterated only once (a generator): the second epoch would be empty."""
-    if iter(data) is data:
+    if isinstance(data, collections.abc.Iterator):  # not iter(data): that would start a loader's workers
         raise SearchError(f"the {name} is a one-shot iterator ({type(data).__name__}): it would be empty "
                           "from the second epoch on\n  fix: return a Dataset, a DataLoader or a list of "
                           "batches from data()")

@@ -19,6 +19,7 @@ from .checkpoint import CheckpointError
 from .das import regularizers as das_reg
 from .filters import filter_sites, filters
 from .model_io import cross_entropy, run_model, to_device
+from .budget import BudgetSteering, parse_target
 from .penalty import penalty, penalty_terms
 from .rebuild import build_gated, gated_from_checkpoint, search_options
 from .search_config import SearchConfig, resolve_device
@@ -54,6 +55,10 @@ class SearchRun:
         self.terms = penalty_terms(cfg)
         self.optimizer = self._make_optimizer()
         self.first_batch_checked = False
+        self.progress = 0.0  # share of the training done; the loop sets it before each step
+        self.steps_last_epoch = 0
+        self.steering = (BudgetSteering(parse_target(cfg.target), model, cfg.lam, cfg.threshold)
+                         if cfg.target else None)
 
     @classmethod
     def fresh(cls, task, cfg: SearchConfig) -> "SearchRun":
@@ -82,6 +87,9 @@ class SearchRun:
                                   f"({str(exc).splitlines()[0]})\n  fix: resume from an intact checkpoint, or "
                                   "start over with --overwrite") from None
         run.epoch, run.step, run.history = state["epoch"], state["step"], list(state["history"])
+        if cfg.target:
+            run.steering = BudgetSteering(parse_target(cfg.target), run.model, cfg.lam, cfg.threshold,
+                                          saved=state.get("budget"))
         return run
 
     def where(self) -> str:
@@ -128,7 +136,8 @@ class SearchRun:
                 {"params": [p for p in params if id(p) in arch], "lr": self.cfg.arch_lr}]
 
     def penalty(self) -> torch.Tensor:
-        return penalty(self.terms, self.model, self.cfg, self.gate_weights, self.device)
+        lam = self.steering.lam_at(self.progress) if self.steering else None
+        return penalty(self.terms, self.model, self.cfg, self.gate_weights, self.device, lam)
 
     def train_step(self, batch) -> float:
         where = self.where()
@@ -166,8 +175,12 @@ class SearchRun:
         return loss.reshape(())
 
     def shrink_now(self) -> int:
+        if self.steering and self.steering.control.met:
+            return 0  # the gates are frozen at the target: nothing can have closed
         if self.groups:
             sparsity.close_gates_of_zero_groups(self.groups)
+        if self.steering:
+            self.steering.before_shrink(self.progress)
         result, removed = shrink(self.model, self.optimizer, threshold=self.cfg.threshold)
         self.model, slices = result.gm, result.param_slices
         for name in self.kept:
@@ -176,6 +189,8 @@ class SearchRun:
         if self.groups:
             self.groups = sparsity.channel_weight_groups(self.model)
         self.gate_weights = self._gate_weights()  # new gates: weights of the old ones would train nothing
+        if self.steering:
+            self.steering.after_shrink(self.model)
         return removed
 
     def widths(self) -> dict[str, int]:

@@ -303,11 +303,14 @@ def test_compact_whose_onnx_check_fails_leaves_the_output_folder_as_it_was(tmp_p
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "model.py").write_text("old")
     (tmp_path / "out" / "notes.txt").write_text("mine")
-    assert runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out")]).exit_code == 2
+    res = runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out"), "--overwrite"])
+    assert res.exit_code == 2 and "differs from the reference" in res.output, res.output
     assert sorted(os.listdir(tmp_path / "out")) == ["model.py", "notes.txt"]
     assert (tmp_path / "out" / "model.py").read_text() == "old"
     monkeypatch.setattr(onnx_check, "run_onnx", real)
     res = runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "notes.txt" in res.output  # not a compact output: needs --overwrite
+    res = runner.invoke(app, ["compact", str(checkpoint), "-o", str(tmp_path / "out"), "--overwrite"])
     assert res.exit_code == 0, res.output
     written = set(os.listdir(tmp_path / "out"))
     assert {"model.py", "weights.safetensors", "model.onnx", "report.json", "notes.txt"} <= written

@@ -107,6 +107,7 @@ def test_cli_search_on_a_file_without_data_is_a_clear_error(tmp_path):
     bad.write_text("import torch\ndef model():\n    return torch.nn.Linear(2, 2)\n")
     res = CliRunner().invoke(app, ["search", str(bad), "--no-progress"])
     assert res.exit_code == 2 and "data" in res.output and "Traceback" not in res.output
+    assert "(train, val)" in res.output  # the hint names what search and compact accept
 
 
 def test_search_parameters_can_have_their_own_learning_rate_and_resume(tmp_path):

@@ -1,0 +1,210 @@
+"""Steer a search to a size: ``--target params=0.5`` or ``--target flops=120k``.
+
+The size of the model the search would compact to is predicted at every step from the gates
+(the size after the last shrink, less what each closed channel carries, by
+:func:`archc.gate_costs.channel_costs`). The size follows a schedule from the start down to
+the target, reached after ``reach`` (60%) of the training:
+
+- a controller raises the penalty's strength λ while the predicted size is above the
+  schedule and lowers it while below (multiplicative dual ascent on ``size <= schedule``,
+  within a factor 100 of the λ given);
+- before every shrink, if the gates alone are behind the schedule, the open channels with the
+  smallest gates are closed until it is met (the L1 penalty has ranked them: with Adam, a
+  gate moves at most about one learning rate per step, whatever λ, so λ alone cannot keep
+  time); closed channels past the schedule are opened again, so no shrink undershoots it;
+- once the target is met the gates are frozen and the penalty is off: the rest of the search
+  trains the weights at that size.
+
+Example:
+    >>> target = parse_target("flops=0.5")          # half the starting FLOPs
+    >>> target = parse_target("params=120k")        # 120,000 parameters
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Optional
+import torch
+
+from . import flops as flops_count
+from .das import regularizers as das_reg
+from .errors import ConfigError
+from .filters import filters
+
+KINDS = ("params", "flops")
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+@dataclass(frozen=True)
+class Target:
+    """``kind`` (params or flops) and ``value``: a fraction of the starting model when
+    ``relative``, else an absolute count."""
+
+    kind: str
+    value: float
+    relative: bool
+
+    def absolute(self, start: float) -> float:
+        return self.value * start if self.relative else self.value
+
+
+def parse_target(text: str) -> Target:
+    """``KIND=VALUE``: a fraction (``flops=0.5``) or a count with an optional k/M/G suffix."""
+    match = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.eE+-]+)\s*([kKmMgG]?)\s*", text or "")
+    if not match or match.group(1) not in KINDS:
+        raise ConfigError(f"target {text!r} is not KIND=VALUE with KIND one of {KINDS}\n"
+                          "  fix: pass --target params=0.5 (half the parameters) or --target flops=120k")
+    kind, number, suffix = match.groups()
+    try:
+        value = float(number) * _SUFFIX[suffix.lower()]
+    except ValueError:
+        raise ConfigError(f"target {text!r}: {number!r} is not a number\n  fix: pass e.g. --target params=0.5") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"target {text!r} must be positive\n  fix: pass e.g. --target params=0.5")
+    return Target(kind, value, relative=value <= 1 and not suffix)
+
+
+def model_size(model: torch.nn.Module, kind: str) -> float:
+    """Parameters (gates and search parameters left out: compaction folds them) or FLOPs per example."""
+    if kind == "flops":
+        return float(flops_count.count(model))
+    search = {id(p) for p in [f.theta for f in filters(model)] + das_reg.search_parameters(model)}
+    return float(sum(p.numel() for p in model.parameters() if id(p) not in search))
+
+
+class BudgetController:
+    """λ steered so that the predicted compact size follows a schedule down to the target."""
+
+    def __init__(self, target: Target, start: float, lam: float, reach: float = 0.6,
+                 tolerance: float = 0.03, rate: float = 0.05) -> None:
+        self.kind, self.start, self.goal = target.kind, start, target.absolute(start)
+        self.lam, self.reach, self.tolerance, self.rate = lam, reach, tolerance, rate
+        self.lam0 = lam
+        self.met = False
+
+    def scheduled(self, progress: float) -> float:
+        """The size the search should have reached at ``progress`` (the share of training done)."""
+        done = min(1.0, progress / self.reach)
+        return self.start - (self.start - self.goal) * done
+
+    def update(self, predicted: float, progress: float) -> float:
+        """Adjust λ by how far ``predicted`` is above (raise) or below (lower) the schedule."""
+        if self.met:
+            return 0.0
+        span = max(self.start - self.goal, 1.0)
+        error = (predicted - self.scheduled(progress)) / span
+        raised = self.lam * math.exp(self.rate * max(min(error * 10, 5.0), -5.0))
+        self.lam = min(max(raised, self.lam0 / 100), self.lam0 * 100)
+        return self.lam
+
+    def reached(self, size: float) -> bool:
+        return size <= self.goal * (1 + self.tolerance)
+
+    def report(self, size: float) -> dict:
+        return {"kind": self.kind, "target": self.goal, "start": self.start, "achieved": size,
+                "ratio_to_target": size / self.goal, "met": self.met}
+
+
+def predicted_size(base: float, costs: dict, threshold: float) -> float:
+    """``base`` less the cost of every channel whose gate is at or below ``threshold``."""
+    saved = sum(float(cost[(gate.theta.detach().cpu() <= threshold)].sum()) for gate, cost in costs.items())
+    return base - saved
+
+
+@torch.no_grad()
+def close_to(costs: dict, predicted: float, goal: float, threshold: float, tolerance: float) -> float:
+    """Close open channels, smallest gate first, until the predicted size is at most ``goal``;
+    a channel that would take it below ``goal * (1 - tolerance / 2)`` is skipped. Returns the
+    new predicted size."""
+    floor = goal * (1 - tolerance / 2)
+    candidates = sorted(((float(gate.theta[i]), gate, i) for gate in costs
+                         for i in torch.nonzero(gate.theta.detach().cpu() > threshold).flatten().tolist()),
+                        key=lambda item: item[0])
+    for _, gate, i in candidates:
+        if predicted <= goal:
+            break
+        cost = float(costs[gate][i])
+        if predicted - cost >= floor:
+            gate.theta[i] = threshold - 1e-3
+            predicted -= cost
+    return predicted
+
+
+@torch.no_grad()
+def reopen_past_target(costs: dict, base: float, goal: float, threshold: float) -> int:
+    """Of the closed channels, keep closed (most negative θ first) only as many as bring ``base``
+    down to ``goal``; open the others again (θ a little above ``threshold``). Returns how many."""
+    closed = sorted(((float(gate.theta[i]), gate, i) for gate in costs
+                     for i in torch.nonzero(gate.theta.detach().cpu() <= threshold).flatten().tolist()),
+                    key=lambda item: item[0])
+    size, reopened = base, 0
+    for _, gate, i in closed:
+        cost = float(costs[gate][i])
+        if size - cost >= goal:
+            size -= cost
+            continue
+        gate.theta[i] = threshold + 1e-3
+        reopened += 1
+    return reopened
+
+
+class BudgetSteering:
+    """A search's size target at work: the controller, and the costs it predicts sizes with.
+
+    Example: ``steer = BudgetSteering(parse_target("params=0.5"), gated, lam=1e-3)``; each step
+    ``lam = steer.lam_at(progress)``; around every shrink ``steer.before_shrink()`` and
+    ``steer.after_shrink(new_model)``."""
+
+    def __init__(self, target: Target, model: torch.nn.Module, lam: float, threshold: float = 0.0,
+                 saved: Optional[dict] = None) -> None:
+        start = saved["start"] if saved else model_size(model, target.kind)
+        self.control = BudgetController(target, start, saved["lam"] if saved else lam)
+        self.threshold = threshold
+        self.refresh(model)
+        if saved and saved["met"]:
+            self._meet(model)
+
+    def refresh(self, model: torch.nn.Module) -> None:
+        from .gate_costs import channel_costs
+
+        self.model, self.base = model, model_size(model, self.control.kind)
+        self.costs = channel_costs(model, self.control.kind)
+        self.last_predicted = self.base
+
+    def predicted(self) -> float:
+        return predicted_size(self.base, self.costs, self.threshold)
+
+    def lam_at(self, progress: float) -> float:
+        self.last_predicted = self.predicted()
+        return self.control.update(self.last_predicted, progress)
+
+    def wants_shrink(self) -> bool:
+        """The closed channels (as of the last step's penalty) would meet the target: shrink now,
+        not at the epoch's end."""
+        return not self.control.met and self.control.reached(self.last_predicted)
+
+    def before_shrink(self, progress: float) -> None:
+        """Meet the schedule at ``progress`` with the gates: close the smallest where they are
+        behind it, open closed ones past it."""
+        if self.control.met:
+            return
+        goal = max(self.control.scheduled(progress), self.control.goal)
+        if self.predicted() > goal * (1 + self.control.tolerance):
+            close_to(self.costs, self.predicted(), goal, self.threshold, self.control.tolerance)
+        reopen_past_target(self.costs, self.base, goal, self.threshold)
+
+    def after_shrink(self, model: torch.nn.Module) -> None:
+        self.refresh(model)
+        if self.control.met or self.control.reached(self.base):
+            self._meet(model)  # the shrink built new gates: freeze those
+
+    def _meet(self, model: torch.nn.Module) -> None:
+        """Target met: gates frozen where they are, the penalty off; weights train on at this size."""
+        self.control.met = True
+        for gate in filters(model):
+            gate.theta.requires_grad_(False)
+
+    def state(self) -> dict:
+        return {"start": self.control.start, "lam": self.control.lam, "met": self.control.met,
+                **self.control.report(self.base)}
