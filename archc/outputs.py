@@ -121,6 +121,8 @@ def compact_checkpoint(
         onnx = export_onnx(small, flat_inputs, stage / "model.onnx", reference=reference)
         report = _report(original, small, flops_before, evaluate(small, val, spec.metric_fn or accuracy), onnx,
                          result.search_report)
+        if state.get("budget"):
+            report["target"] = _target_report(state["budget"], report)
         report.update({"threshold": threshold, "finetune_epochs": finetune, "checkpoint": str(checkpoint),
                        "model_file": str(spec.path), "model_file_differs_from_search": changed,
                        "search": {k: settings[k] for k in _search_keys(settings) if k in settings}})
@@ -146,13 +148,20 @@ def _report(original: nn.Module, small: fx.GraphModule, flops_before: int, metri
     }
 
 
+def _target_report(budget: dict, report: dict) -> dict:
+    """The search's size target against what the compact model measures."""
+    achieved = report[f"{budget['kind']}_after"]
+    return {"kind": budget["kind"], "target": budget["target"], "achieved": achieved,
+            "ratio_to_target": achieved / budget["target"], "met_during_search": budget["met"]}
+
+
 def _search_keys(settings: dict) -> list[str]:
     """The settings worth a line in the report: the basics, plus each search that was on."""
     options = search_options(settings)
     searched = {"kernel": ["kernel_lam", "kernel_weighting"], "select": ["select_lam", "sparsemax"],
                 "patterns": ["patterns", "patterns_init", "group_lam", "exclusive_lam"]}
     extra = [k for option, keys in searched.items() if options[option] for k in keys]
-    basics = ["lam", "epochs", "regularizer", "gate_weighting", "lr", "batch_size", "seed"]
+    basics = ["lam", "epochs", "regularizer", "gate_weighting", "lr", "batch_size", "seed", "target"]
     return basics + extra + (["search_threshold"] if extra else [])
 
 
@@ -175,6 +184,7 @@ def report_markdown(report: dict) -> str:
         f"- FLOPs per example: {report['flops_before']:,} -> {report['flops_after']:,}",
         f"- validation metric of the compact model: {report['metric']:.4f}"
         + (f" (after {report['finetune_epochs']} fine-tuning epochs)" if report["finetune_epochs"] else ""),
+        *([_target_line(report["target"])] if report.get("target") else []),
         f"- search: {report['search']}", "",
         "| layer | width before | width after |", "|---|---:|---:|",
     ]
@@ -185,6 +195,11 @@ def report_markdown(report: dict) -> str:
         lines += [_search_row(name, r) for name, r in report["search_layers"].items()]
     lines += ["", "![widths](widths.png)", "", "![width over training](width_history.png)", ""]
     return "\n".join(lines)
+
+
+def _target_line(target: dict) -> str:
+    return (f"- target: {target['kind']} {target['target']:,.0f}; achieved {target['achieved']:,} "
+            f"({target['ratio_to_target']:.3f} of the target)")
 
 
 def _search_row(name: str, r: dict) -> str:

@@ -64,6 +64,10 @@ def search_cmd(model_py: Path, out_dir: Optional[Path], resume: bool, overwrite:
     if last:
         out.print(f"validation metric {last['val_metric']:.4f}, {last['params']:,} parameters after "
                   f"{last['epoch']} epochs; checkpoint: {result.checkpoint}")
+    if last and last.get("budget"):
+        b = last["budget"]
+        out.print(f"target {b['kind']} {b['target']:,.0f}: {b['achieved']:,.0f} ({b['ratio_to_target']:.3f} of it"
+                  f"{', met' if b['met'] else ', not met yet: more epochs, or a larger --lr, get there'})")
     out.print(f"next: [bold]archc compact {result.checkpoint} -o {out_dir / 'compact'}[/bold]")
 
 

@@ -1,0 +1,92 @@
+"""A search steered to a size: `--target params=0.5` / `flops=0.5` ends within ±3% of it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import archc
+from archc.budget import BudgetController, Target, close_to, model_size, parse_target, reopen_past_target
+from archc.cli.main import app
+from archc.errors import ConfigError
+from archc.gate_costs import channel_costs
+
+DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits.py"
+
+
+@pytest.mark.parametrize("text, want", [
+    ("params=0.5", Target("params", 0.5, True)), ("flops=0.25", Target("flops", 0.25, True)),
+    ("params=120k", Target("params", 120e3, False)), ("flops=1.5M", Target("flops", 1.5e6, False)),
+    ("params=2G", Target("params", 2e9, False)), ("params=5000", Target("params", 5000, False)),
+])
+def test_targets_parse_as_fractions_or_counts(text, want):
+    assert parse_target(text) == want
+
+
+@pytest.mark.parametrize("text", ["params", "latency=2ms", "size=0.5", "params=-1", "params=0", "params=abc",
+                                  "params=nan"])
+def test_bad_targets_are_refused_with_the_form_to_use(text):
+    with pytest.raises(ConfigError, match="params=0.5"):
+        parse_target(text)
+
+
+def test_a_target_needs_the_l1_gate_penalty():
+    with pytest.raises(ConfigError, match="--regularizer l1"):
+        archc.SearchConfig(target="params=0.5", regularizer="group_lasso")
+
+
+def test_the_controller_raises_lam_behind_the_schedule_and_lowers_it_ahead():
+    control = BudgetController(Target("params", 0.5, True), start=1000.0, lam=1e-3)
+    assert control.scheduled(0.0) == 1000 and control.scheduled(0.3) == 750 and control.scheduled(0.9) == 500
+    assert control.update(900.0, 0.3) > 1e-3  # behind: 900 > 750
+    for _ in range(1000):
+        control.update(1000.0, 1.0)
+    assert control.lam == pytest.approx(1e-1)  # bounded: 100x the lam given
+    for _ in range(2000):
+        control.update(100.0, 0.0)
+    assert control.lam == pytest.approx(1e-5)
+
+
+def _gated():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, 3))
+    return archc.passes.insert_filters(archc.trace(net, (torch.randn(2, 8),)))
+
+
+def test_closing_smallest_gates_meets_a_size_and_reopening_never_undershoots_it():
+    gm = _gated()
+    costs, base = channel_costs(gm, "params"), model_size(gm, "params")
+    goal = 0.6 * base
+    predicted = close_to(costs, base, goal, threshold=0.0, tolerance=0.03)
+    assert goal * 0.985 <= predicted <= goal
+    closed = {g: (g.theta <= 0) for g in costs}
+    smallest_open = min(float(g.theta[~c].min()) for g, c in closed.items() if (~c).any())
+    assert all(float(g.theta[c].max()) < smallest_open for g, c in closed.items() if c.any())
+    with torch.no_grad():  # the L1 closed far more than the schedule wants: some reopen
+        for g in costs:
+            g.theta[: g.size // 2] = -1.0
+    reopened = reopen_past_target(costs, base, goal, threshold=0.0)
+    kept_closed = sum(float(costs[g][g.theta <= 0].sum()) for g in costs)
+    assert reopened > 0 and base - kept_closed >= goal
+
+
+@pytest.mark.parametrize("kind", ["params", "flops"])
+def test_digits_search_lands_within_3_percent_of_the_target(tmp_path, kind):
+    res = CliRunner().invoke(app, ["search", str(DIGITS), "--lr", "3e-3", "--epochs", "4", "--target", f"{kind}=0.5",
+                                   "--out", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    last = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][-1]
+    assert last["budget"]["met"] and abs(last["budget"]["ratio_to_target"] - 1) <= 0.03, last["budget"]
+    assert last["val_metric"] > 0.8
+    if kind == "params":
+        return
+    res = CliRunner().invoke(app, ["compact", str(tmp_path / "run" / "checkpoint.pt"), "-o", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    achieved = report["flops_after"] / report["flops_before"]  # measured on the compact model itself
+    assert abs(achieved / 0.5 - 1) <= 0.03 and report["target"]["achieved"] == report["flops_after"]
+    assert "- target: flops" in (tmp_path / "c" / "report.md").read_text()
