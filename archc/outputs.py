@@ -99,8 +99,9 @@ def compact_checkpoint(
     spec, changed = _spec_for(checkpoint, state, model_file)
     settings = state["settings"]
     inputs = spec.example_inputs()
-    original = spec.model()
-    gated = gated_from_checkpoint(state, spec.model, inputs)
+    model_fn = spec.model_factory(settings)
+    original = model_fn()
+    gated = gated_from_checkpoint(state, model_fn, inputs)
     flat_inputs = positional_inputs(gated, inputs)  # keyword inputs as the graph's placeholders
     search_threshold = settings.get("search_threshold", 0.0)
     result = compaction(gated, FINAL, threshold, search_threshold=search_threshold)

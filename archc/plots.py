@@ -97,3 +97,19 @@ def plot_width_history(log: list[dict], path: PathLike) -> Path:
     bottom.grid(alpha=0.3)
     bottom.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
     return _save(fig, path)
+
+
+def plot_pareto(rows: list[dict], front: list[dict], baseline: dict, size_kind: str, path: PathLike) -> Path:
+    """Metric against size for every complete trial of ``archc tune``, the Pareto ``front``
+    joined and the dense ``baseline`` starred (log size axis); returns ``path``."""
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["metric"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([r["size"] for r in done], [r["metric"] for r in done], color="0.6", label="trials")
+    ax.plot([r["size"] for r in front], [r["metric"] for r in front], "o-", color="C0", label="Pareto front")
+    ax.scatter([baseline[size_kind]], [baseline["metric"]], marker="*", s=180, color="C3", label="dense baseline")
+    ax.set_xlabel(f"{size_kind} of the compact model")
+    ax.set_ylabel("validation metric")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

@@ -11,11 +11,12 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -69,10 +70,11 @@ def loader(data: Any, batch_size: int, shuffle: bool, gen: torch.Generator) -> A
 
 
 def run_search(task: Task, cfg: SearchConfig, *, console=None, progress: bool = True,
-               given: Optional[dict] = None) -> SearchResult:
+               given: Optional[dict] = None, on_epoch: Optional[Callable[[dict], None]] = None) -> SearchResult:
     """Run (or, with ``cfg.resume``, resume) a search; writes ``log.jsonl`` and ``checkpoint.pt``
     to ``cfg.out``. ``given``: the settings the caller chose (default: all of ``cfg``); a resumed
-    search refuses any that differ from its checkpoint's."""
+    search refuses any that differ from its checkpoint's. ``on_epoch(record)`` is called after
+    each epoch's checkpoint (``archc tune`` prunes trials there)."""
     run = _start(task, cfg, asdict(cfg) if given is None else given)
     cfg = run.cfg
     train, val = loader(task.train, cfg.batch_size, True, run.gen), loader(task.val, cfg.batch_size, False, run.gen)
@@ -83,6 +85,8 @@ def run_search(task: Task, cfg: SearchConfig, *, console=None, progress: bool = 
             run.epoch = epoch + 1
             check_finite_parameters(run.model, f"end of epoch {run.epoch}", run.kept_message())
             _save(run)
+            if on_epoch is not None:
+                on_epoch(record)
     return SearchResult(run.model, run.history, run.out / CHECKPOINT if run.out else None, run.initial_widths)
 
 
@@ -97,14 +101,22 @@ def _start(task: Task, cfg: SearchConfig, given: dict) -> SearchRun:
     check_reiterable(task.train, "training set")
     check_reiterable(task.val, "validation set")
     if not cfg.resume:
-        run = SearchRun.fresh(task, cfg)
+        run = SearchRun.fresh(_scaled(task, cfg), cfg)
         _copy_model_file(task, out)
         return run
     state = load_checkpoint(out / CHECKPOINT, for_resume=True)
     if task.model_sha256 and state["model_sha256"] != task.model_sha256:
         raise UserFileError(f"{task.model_file} changed since the checkpoint in {out} was "
                             "written.\n  fix: restore the file, or start a new search with --overwrite")
-    return SearchRun.resumed(task, state, resumed_config(state["settings"], given))
+    cfg = resumed_config(state["settings"], given)
+    return SearchRun.resumed(_scaled(task, cfg), state, cfg)
+
+
+def _scaled(task: Task, cfg: SearchConfig) -> Task:
+    """``task`` whose model factory gets ``width_multiplier=`` when the settings give one."""
+    if cfg.width_multiplier is None:
+        return task
+    return replace(task, model_fn=functools.partial(task.model_fn, width_multiplier=cfg.width_multiplier))
 
 
 def _copy_model_file(task: Task, out: Optional[Path]) -> None:

@@ -62,6 +62,8 @@ class SearchConfig:
     search_threshold: float = _setting(1e-3, "Search parameters below this count as zero (the paper's t).")
     device: str = _setting("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...")
     seed: int = _setting(0, "Random seed.")
+    width_multiplier: Optional[float] = _setting(None, "Passed to model(width_multiplier=...) when the model "
+                                                 "file's model() takes it (archc tune searches it).")
     target: Optional[str] = _setting(None, "Steer λ to a size: params=0.5 or flops=0.5 (a fraction of the "
                                      "starting model), or params=120k (a count; k/M/G).")
     out: Optional[str] = _setting(None, "Output folder.", cli=False)
@@ -100,6 +102,7 @@ _RANGES = {
     "alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"), "shrink_every": (lambda v: v >= -1, ">= -1"),
     "threshold": (lambda v: v >= 0, ">= 0"), "patterns": (lambda v: v >= 0, ">= 0"),
     "search_threshold": (lambda v: v >= 0, ">= 0"),
+    "width_multiplier": (lambda v: v is None or v > 0, "> 0 (or unset)"),
 }
 
 

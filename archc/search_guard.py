@@ -37,6 +37,10 @@ class SearchError(UserFileError):
     """User code or data failed inside the search loop, or the training diverged."""
 
 
+class DivergedError(SearchError):
+    """The loss or the parameters became NaN or inf (the last good checkpoint is kept)."""
+
+
 @contextlib.contextmanager
 def user_code(what: str, where: str, fix: str) -> Iterator[None]:
     """Turn any exception raised by the user's ``what`` into a SearchError naming ``where``."""
@@ -125,7 +129,7 @@ def check_finite_loss(loss: float, inputs: tuple, where: str, kept: str) -> None
     bad_inputs = any(x.is_floating_point() and not bool(torch.isfinite(x).all()) for x in _tensors(inputs))
     cause = ("this batch's inputs hold NaN or inf" if bad_inputs else
              "the training diverged (learning rate or penalty too large?)")
-    raise SearchError(f"the training loss became {loss} ({where}): {cause}. {kept}\n"
+    raise DivergedError(f"the training loss became {loss} ({where}): {cause}. {kept}\n"
                       "  fix: " + ("clean the data in data()" if bad_inputs else "lower --lr or --lam and start again"))
 
 
@@ -133,7 +137,7 @@ def check_finite_parameters(model: torch.nn.Module, where: str, kept: str) -> No
     """Parameters that went NaN or inf are not checkpointed."""
     bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
-        raise SearchError(f"parameters {', '.join(bad[:3])} became NaN or inf ({where}). {kept}\n"
+        raise DivergedError(f"parameters {', '.join(bad[:3])} became NaN or inf ({where}). {kept}\n"
                           "  fix: lower --lr or --lam and start again")
 
 

@@ -18,8 +18,10 @@ Every problem raises :class:`UserFileError` naming the file, the function and th
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import inspect
 import itertools
 import sys
 import traceback
@@ -35,7 +37,8 @@ from archc.model_io import accuracy, cross_entropy
 
 _counter = itertools.count()
 _HINTS = {
-    "model": "define `def model() -> torch.nn.Module` returning your network",
+    "model": "define `def model() -> torch.nn.Module` returning your network (`def model(width_multiplier=1.0)` "
+             "to let archc scale its widths)",
     "example_input": "define `def example_input()` returning a tensor or a tuple of tensors "
                      "(one batch of model inputs)",
     "data": "define `def data()` returning (train, val): two datasets or data loaders of (inputs, target)",
@@ -59,12 +62,28 @@ class UserSpec:
     optimizer_fn: Optional[Callable[[Any], Any]] = None  # called with the model's parameters
     module: Optional[ModuleType] = None
 
-    def model(self) -> torch.nn.Module:
-        """Call the user's ``model()`` and check it returned an ``nn.Module``."""
-        net = _call(self.path, "model", self.model_fn)
+    def model(self, width_multiplier: Optional[float] = None) -> torch.nn.Module:
+        """Call the user's ``model()`` (with ``width_multiplier=`` when given: the file's
+        ``model`` must then accept it) and check it returned an ``nn.Module``."""
+        if width_multiplier is not None and not self.accepts_width():
+            raise _error(self.path, "model", "a width multiplier was asked for, but `model()` takes no "
+                         "`width_multiplier` argument")
+        kwargs = {} if width_multiplier is None else {"width_multiplier": width_multiplier}
+        net = _call(self.path, "model", self.model_fn, **kwargs)
         if not isinstance(net, torch.nn.Module):
             raise _error(self.path, "model", f"`model()` returned {_kind(net)}, not a torch.nn.Module")
         return net
+
+    def accepts_width(self) -> bool:
+        """Whether ``model()`` takes a ``width_multiplier`` keyword (``archc tune`` then searches it)."""
+        try:
+            return "width_multiplier" in inspect.signature(self.model_fn).parameters
+        except (TypeError, ValueError):
+            return False
+
+    def model_factory(self, settings: dict) -> Callable[[], torch.nn.Module]:
+        """``model()`` as a search's settings ask for it (their ``width_multiplier``, if any)."""
+        return functools.partial(self.model, settings.get("width_multiplier"))
 
     def data(self) -> Any:
         """Call the user's ``data()``; an error if the file does not define it."""
@@ -145,10 +164,10 @@ def _import(path: Path) -> ModuleType:
     return module
 
 
-def _call(path: Path, name: str, fn: Callable, *args: Any) -> Any:
+def _call(path: Path, name: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
     """Call a user function, turning any exception into a UserFileError."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except UserFileError:
         raise
     except (Exception, SystemExit) as err:  # noqa: BLE001 - whatever user code raises

@@ -105,7 +105,7 @@ def main() -> None:
     app()
 
 
-from . import pipeline  # noqa: E402,F401  (registers search and compact)
+from . import pipeline, tune  # noqa: E402,F401  (register search, compact and tune)
 
 if __name__ == "__main__":
     main()

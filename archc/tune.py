@@ -1,0 +1,176 @@
+"""``archc tune``: an optuna study over the search's settings, the metric against the size.
+
+Each trial is one search (``archc search``) and its compaction (``archc compact``) in
+``DIR/trials/NNNN``; it returns the compact model's metric and its parameters (or FLOPs). The
+search space is λ (log-uniform), the learning rate (log-uniform) and, when the model file's
+``model()`` takes ``width_multiplier``, the starting width. TPE by default, random search as
+in the papers (ShrinkNets §3.2, Tessera & Rosman) on request. A single objective
+(``--objective metric``) lets optuna's median pruner stop hopeless trials after an epoch;
+optuna does not prune multi-objective studies.
+
+The study lives in ``--storage``: by default a journal file in DIR (rerunning the command
+resumes it), or a database URL that workers on many machines share
+(``postgresql://user@host/db``). ``--workers K`` runs K processes on this machine.
+
+Example:
+    >>> study = tune(TuneConfig(model_file="examples/digits.py", out="runs/tune", trials=6))
+    >>> [t.values for t in study.best_trials]
+"""
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import ConfigError
+from .out_dirs import ensure_writable_dir
+
+OBJECTIVES = ("metric", "metric,params", "metric,flops")
+SAMPLERS = ("tpe", "random")
+
+
+@dataclass
+class TuneConfig:
+    """Settings of a study (the search's own settings are drawn per trial or fixed here)."""
+
+    model_file: str
+    out: str
+    trials: int = 12               # complete (or pruned) trials the study should hold in all
+    epochs: int = 3                # of each trial's search
+    objective: str = "metric,params"
+    sampler: str = "tpe"
+    storage: Optional[str] = None  # None: a journal file in out
+    study_name: str = "archc"
+    workers: int = 1
+    lam_range: tuple = (1e-5, 1e-1)
+    lr_range: tuple = (1e-4, 1e-2)
+    width_range: tuple = (0.5, 2.0)
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}\n"
+                              "  fix: pass --objective metric,params (or metric,flops, or metric)")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}\n  fix: pass --sampler tpe")
+        for name in ("trials", "epochs", "workers", "batch_size"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
+                raise ConfigError(f"{name} must be a positive whole number, got {getattr(self, name)!r}\n"
+                                  f"  fix: pass --{name.replace('_', '-')} 1 or more")
+
+    @property
+    def size_kind(self) -> Optional[str]:
+        return self.objective.split(",")[1] if "," in self.objective else None
+
+
+def storage_url(cfg: TuneConfig) -> Any:
+    """The study's storage: ``cfg.storage`` (a database URL), or a journal file in ``cfg.out``."""
+    import optuna
+
+    if cfg.storage:
+        return _with_driver(cfg.storage)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(Path(cfg.out) / "study.journal")))
+
+
+def _with_driver(url: str) -> str:
+    """A plain ``postgresql://`` URL names the driver that is installed (SQLAlchemy 2.1 assumes
+    psycopg 3; ``pip install archc[test]`` brings psycopg2)."""
+    if not url.startswith("postgresql://"):
+        return url
+    for module, dialect in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{dialect}://" + url[len("postgresql://"):]
+    raise ConfigError("a PostgreSQL storage needs a driver: neither psycopg nor psycopg2 is installed\n"
+                      "  fix: pip install psycopg2-binary")
+
+
+def open_study(cfg: TuneConfig, worker: int = 0):
+    """Create the study, or load it when the storage holds one of that name (resume). The
+    sampler's seed moves on with the trials already held and the worker's number, so neither a
+    resumed study nor a second worker draws the first trial's settings again."""
+    import optuna
+
+    directions = ["maximize"] + (["minimize"] if cfg.size_kind else [])
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if not cfg.size_kind else optuna.pruners.NopPruner()
+    try:
+        study = _create_or_load(lambda: optuna.create_study(
+            storage=storage_url(cfg), study_name=cfg.study_name, directions=directions, pruner=pruner,
+            load_if_exists=True))
+    except ConfigError:
+        raise
+    except ValueError as exc:  # e.g. the stored study has other directions
+        raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} does not fit these settings "
+                          f"({exc})\n  fix: keep --objective as it was, or pass another --study-name") from None
+    seed = cfg.seed + 1000 * worker + len(study.get_trials(deepcopy=False))
+    study.sampler = (optuna.samplers.RandomSampler(seed=seed) if cfg.sampler == "random"
+                     else optuna.samplers.TPESampler(seed=seed))
+    return study
+
+
+def _create_or_load(create, attempts: int = 6):
+    """``create()``, again after a pause when another worker is creating the same database
+    tables at that moment (the loser of that race gets an integrity error from SQLAlchemy)."""
+    for attempt in range(attempts):
+        try:
+            return create()
+        except ImportError as exc:
+            raise ConfigError(f"no database driver for the --storage URL is installed ({exc})\n"
+                              "  fix: install the driver (pip install psycopg2-binary for PostgreSQL)") from None
+        except Exception as exc:  # noqa: BLE001 - only SQLAlchemy's errors are retried
+            if not type(exc).__module__.startswith("sqlalchemy"):
+                raise
+            if attempt == attempts - 1:
+                raise ConfigError(f"cannot open the study's storage ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200]})\n  fix: check the --storage URL "
+                                  "(postgresql://user@host/db) and that its server is running") from None
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def tune(cfg: TuneConfig, *, progress: bool = False):
+    """Run the study until it holds ``cfg.trials`` finished trials; returns it."""
+    import optuna
+
+    from .tune_trial import run_trial
+
+    ensure_writable_dir(Path(cfg.out), "--out")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(cfg)
+    extra = [multiprocessing.get_context("spawn").Process(target=_worker, args=(asdict(cfg), worker))
+             for worker in range(1, cfg.workers)]
+    for proc in extra:
+        proc.start()
+    try:
+        _optimize(study, cfg, run_trial, progress)
+    finally:
+        for proc in extra:
+            proc.join()
+    return study
+
+
+def _optimize(study, cfg: TuneConfig, run_trial, progress: bool) -> None:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    if len(study.get_trials(deepcopy=False, states=states)) >= cfg.trials:
+        return
+    stop = optuna.study.MaxTrialsCallback(cfg.trials, states=states)
+    study.optimize(lambda trial: run_trial(trial, cfg), callbacks=[stop], show_progress_bar=False,
+                   catch=())
+
+
+def _worker(cfg_dict: dict, worker: int) -> None:
+    """One extra worker process on this machine: the same study, through the same storage."""
+    from .tune_trial import run_trial
+
+    cfg = TuneConfig(**cfg_dict)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _optimize(open_study(cfg, worker), cfg, run_trial, False)

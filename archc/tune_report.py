@@ -1,0 +1,68 @@
+"""What ``archc tune`` writes: every trial as a table, the Pareto front as a table and a plot.
+
+``DIR/trials.md`` and ``DIR/trials.json`` list every trial (settings, metric, size, state,
+folder); ``DIR/pareto.md`` the trials no other trial beats on both the metric and the size;
+``DIR/pareto.png`` plots the metric against the size, the front joined, the dense baseline
+marked.
+
+Example:
+    >>> write_tune_report(study, cfg, baseline)      # after archc.tune.tune(cfg)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .checkpoint import atomic_write_bytes
+from .plots import plot_pareto
+
+
+def trial_rows(study, size_kind: str) -> list[dict]:
+    """One row per trial: its number, state, settings, metric, size and folder."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({"trial": t.number, "state": t.state.name, **t.params,
+                     "metric": t.user_attrs.get("metric"), "size": t.user_attrs.get(size_kind),
+                     "folder": t.user_attrs.get("folder"), "note": t.user_attrs.get("diverged", "")})
+    return rows
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """Complete rows that no other complete row beats on both metric (higher) and size (lower)."""
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["metric"] is not None]
+    front = [r for r in done if not any(o["metric"] >= r["metric"] and o["size"] <= r["size"]
+                                        and (o["metric"], -o["size"]) != (r["metric"], -r["size"]) for o in done)]
+    return sorted(front, key=lambda r: r["size"])
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_tune_report(study, cfg, baseline: dict) -> dict:
+    """Write trials.json/.md, pareto.md and pareto.png into ``cfg.out``; return the summary."""
+    size_kind = cfg.size_kind or "params"
+    rows = trial_rows(study, size_kind)
+    front = pareto_front(rows)
+    out = Path(cfg.out)
+    columns = ["trial", "state", *sorted({k for r in rows for k in ("lam", "lr", "width_multiplier") if k in r}),
+               "metric", "size", "folder", "note"]
+    summary = {"objective": cfg.objective, "size": size_kind, "baseline": baseline, "trials": rows,
+               "pareto": [r["trial"] for r in front]}
+    atomic_write_bytes(out / "trials.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    header = (f"# archc tune: {cfg.model_file}\n\nObjective: {cfg.objective} ({cfg.sampler} sampler); each trial "
+              f"searched {cfg.epochs} epochs and was compacted. Size: {size_kind}.\n\n"
+              f"Dense baseline (no penalty, lr {baseline['lr']:.3g}): metric {baseline['metric']:.4f}, "
+              f"{baseline[size_kind]:,} {size_kind}.\n\n")
+    atomic_write_bytes(out / "trials.md", lambda f: f.write((header + _table(rows, columns) + "\n").encode()))
+    pareto = header + "## Pareto front\n\n" + _table(front, columns) + "\n\n![pareto](pareto.png)\n"
+    atomic_write_bytes(out / "pareto.md", lambda f: f.write(pareto.encode()))
+    plot_pareto(rows, front, baseline, size_kind, out / "pareto.png")
+    return summary

@@ -1,0 +1,88 @@
+"""One trial of ``archc tune``: draw settings, search, compact, score; and the dense baseline.
+
+Example:
+    >>> metric, params = run_trial(trial, cfg)      # called by optuna
+    >>> baseline = dense_baseline(cfg)             # trained once per study folder
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .checkpoint import atomic_write_bytes
+from .outputs import compact_checkpoint
+from .search import Task, run_search
+from .search_config import SearchConfig
+from .search_guard import DivergedError
+from .userfile import load_user_file
+
+
+def _task(model_file: str) -> Task:
+    spec = load_user_file(model_file)
+    train, val = spec.data()
+    return Task(model_fn=spec.model, train=train, val=val, example_inputs=spec.example_inputs(),
+                loss_fn=spec.loss_fn, metric_fn=spec.metric_fn, optimizer_fn=spec.optimizer_fn,
+                model_file=model_file, model_sha256=spec.sha256)
+
+
+def suggest_settings(trial, cfg, accepts_width: bool) -> dict:
+    """The search settings this trial tries: λ and lr log-uniform, the width when the model takes one."""
+    settings = {"lam": trial.suggest_float("lam", *cfg.lam_range, log=True),
+                "lr": trial.suggest_float("lr", *cfg.lr_range, log=True)}
+    if accepts_width:
+        settings["width_multiplier"] = trial.suggest_float("width_multiplier", *cfg.width_range)
+    return settings
+
+
+def run_trial(trial, cfg):
+    """Search and compact with the trial's settings in ``out/trials/NNNN``; return the objectives."""
+    import optuna
+
+    task = _task(cfg.model_file)
+    settings = suggest_settings(trial, cfg, load_user_file(cfg.model_file).accepts_width())
+    folder = Path(cfg.out) / "trials" / f"{trial.number:04d}"
+    trial.set_user_attr("folder", str(folder))
+    trial.set_user_attr("worker_pid", os.getpid())
+    search = SearchConfig(**settings, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                          out=str(folder), overwrite=True)
+
+    def report_epoch(record: dict) -> None:
+        if cfg.size_kind is None:  # optuna prunes single-objective studies only
+            trial.report(record["val_metric"], record["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"metric {record['val_metric']:.4f} after epoch {record['epoch']}")
+
+    try:
+        run_search(task, search, progress=False, on_epoch=report_epoch)
+    except DivergedError as exc:  # a setting that diverges is a bad region, not a broken study
+        trial.set_user_attr("diverged", str(exc).splitlines()[0])
+        raise optuna.TrialPruned(str(exc).splitlines()[0]) from None
+    report = compact_checkpoint(folder / "checkpoint.pt", folder / "compact", overwrite=True)
+    trial.set_user_attr("params", report["params_after"])
+    trial.set_user_attr("flops", report["flops_after"])
+    trial.set_user_attr("metric", report["metric"])
+    if cfg.size_kind is None:
+        return report["metric"]
+    return report["metric"], report[f"{cfg.size_kind}_after"]
+
+
+def dense_baseline(cfg) -> dict:
+    """The model trained the same way without the penalty (``out/dense``), measured once and kept."""
+    path = Path(cfg.out) / "dense" / "baseline.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    task = _task(cfg.model_file)
+    search = SearchConfig(lam=0.0, regularizer="none", lr=(cfg.lr_range[0] * cfg.lr_range[1]) ** 0.5,
+                          epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, out=str(path.parent),
+                          overwrite=True, shrink_every=-1)
+    result = run_search(task, search, progress=False)
+    model = task.model_fn()
+    from . import flops
+    from .capture import trace
+    from .model_io import call_inputs
+
+    baseline = {"metric": result.history[-1]["val_metric"], "params": sum(p.numel() for p in model.parameters()),
+                "flops": flops.count(trace(model, *call_inputs(task.example_inputs))), "lr": search.lr}
+    atomic_write_bytes(path, lambda f: f.write(json.dumps(baseline, indent=2).encode()))
+    return baseline

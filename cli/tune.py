@@ -1,0 +1,50 @@
+"""``archc tune``: an optuna study over λ, the learning rate and the width (see archc/tune.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from archc.tune import TuneConfig, tune
+from archc.tune_report import write_tune_report
+from archc.tune_trial import dense_baseline
+
+from .main import MODEL_PY, command, out
+
+
+@command("tune")
+def tune_cmd(
+    model_py: Path = MODEL_PY,
+    trials: int = typer.Option(12, help="Finished trials the study should hold (a rerun adds the missing ones)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Study folder (default: runs/tune-<model file name>)."),
+    storage: Optional[str] = typer.Option(None, help="Database URL shared by workers on many machines, e.g. "
+                                          "postgresql://user@host/db (default: a journal file in --out)."),
+    workers: int = typer.Option(1, help="Worker processes on this machine."),
+    objective: str = typer.Option("metric,params", help="metric,params | metric,flops (a Pareto front) or "
+                                  "metric (one objective: hopeless trials are pruned)."),
+    sampler: str = typer.Option("tpe", help="tpe (Bayesian) or random (as in the papers)."),
+    epochs: int = typer.Option(3, help="Epochs of each trial's search."),
+    batch_size: int = typer.Option(128, help="Batch size of each search."),
+    study_name: str = typer.Option("archc", help="Name of the study in the storage."),
+    seed: int = typer.Option(0, help="Seed of the sampler and of each search."),
+) -> None:
+    """Search λ, the learning rate and the width with optuna: the metric against the size."""
+    out_dir = out_dir or Path("runs") / f"tune-{model_py.stem}"
+    cfg = TuneConfig(model_file=str(model_py), out=str(out_dir), trials=trials, epochs=epochs, objective=objective,
+                     sampler=sampler, storage=storage, study_name=study_name, workers=workers,
+                     batch_size=batch_size, seed=seed)
+    study = tune(cfg)
+    summary = write_tune_report(study, cfg, dense_baseline(cfg))
+    table = Table(title=f"Pareto front ({summary['size']}), dense: {summary['baseline']['metric']:.4f} at "
+                        f"{summary['baseline'][summary['size']]:,}")
+    for column in ("trial", "lam", "lr", "metric", summary["size"], "folder"):
+        table.add_column(column)
+    by_number = {r["trial"]: r for r in summary["trials"]}
+    for row in (by_number[n] for n in summary["pareto"]):  # smallest first
+        table.add_row(str(row["trial"]), f"{row['lam']:.3g}", f"{row['lr']:.3g}", f"{row['metric']:.4f}",
+                      f"{row['size']:,}", str(row["folder"]))
+    out.print(table)
+    out.print(f"wrote {out_dir}: pareto.png, pareto.md, trials.md, trials.json; "
+              f"{len(summary['trials'])} trials in the study")

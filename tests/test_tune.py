@@ -1,0 +1,96 @@
+"""`archc tune`: an optuna study of searches, its Pareto front, resuming it, and workers sharing
+one study through a real PostgreSQL server the test starts."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archc.cli.main import app
+from archc.tune import TuneConfig, open_study
+from archc.tune_report import pareto_front
+from postgres import postgres_server, server_binaries
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "examples" / "digits.py"
+WIDE = '''
+import sys
+sys.path.insert(0, {tests!r})
+from tiny_task import data, example_input
+import torch
+from torch import nn
+
+
+def model(width_multiplier=1.0):
+    torch.manual_seed(1)
+    width = max(2, round(32 * width_multiplier))
+    return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 3))
+'''
+
+
+def _wide_model_file(tmp_path: Path) -> Path:
+    path = tmp_path / "wide.py"
+    path.write_text(WIDE.format(tests=str(ROOT / "tests")))
+    return path
+
+
+def test_pareto_front_keeps_only_trials_nothing_beats():
+    rows = [{"trial": i, "state": "COMPLETE", "metric": m, "size": s}
+            for i, (m, s) in enumerate([(0.9, 100), (0.8, 50), (0.85, 120), (0.7, 40), (0.8, 60)])]
+    assert [r["trial"] for r in pareto_front(rows)] == [3, 1, 0]
+
+
+def test_tune_digits_writes_the_front_and_a_second_call_resumes(tmp_path):
+    out = tmp_path / "study"
+    args = ["tune", str(DIGITS), "--trials", "6", "--epochs", "1", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert {"pareto.png", "pareto.md", "trials.md", "trials.json"} <= {p.name for p in out.iterdir()}
+    summary = json.loads((out / "trials.json").read_text())
+    assert len(summary["trials"]) == 6 and all(r["state"] == "COMPLETE" for r in summary["trials"])
+    assert summary["pareto"] and summary["baseline"]["params"] > max(r["size"] for r in summary["trials"])
+    assert all((Path(r["folder"]) / "compact" / "model.py").exists() for r in summary["trials"])
+    assert "dense baseline" in (out / "pareto.md").read_text().lower()
+    res = CliRunner().invoke(app, [*args[:3], "7", *args[4:]])
+    assert res.exit_code == 0, res.output
+    again = json.loads((out / "trials.json").read_text())
+    assert [r["lam"] for r in again["trials"][:6]] == [r["lam"] for r in summary["trials"]]  # kept, not redone
+    assert len(again["trials"]) == 7 and again["trials"][6]["lam"] not in [r["lam"] for r in summary["trials"]]
+
+
+def test_tune_searches_the_width_when_the_model_takes_one(tmp_path):
+    res = CliRunner().invoke(app, ["tune", str(_wide_model_file(tmp_path)), "--trials", "2", "--epochs", "1",
+                                   "--batch-size", "32", "--objective", "metric", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "s" / "trials.json").read_text())["trials"]
+    assert all(0.5 <= r["width_multiplier"] <= 2.0 for r in rows)
+
+
+def test_bad_tune_settings_are_refused(tmp_path):
+    res = CliRunner().invoke(app, ["tune", str(DIGITS), "--objective", "accuracy", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "objective must be one of" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.skipif(server_binaries() is None, reason="PostgreSQL's server programs are not installed")
+def test_two_workers_share_one_study_in_postgresql(tmp_path):
+    model_py = _wide_model_file(tmp_path)
+    with postgres_server() as url:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = [subprocess.Popen([sys.executable, "-m", "archc", "tune", str(model_py), "--trials", "4", "--epochs",
+                                   "1", "--batch-size", "32", "--storage", url, "--study-name", "shared",
+                                   "--out", str(tmp_path / f"machine{i}")],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in range(2)]
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        study = open_study(TuneConfig(model_file=str(model_py), out=str(tmp_path), storage=url, study_name="shared"))
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    assert len(done) >= 4
+    assert len({t.user_attrs["worker_pid"] for t in done}) == 2  # both processes ran trials of one study
+    folders = {Path(t.user_attrs["folder"]).parent.parent.name for t in done}
+    assert folders == {"machine0", "machine1"}
