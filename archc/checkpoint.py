@@ -31,6 +31,7 @@ from .errors import ConfigError, UserFileError
 
 FORMAT = "archc-checkpoint/1"
 REQUIRED = ("format", "epoch", "settings", "model_state", "kept", "model_file", "model_sha256")
+CORE_SETTINGS = ("lam", "epochs", "batch_size", "lr", "regularizer", "seed")
 RESUME_REQUIRED = ("step", "optimizer_state", "rng", "loader_rng", "history", "labels", "initial_widths")
 
 
@@ -45,11 +46,12 @@ def interrupts_deferred() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if caught:
         raise KeyboardInterrupt
 
@@ -120,6 +122,8 @@ def _why_not_a_torch_archive(path: Path) -> Optional[str]:
 def load_checkpoint(path: Union[str, os.PathLike], *, for_resume: bool = False) -> dict[str, Any]:
     """Read an archc checkpoint safely, or raise :class:`CheckpointError` saying what is wrong."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder\n  fix: pass the checkpoint in it: {path / 'checkpoint.pt'}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint.\n  fix: pass the checkpoint.pt written by `archc search --out DIR`")
     why = _why_not_a_torch_archive(path)
@@ -162,6 +166,9 @@ def _check_fields(path: Path, state: dict) -> None:
 
     if not isinstance(state["settings"], dict):
         raise bad("settings", f"is {type(state['settings']).__name__}, not a dict")
+    missing = [k for k in CORE_SETTINGS if k not in state["settings"]]
+    if missing:  # every archc checkpoint has these; later settings default when an older one lacks them
+        raise bad("settings", f"lacks {', '.join(missing)}")
     try:  # settings a checkpoint leaves out take their defaults
         state["settings"] = asdict(config_from(state["settings"], "settings"))
     except ConfigError as exc:

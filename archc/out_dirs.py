@@ -24,6 +24,7 @@ from typing import Iterator
 from .errors import OutputError
 
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".archc.lock"
 SEARCH_FILES = (CHECKPOINT, "log.jsonl")
 COMPACT_FILES = frozenset({"model.py", "weights.safetensors", "model.onnx", "report.json", "report.md",
                            "widths.png", "width_history.png"})
@@ -72,20 +73,47 @@ def remove_stale_temp_files(out: Path, names=SEARCH_FILES) -> list[Path]:
     return stale
 
 
-def prepare_search_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Check ``out`` for a search: writable; a checkpoint there iff resuming (or ``overwrite``)."""
+def prepare_search_out(out: Path, *, resume: bool, overwrite: bool, model_copy: str = "") -> None:
+    """Check ``out`` for a search: writable; a checkpoint there iff resuming; anything else
+    there only with ``overwrite``. Nothing is deleted: the first checkpoint of a new search
+    replaces the old files, so a new search that fails early leaves the old one intact."""
     ensure_writable_dir(out, "--out")
-    remove_stale_temp_files(out)
+    remove_stale_temp_files(out, SEARCH_FILES + ((model_copy,) if model_copy else ()))
     checkpoint = out / CHECKPOINT
-    if resume and not checkpoint.exists():
-        raise OutputError(f"--resume: there is no {CHECKPOINT} in {out} to resume\n"
-                          "  fix: drop --resume to start a new search, or pass the --out of the search to resume")
-    if not resume and checkpoint.exists():
-        if not overwrite:
-            raise OutputError(f"{out} already holds a search checkpoint\n"
-                              "  fix: pass --resume to continue it, --overwrite to start over, or another --out")
-        for name in SEARCH_FILES:
-            (out / name).unlink(missing_ok=True)
+    if resume:
+        if not checkpoint.exists():
+            raise OutputError(f"--resume: there is no {CHECKPOINT} in {out} to resume\n"
+                              "  fix: drop --resume to start a new search, or pass the --out of the search to resume")
+        return
+    if overwrite:
+        return
+    if checkpoint.exists():
+        raise OutputError(f"{out} already holds a search checkpoint\n"
+                          "  fix: pass --resume to continue it, --overwrite to start over, or another --out")
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+    if others:
+        shown = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
+        raise OutputError(f"--out {out} holds files that are not an archc search ({shown}); a search writes "
+                          f"{', '.join(SEARCH_FILES)} and a copy of the model file there\n"
+                          "  fix: pass a new or empty folder with --out, or --overwrite to write there anyway")
+
+
+@contextlib.contextmanager
+def search_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.archc.lock`` while a search writes there: a second search into the same
+    folder at the same time is refused instead of interleaving their checkpoints."""
+    import fcntl
+
+    with open(out / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputError(f"another archc search is writing to {out} right now\n"
+                              "  fix: wait for it to finish, or pass another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def holds_only_compact_output(out: Path) -> bool:
@@ -102,9 +130,16 @@ def holds_only_compact_output(out: Path) -> bool:
 
 
 def check_compact_out(out: Path, overwrite: bool) -> None:
-    """Refuse an output folder holding anything but a previous compact output (unless ``overwrite``)."""
+    """Refuse an output folder holding anything but a previous compact output (unless ``overwrite``),
+    and a search's own folder (its model file copy would be replaced) in any case."""
     if out.is_symlink() and not out.exists() or out.exists() and not out.is_dir():
         ensure_writable_dir(out, "--out")  # raises, naming the problem
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputError(f"--out {out}: {blocking} is a file, not a folder\n  fix: pass an output folder path")
+    if (out / CHECKPOINT).exists():
+        raise OutputError(f"--out {out} is a search's folder (it holds {CHECKPOINT} and the model file it needs)\n"
+                          f"  fix: compact into a folder of its own, e.g. -o {out / 'compact'}")
     if overwrite or not out.exists() or holds_only_compact_output(out):
         return
     names = sorted(p.name for p in out.iterdir())
@@ -119,14 +154,16 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     """A fresh folder beside ``out``, moved into place once the block succeeds; on failure
     ``out`` is unchanged and the staging folder is removed."""
     check_compact_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:12]}"
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for stale in out.parent.glob(f".{out.name}.staging-*"):  # left by a compact that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         stage.mkdir()
         yield stage
         _move_into_place(stage, out)
     except OSError as exc:
-        raise write_error(Path(exc.filename or stage), exc) from None
+        raise write_error(out, exc) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

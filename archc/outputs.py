@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -21,7 +22,7 @@ from torch import nn
 from . import flops as _flops
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
 from .compact import FINAL, _thresholded, compaction
-from .errors import UserFileError
+from .errors import ConfigError, UserFileError
 from .export import export_onnx
 from .out_dirs import check_compact_out, staged_output
 from .rebuild import gated_from_checkpoint, search_options
@@ -94,6 +95,9 @@ def compact_checkpoint(
     ``overwrite``. Example: ``compact_checkpoint("run/checkpoint.pt", "run/compact")``.
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    if not (math.isfinite(threshold) and threshold >= 0) or finetune < 0:
+        raise ConfigError(f"--threshold must be a finite number >= 0 and --finetune a count >= 0, got "
+                          f"{threshold!r} and {finetune!r}\n  fix: pass e.g. --threshold 0.01 --finetune 2")
     check_compact_out(out_dir, overwrite)  # before any work
     state = load_checkpoint(checkpoint)
     spec, changed = _spec_for(checkpoint, state, model_file)

@@ -11,6 +11,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -28,7 +29,7 @@ from . import sparsity
 from .checkpoint import atomic_write_bytes, interrupts_deferred, load_checkpoint, save_checkpoint
 from .errors import ConfigError, UserFileError
 from .model_io import accuracy, cross_entropy, run_model
-from .out_dirs import CHECKPOINT, prepare_search_out
+from .out_dirs import CHECKPOINT, ensure_writable_dir, prepare_search_out, search_lock
 from .search_config import SearchConfig, resolve_device, resumed_config
 from .search_display import SearchDisplay
 from .search_guard import (SearchError, check_finite_parameters, check_reiterable, user_batches, user_code)
@@ -75,7 +76,15 @@ def run_search(task: Task, cfg: SearchConfig, *, console=None, progress: bool = 
     to ``cfg.out``. ``given``: the settings the caller chose (default: all of ``cfg``); a resumed
     search refuses any that differ from its checkpoint's. ``on_epoch(record)`` is called after
     each epoch's checkpoint (``archc tune`` prunes trials there)."""
-    run = _start(task, cfg, asdict(cfg) if given is None else given)
+    resolve_device(cfg.device)  # every setting is checked before the folder is made
+    if cfg.out:
+        ensure_writable_dir(Path(cfg.out), "--out")
+    with search_lock(Path(cfg.out)) if cfg.out else contextlib.nullcontext():
+        return _run(task, cfg, console, progress, asdict(cfg) if given is None else given, on_epoch)
+
+
+def _run(task: Task, cfg: SearchConfig, console, progress: bool, given: dict, on_epoch) -> SearchResult:
+    run = _start(task, cfg, given)
     cfg = run.cfg
     train, val = loader(task.train, cfg.batch_size, True, run.gen), loader(task.val, cfg.batch_size, False, run.gen)
     with SearchDisplay(console, progress) as display:
@@ -93,22 +102,25 @@ def run_search(task: Task, cfg: SearchConfig, *, console=None, progress: bool = 
 def _start(task: Task, cfg: SearchConfig, given: dict) -> SearchRun:
     """Check the output folder and the data, then build a fresh run or load the one to resume."""
     out = Path(cfg.out) if cfg.out else None
-    resolve_device(cfg.device)
     if cfg.resume and out is None:
         raise ConfigError("resume needs the output folder of the search to resume\n  fix: pass --out DIR")
     if out is not None:
-        prepare_search_out(out, resume=cfg.resume, overwrite=cfg.overwrite)
+        prepare_search_out(out, resume=cfg.resume, overwrite=cfg.overwrite,
+                           model_copy=Path(task.model_file).name if task.model_file else "")
     check_reiterable(task.train, "training set")
     check_reiterable(task.val, "validation set")
     if not cfg.resume:
-        run = SearchRun.fresh(_scaled(task, cfg), cfg)
-        _copy_model_file(task, out)
-        return run
+        return SearchRun.fresh(_scaled(task, cfg), cfg)
     state = load_checkpoint(out / CHECKPOINT, for_resume=True)
     if task.model_sha256 and state["model_sha256"] != task.model_sha256:
         raise UserFileError(f"{task.model_file} changed since the checkpoint in {out} was "
                             "written.\n  fix: restore the file, or start a new search with --overwrite")
-    cfg = resumed_config(state["settings"], given)
+    # where this run writes comes from this call, never from the checkpoint (a copied folder)
+    here = {"out": cfg.out, "resume": True, "overwrite": cfg.overwrite}
+    cfg = resumed_config(state["settings"], {**given, **here})
+    if cfg.epochs <= state["epoch"]:
+        raise ConfigError(f"the search in {out} has run {state['epoch']} epochs already; --epochs {cfg.epochs} "
+                          f"leaves nothing to train\n  fix: pass --epochs above {state['epoch']} to continue it")
     return SearchRun.resumed(_scaled(task, cfg), state, cfg)
 
 
@@ -124,9 +136,10 @@ def _copy_model_file(task: Task, out: Optional[Path]) -> None:
     if out is None or not task.model_file:
         return
     source, target = Path(task.model_file), out / Path(task.model_file).name
-    if target.exists() and target.resolve() == source.resolve():
+    content = source.read_bytes()
+    if target.exists() and (target.resolve() == source.resolve() or target.read_bytes() == content):
         return
-    atomic_write_bytes(target, lambda f: f.write(source.read_bytes()))
+    atomic_write_bytes(target, lambda f: f.write(content))
     shutil.copymode(source, target)
 
 
@@ -184,7 +197,11 @@ def evaluate(model: torch.nn.Module, data, metric_fn: Callable, device=torch.dev
         with user_code("the model's forward", where, "make data()'s validation batches look like its training ones"):
             output = run_model(model, inputs)
         with user_code(name, where, "make metric(output, target) return a number"):
-            value = float(metric_fn(output, target))
+            value = metric_fn(output, target)
+        if not isinstance(value, (int, float, torch.Tensor)) or isinstance(value, torch.Tensor) and value.numel() != 1:
+            raise SearchError(f"{name} returned {type(value).__name__}, not a number ({where})\n"
+                              "  fix: return a float (or a one-element tensor) from metric(output, target)")
+        value = float(value)
         n = len(target)
         total += value * n
         count += n
@@ -211,6 +228,7 @@ def _save(run: SearchRun) -> None:
     }
     lines = "".join(json.dumps(r) + "\n" for r in run.history)
     with interrupts_deferred():
+        _copy_model_file(run.task, run.out)  # with the first checkpoint: a failed start leaves no copy
         save_checkpoint(run.out / CHECKPOINT, state)
         atomic_write_bytes(run.out / "log.jsonl", lambda f: f.write(lines.encode()))
 

@@ -122,15 +122,18 @@ def check_class_targets(loss_fn: Callable, output: Any, target: Any, where: str)
         raise SearchError(f"targets range over [{low}, {high}], but {read} has {classes} classes ({where})\n{fix}")
 
 
-def check_finite_loss(loss: float, inputs: tuple, where: str, kept: str) -> None:
+def check_finite_loss(loss: float, inputs: tuple, where: str, kept: str, first_step: bool = False) -> None:
     """A NaN or inf loss stops the search, naming the likely cause; the last checkpoint stays."""
     if math.isfinite(loss):
         return
     bad_inputs = any(x.is_floating_point() and not bool(torch.isfinite(x).all()) for x in _tensors(inputs))
-    cause = ("this batch's inputs hold NaN or inf" if bad_inputs else
-             "the training diverged (learning rate or penalty too large?)")
-    raise DivergedError(f"the training loss became {loss} ({where}): {cause}. {kept}\n"
-                      "  fix: " + ("clean the data in data()" if bad_inputs else "lower --lr or --lam and start again"))
+    if bad_inputs:
+        cause, fix = "this batch's inputs hold NaN or inf", "clean the data in data()"
+    elif first_step:
+        cause, fix = "before any training, so the loss itself", "check loss(output, target) and the targets"
+    else:
+        cause, fix = "the training diverged (learning rate or penalty too large?)", "lower --lr or --lam and start again"
+    raise DivergedError(f"the training loss became {loss} ({where}): {cause}. {kept}\n  fix: {fix}")
 
 
 def check_finite_parameters(model: torch.nn.Module, where: str, kept: str) -> None:

@@ -150,7 +150,7 @@ class SearchRun:
             output = run_model(self.model, inputs)
         loss = self._loss(output, target, where)
         value = float(loss.detach())
-        check_finite_loss(value, inputs, where, self.kept_message())
+        check_finite_loss(value, inputs, where, self.kept_message(), first_step=self.step == 0)
         total = loss + self.penalty()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

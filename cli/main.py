@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -49,6 +50,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = signal.signal(signal.SIGTERM, _terminated)  # `kill` stops a search as Ctrl-C does
         try:
             return fn(*args, **kwargs)
         except ArchcError as exc:
@@ -60,8 +62,14 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]")
             raise typer.Exit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:

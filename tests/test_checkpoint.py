@@ -9,7 +9,8 @@ from archc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def _valid_state():
-    return {"epoch": 1, "settings": {"lam": 0.1}, "model_state": {"w": torch.ones(2)},
+    settings = {"lam": 0.1, "epochs": 2, "batch_size": 8, "lr": 1e-3, "regularizer": "l1", "seed": 0}
+    return {"epoch": 1, "settings": settings, "model_state": {"w": torch.ones(2)},
             "kept": {"filter0": torch.arange(3)}, "model_file": "m.py", "model_sha256": "ab" * 32}
 
 
@@ -121,8 +122,14 @@ def test_malformed_archc_checkpoints_name_the_bad_field(tmp_path, case):
     assert not (tmp_path / "c").exists()
 
 
-def test_empty_settings_take_their_defaults(tmp_path):
+def test_settings_newer_than_the_checkpoint_take_their_defaults_and_empty_ones_are_refused(tmp_path):
     state = _searched_state(tmp_path)
+    path = tmp_path / "run" / "checkpoint.pt"
+    for newer in ("target", "width_multiplier", "overwrite"):  # an older archc wrote none of these
+        del state["settings"][newer]
+    save_checkpoint(path, {k: v for k, v in state.items() if k != "format"})
+    assert load_checkpoint(path)["settings"]["target"] is None
     state["settings"] = {}
-    path = save_checkpoint(tmp_path / "run" / "checkpoint.pt", {k: v for k, v in state.items() if k != "format"})
-    assert load_checkpoint(path)["settings"]["batch_size"] == 128
+    save_checkpoint(path, {k: v for k, v in state.items() if k != "format"})
+    with pytest.raises(CheckpointError, match="field 'settings' lacks lam, epochs, batch_size"):
+        load_checkpoint(path)

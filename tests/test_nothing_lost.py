@@ -59,7 +59,7 @@ def test_a_full_disk_is_named_and_leaves_no_temp_file(searched, monkeypatch):
     monkeypatch.setattr(checkpoint_mod.os, "fsync", full)
     before = (run / "checkpoint.pt").read_bytes()
     refused(search(path, "--epochs", "2", "--resume"), "the disk is full", str(run / "checkpoint.pt"))
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "log.jsonl", "m.py"]
+    assert sorted(p.name for p in run.iterdir()) == [".archc.lock", "checkpoint.pt", "log.jsonl", "m.py"]
     assert (run / "checkpoint.pt").read_bytes() == before
 
 
@@ -68,7 +68,7 @@ def test_temp_files_of_a_killed_write_are_removed_on_the_next_run(searched):
     (run / ".checkpoint.pt.k1ll3d").write_bytes(b"x" * 1000)
     (run / ".log.jsonl.abc").write_text("partial")
     assert search(path, "--epochs", "2", "--resume").exit_code == 0
-    assert not list(run.glob(".*"))
+    assert [p.name for p in run.glob(".*")] == [".archc.lock"]  # no temp file
 
 
 def test_ctrl_c_during_a_checkpoint_write_exits_130_with_the_checkpoint_intact(searched, monkeypatch):
@@ -84,7 +84,7 @@ def test_ctrl_c_during_a_checkpoint_write_exits_130_with_the_checkpoint_intact(s
     res = search(path, "--epochs", "2", "--resume")
     assert res.exit_code == 130 and "Traceback" not in res.output
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == before + 1  # the write completed first
-    assert not list(run.glob(".*"))
+    assert [p.name for p in run.glob(".*")] == [".archc.lock"]  # no temp file
 
 
 def test_interrupts_are_held_until_the_block_ends():
@@ -163,7 +163,7 @@ def test_compact_on_a_full_disk_says_so_and_writes_nothing(searched, monkeypatch
 
     monkeypatch.setattr(checkpoint_mod.os, "fsync", full)
     refused(compact(run / "checkpoint.pt", "-o", run / "c"), "the disk is full")
-    assert not (run / "c").exists() and not [p for p in run.iterdir() if p.name.startswith(".")]
+    assert not (run / "c").exists() and not [p for p in run.iterdir() if ".staging" in p.name]
 
 
 def test_compact_with_another_model_file_of_other_widths_is_refused(searched, tmp_path):
@@ -221,3 +221,81 @@ def test_compact_keeps_exporter_dumps_off_the_terminal(tmp_path, capfd):
     assert res.exit_code == 0, res.output
     captured = capfd.readouterr()
     assert "Torch IR graph" not in captured.out + captured.err + res.output
+
+
+# -- found by red-teaming the CLI --------------------------------------------------------------------
+
+def test_resuming_a_copied_folder_writes_to_the_copy(searched, tmp_path):
+    import shutil
+
+    path, run = searched
+    original = (run / "checkpoint.pt").read_bytes()
+    shutil.copytree(run, tmp_path / "copy")
+    assert search(path, "--epochs", "2", "--resume", out=tmp_path / "copy").exit_code == 0
+    assert (run / "checkpoint.pt").read_bytes() == original
+    assert load_checkpoint(tmp_path / "copy" / "checkpoint.pt")["epoch"] == 2
+
+
+def test_overwrite_keeps_the_old_search_until_the_new_one_checkpoints(searched):
+    path, run = searched
+    before = (run / "checkpoint.pt").read_bytes()
+    res = search(path, "--overwrite", "--optimizer", "sgd", "--lr", "1e6")  # fails in its first epoch
+    refused(res, "became nan")
+    assert (run / "checkpoint.pt").read_bytes() == before and (run / "log.jsonl").exists()
+
+
+def test_a_search_refuses_a_folder_of_the_users_files(tmp_path):
+    path = model_file(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "m.py").write_text("MY NOTES")
+    (mine / "log.jsonl").write_text("mine too")
+    refused(search(path, out=mine), "holds files that are not an archc search", "--overwrite")
+    assert (mine / "m.py").read_text() == "MY NOTES" and (mine / "log.jsonl").read_text() == "mine too"
+
+
+def test_two_searches_in_one_folder_at_once_are_refused(searched):
+    from archc.out_dirs import search_lock
+
+    path, run = searched
+    with search_lock(run):  # a search is writing there now
+        refused(search(path, "--epochs", "2", "--resume"), "another archc search is writing to")
+
+
+def test_resume_with_nothing_left_to_train_says_so(searched):
+    path, _ = searched
+    refused(search(path, "--epochs", "1", "--resume"), "has run 1 epochs already", "--epochs above 1")
+
+
+def test_compact_refuses_a_search_folder_a_file_parent_and_a_folder_as_checkpoint(searched, tmp_path):
+    _, run = searched
+    refused(compact(run / "checkpoint.pt", "-o", run, "--overwrite"), "is a search's folder")
+    (tmp_path / "afile").write_text("x")
+    refused(compact(run / "checkpoint.pt", "-o", tmp_path / "afile" / "x"), "is a file, not a folder")
+    refused(compact(run), "is a folder", "checkpoint.pt")
+
+
+def test_a_killed_compacts_staging_folder_is_removed_by_the_next(searched):
+    _, run = searched
+    stale = run / ".c.staging-0123456789ab"
+    stale.mkdir()
+    (stale / "model.py").write_text("partial")
+    assert compact(run / "checkpoint.pt", "-o", run / "c").exit_code == 0
+    assert not stale.exists()
+
+
+def test_sigterm_stops_a_search_like_ctrl_c(searched, monkeypatch):
+    path, run = searched
+    import archc.search_run as search_run
+
+    real = search_run.SearchRun.train_step
+
+    def terminated(self, batch):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, batch)
+
+    monkeypatch.setattr(search_run.SearchRun, "train_step", terminated)
+    before = (run / "checkpoint.pt").read_bytes()
+    res = search(path, "--epochs", "2", "--resume")
+    assert res.exit_code == 130 and "Traceback" not in res.output
+    assert (run / "checkpoint.pt").read_bytes() == before

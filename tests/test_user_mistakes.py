@@ -223,3 +223,45 @@ def test_a_diverging_search_stops_and_keeps_the_last_good_checkpoint(tmp_path, m
     res = search(path, "--epochs", "2", "--resume")
     refused(res, "became inf", "The checkpoint of epoch 1")
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
+
+
+# -- found by red-teaming the CLI --------------------------------------------------------------------
+
+def test_a_float64_or_misshapen_example_input_names_the_example(tmp_path, capfd):
+    path = model_file(tmp_path, """
+        def example_input():
+            return torch.randn(2, 8).double()
+        """)
+    refused(search(path), "example input 0 is torch.float64", "example_input()")
+    path = model_file(tmp_path, """
+        def example_input():
+            return torch.randn(2, 5)
+        """, name="shape.py")
+    refused(search(path), "could not capture", "shapes the model takes")
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out  # torch's fake-tensor log kept quiet
+
+
+def test_a_loss_that_is_nan_from_the_start_is_not_called_divergence(tmp_path):
+    path = model_file(tmp_path, """
+        def loss(output, target):
+            return output.sum() * float("nan")
+        """)
+    refused(search(path), "became nan", "before any training", "check loss(output, target)")
+
+
+def test_a_metric_that_returns_no_number_is_named(tmp_path):
+    refused(search(model_file(tmp_path, """
+        def metric(output, target):
+            return "high"
+        """)), "metric(output, target) returned str, not a number")
+
+
+@pytest.mark.parametrize("flags, phrase", [(["--threshold", "nan"], "--threshold must be a finite number"),
+                                           (["--threshold", "-1"], "--threshold must be a finite number"),
+                                           (["--finetune", "-1"], "--finetune a count >= 0")])
+def test_compact_checks_its_numbers_as_search_does(tmp_path, flags, phrase):
+    assert search(model_file(tmp_path)).exit_code == 0
+    res = runner.invoke(app, ["compact", str(tmp_path / "run" / "checkpoint.pt"), "-o", str(tmp_path / "c"), *flags])
+    refused(res, phrase)
+    assert not (tmp_path / "c").exists()

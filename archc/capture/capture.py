@@ -1,8 +1,10 @@
 """``trace``: torch.export, then lowering, then shapes and input specs on the GraphModule."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import logging
 import traceback
 from typing import Any, Optional
 
@@ -53,9 +55,10 @@ def trace(model: nn.Module, args: Any = (), kwargs: Optional[dict] = None, *,
     if dynamic_shapes is None:
         dynamic_shapes = default_dynamic_shapes(model, args, kwargs)
         export_args, export_kwargs = _batch_of_two(args), _batch_of_two(kwargs)
+    _check_input_dtypes(model, (args, kwargs))
     modes = {m: m.training for m in model.modules()}
     try:
-        with preserved_buffers(model):
+        with preserved_buffers(model), _torch_logs_quiet():
             model.eval()  # a deterministic graph; BatchNorm and Dropout become layers that follow train()
             exported = _export(model, export_args, export_kwargs, dynamic_shapes)
     finally:
@@ -70,6 +73,29 @@ def trace(model: nn.Module, args: Any = (), kwargs: Optional[dict] = None, *,
     assert_ranges(gm)
     check_against_model(gm, model, flat_inputs, spec)
     return gm
+
+
+def _check_input_dtypes(model: nn.Module, inputs: Any) -> None:
+    """Floating inputs of another dtype than the model's parameters would fail inside forward."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    for i, t in enumerate(t for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor)):
+        if param is not None and t.is_floating_point() and t.dtype != param.dtype:
+            raise TraceError(f"example input {i} is {t.dtype}, but {type(model).__name__}'s parameters are "
+                             f"{param.dtype}\n  fix: return inputs of {param.dtype} from example_input() "
+                             f"(and data()), e.g. x.to({param.dtype})")
+
+
+@contextlib.contextmanager
+def _torch_logs_quiet():
+    """torch.export logs a traceback of every failed fake-tensor op as an error record; the
+    failure reaches the user as one TraceError instead."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _batch_of_two(inputs: Any) -> Any:
@@ -169,7 +195,9 @@ def _trace_error(model: nn.Module, exc: Exception) -> TraceError:
             "example input.\n  fix: rewrite it with torch.where / masking, or torch.cond.")
     return TraceError(
         f"could not capture {type(model).__name__} at {where}: {type(exc).__name__}: {first}\n"
-        "  fix: make forward exportable by torch.export (non-strict); the line above is where it stopped.")
+        "  fix: check that the example inputs (example_input(), or the first batch of data()) have the shapes "
+        "the model takes; otherwise make forward exportable by torch.export (non-strict): the line above is "
+        "where it stopped.")
 
 
 def _user_frame(frames) -> Optional[str]:
