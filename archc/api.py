@@ -43,7 +43,6 @@ def search(
 def _first_inputs(train: Any, cfg) -> tuple:
     """The inputs of the training set's first batch (a one-shot iterator is refused first)."""
     check_reiterable(train, "training set")
-    gen = torch.Generator().manual_seed(cfg.seed)
     with user_code("iterating the training set", "reading an example batch", "pass example_inputs=..."):
-        first = next(iter(loader(train, cfg.batch_size, False, gen)), None)
+        first = next(iter(loader(train, cfg.batch_size, False)), None)
     return tuple(split_batch(first, torch.device("cpu"))[0])

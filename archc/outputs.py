@@ -67,8 +67,7 @@ def _train_val(spec: UserSpec, batch_size: int, seed: int) -> tuple[Any, Any]:
     data = spec.data()
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise UserFileError(f"{spec.path}: `data()` must return (train, val).\n  fix: return two datasets or loaders")
-    gen = torch.Generator().manual_seed(seed)
-    return loader(data[0], batch_size, True, gen), loader(data[1], batch_size, False, gen)
+    return loader(data[0], batch_size, True, seed), loader(data[1], batch_size, False)
 
 
 def _finetune(model: nn.Module, train: Any, spec: UserSpec, epochs: int, lr: float) -> None:

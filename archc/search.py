@@ -25,11 +25,12 @@ import torch
 import torch.fx as fx
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from . import sparsity
+from . import distributed, sparsity
 from .checkpoint import atomic_write_bytes, interrupts_deferred, load_checkpoint, save_checkpoint
 from .errors import ConfigError, UserFileError
 from .model_io import accuracy, cross_entropy, run_model
 from .out_dirs import CHECKPOINT, ensure_writable_dir, prepare_search_out, search_lock
+from .distributed import GlobalBatchSampler
 from .search_config import SearchConfig, resolve_device, resumed_config
 from .search_display import SearchDisplay
 from .search_guard import (SearchError, check_finite_parameters, check_reiterable, user_batches, user_code)
@@ -61,12 +62,19 @@ class SearchResult:
     initial_widths: dict[str, int] = field(default_factory=dict)
 
 
-def loader(data: Any, batch_size: int, shuffle: bool, gen: torch.Generator) -> Any:
-    """Batches of ``data``: a Dataset through a DataLoader, anything else as it is."""
+def loader(data: Any, batch_size: int, shuffle: bool, seed: int = 0) -> Any:
+    """Batches of ``data``: a Dataset through a DataLoader, anything else as it is. A shuffled
+    Dataset takes its order from ``seed`` and the epoch (the sampler's ``set_epoch``), and this
+    process's share of each global batch when several search together."""
     if isinstance(data, IterableDataset):  # no random order to draw: it streams
         return DataLoader(data, batch_size=batch_size)
+    if isinstance(data, Dataset) and shuffle:
+        return DataLoader(data, batch_sampler=GlobalBatchSampler(len(data), batch_size, seed))
     if isinstance(data, Dataset):
-        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=gen)
+        return DataLoader(data, batch_size=batch_size)
+    if shuffle and distributed.world_size() > 1:
+        raise ConfigError(f"a distributed search shares out the samples of a Dataset, but data() returned "
+                          f"{type(data).__name__} for training\n  fix: return torch.utils.data Datasets from data()")
     return data
 
 
@@ -76,18 +84,19 @@ def run_search(task: Task, cfg: SearchConfig, *, console=None, progress: bool = 
     to ``cfg.out``. ``given``: the settings the caller chose (default: all of ``cfg``); a resumed
     search refuses any that differ from its checkpoint's. ``on_epoch(record)`` is called after
     each epoch's checkpoint (``archc tune`` prunes trials there)."""
-    resolve_device(cfg.device)  # every setting is checked before the folder is made
-    if cfg.out:
+    distributed.process_group(resolve_device(cfg.device))  # every setting is checked before the folder is made
+    writes = cfg.out and distributed.is_main()
+    if writes:
         ensure_writable_dir(Path(cfg.out), "--out")
-    with search_lock(Path(cfg.out)) if cfg.out else contextlib.nullcontext():
+    with search_lock(Path(cfg.out)) if writes else contextlib.nullcontext():
         return _run(task, cfg, console, progress, asdict(cfg) if given is None else given, on_epoch)
 
 
 def _run(task: Task, cfg: SearchConfig, console, progress: bool, given: dict, on_epoch) -> SearchResult:
     run = _start(task, cfg, given)
     cfg = run.cfg
-    train, val = loader(task.train, cfg.batch_size, True, run.gen), loader(task.val, cfg.batch_size, False, run.gen)
-    with SearchDisplay(console, progress) as display:
+    train, val = loader(task.train, cfg.batch_size, True, cfg.seed), loader(task.val, cfg.batch_size, False)
+    with SearchDisplay(console, progress and distributed.is_main()) as display:
         for epoch in range(run.epoch, cfg.epochs):
             record = _train_epoch(run, display, train, val, epoch)
             run.history.append(record)
@@ -104,7 +113,7 @@ def _start(task: Task, cfg: SearchConfig, given: dict) -> SearchRun:
     out = Path(cfg.out) if cfg.out else None
     if cfg.resume and out is None:
         raise ConfigError("resume needs the output folder of the search to resume\n  fix: pass --out DIR")
-    if out is not None:
+    if out is not None and distributed.is_main():
         prepare_search_out(out, resume=cfg.resume, overwrite=cfg.overwrite,
                            model_copy=Path(task.model_file).name if task.model_file else "")
     check_reiterable(task.train, "training set")
@@ -146,6 +155,8 @@ def _copy_model_file(task: Task, out: Optional[Path]) -> None:
 def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int) -> dict:
     cfg = run.cfg
     display.start_epoch(epoch, cfg.epochs, _length(train), run.params(), run.widths())
+    if isinstance(getattr(train, "batch_sampler", None), GlobalBatchSampler):
+        train.batch_sampler.set_epoch(epoch)
     run.model.train()
     start, losses, removed = time.perf_counter(), [], 0
     per_epoch = _length(train) or max(run.steps_last_epoch, 1)
@@ -155,7 +166,7 @@ def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int)
         due = cfg.shrink_every > 0 and run.step % cfg.shrink_every == 0
         if due or (run.steering and run.steering.wants_shrink()):
             removed += run.shrink_now()
-        display.step(losses[-1], run.params(), run.widths())
+        display.step(losses[-1], lambda: (run.params(), run.widths()))
     if not losses:
         raise SearchError(f"the training set yielded no batch in epoch {epoch + 1}\n"
                           "  fix: make data() return a non-empty, re-iterable training set")
@@ -163,7 +174,7 @@ def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int)
     if cfg.shrink_every == 0:
         removed += run.shrink_now()
     seconds = time.perf_counter() - start
-    record = {"epoch": epoch + 1, "seconds": seconds, "train_loss": sum(losses) / len(losses),
+    record = {"epoch": epoch + 1, "seconds": seconds, "train_loss": distributed.average(sum(losses) / len(losses)),
               "val_metric": evaluate(run.model, val, run.task.metric_fn or accuracy, run.device),
               "params": run.params(), "removed": removed, "widths": run.widths(),
               "density": _mean(sparsity.density(run.model))}
@@ -213,7 +224,7 @@ def evaluate(model: torch.nn.Module, data, metric_fn: Callable, device=torch.dev
 
 
 def _save(run: SearchRun) -> None:
-    if run.out is None:
+    if run.out is None or not distributed.is_main():
         return
     state = {
         "epoch": run.epoch, "step": run.step, "settings": asdict(run.cfg),

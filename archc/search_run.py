@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 import torch.fx as fx
 
-from . import flops, gate_costs, sparsity
+from . import distributed, flops, gate_costs, sparsity
 from .checkpoint import CheckpointError
 from .das import regularizers as das_reg
 from .filters import filter_sites, filters
@@ -43,7 +43,7 @@ class SearchRun:
     def __init__(self, task, cfg: SearchConfig, model: fx.GraphModule, kept: dict, labels: dict,
                  flops_before: Optional[int]) -> None:
         self.task, self.cfg = task, cfg
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.local_device(resolve_device(cfg.device))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.history: list[dict] = []
         self.epoch, self.step = 0, 0
@@ -52,6 +52,7 @@ class SearchRun:
         self.gate_sizes = {name: len(channels) for name, channels in kept.items()}  # replaced on resume
         self.initial_widths = self.widths()
         self.model.to(self.device)
+        self.trainer = distributed.wrap(self.model)  # the model in DDP when several processes search
         self.terms = penalty_terms(cfg)
         self.optimizer = self._make_optimizer()
         self.first_batch_checked = False
@@ -147,7 +148,7 @@ class SearchRun:
             self.first_batch_checked = True
         with user_code("the model's forward", where, "make data() yield inputs the model takes, "
                        "shaped like example_input()"):
-            output = run_model(self.model, inputs)
+            output = run_model(self.trainer, inputs)
         loss = self._loss(output, target, where)
         value = float(loss.detach())
         check_finite_loss(value, inputs, where, self.kept_message(), first_step=self.step == 0)
@@ -191,6 +192,8 @@ class SearchRun:
         self.gate_weights = self._gate_weights()  # new gates: weights of the old ones would train nothing
         if self.steering:
             self.steering.after_shrink(self.model)
+        distributed.check_lockstep(self.kept)
+        self.trainer = distributed.wrap(self.model)  # new parameters: a new DDP wrapper
         return removed
 
     def widths(self) -> dict[str, int]:

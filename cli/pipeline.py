@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 
+from archc import distributed
 from archc.errors import UserFileError
 from archc.outputs import compact_checkpoint
 from archc.search import Task, run_search
@@ -58,6 +59,8 @@ def search_cmd(model_py: Path, out_dir: Optional[Path], resume: bool, overwrite:
     given = {k: v for k, v in settings.items() if v is not None}
     cfg = SearchConfig(**given, out=str(out_dir), resume=resume, overwrite=overwrite)
     result = run_search(_task(model_py), cfg, console=err, progress=progress, given=given)
+    if not distributed.is_main():
+        return  # process 0 reports for a distributed search
     last = result.history[-1] if result.history else None
     out.print(widths_table(result.initial_widths, last["widths"] if last else result.initial_widths,
                            title="Learned widths"))
