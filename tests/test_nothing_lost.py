@@ -238,10 +238,14 @@ def test_resuming_a_copied_folder_writes_to_the_copy(searched, tmp_path):
 
 def test_overwrite_keeps_the_old_search_until_the_new_one_checkpoints(searched):
     path, run = searched
-    before = (run / "checkpoint.pt").read_bytes()
-    res = search(path, "--overwrite", "--optimizer", "sgd", "--lr", "1e6")  # fails in its first epoch
-    refused(res, "became nan")
+    before, copy = (run / "checkpoint.pt").read_bytes(), (run / "m.py").read_text()
+    model_file(path.parent, """
+        def loss(output, target):
+            raise ValueError("broken")
+        """)  # the new search fails at its first step
+    refused(search(path, "--overwrite"), "loss(output, target) raised ValueError")
     assert (run / "checkpoint.pt").read_bytes() == before and (run / "log.jsonl").exists()
+    assert (run / "m.py").read_text() == copy  # the model copy the old checkpoint needs
 
 
 def test_a_search_refuses_a_folder_of_the_users_files(tmp_path):
