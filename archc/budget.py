@@ -62,7 +62,10 @@ def parse_target(text: str) -> Target:
         raise ConfigError(f"target {text!r}: {number!r} is not a number\n  fix: pass e.g. --target params=0.5") from None
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"target {text!r} must be positive\n  fix: pass e.g. --target params=0.5")
-    return Target(kind, value, relative=value <= 1 and not suffix)
+    if value == 1 and not suffix:
+        raise ConfigError(f"target {text!r} is the whole model (a fraction of 1)\n"
+                          "  fix: pass a fraction below 1 (params=0.5) or a count with a suffix (params=1k)")
+    return Target(kind, value, relative=value < 1 and not suffix)
 
 
 def model_size(model: torch.nn.Module, kind: str) -> float:
@@ -79,8 +82,11 @@ class BudgetController:
     def __init__(self, target: Target, start: float, lam: float, reach: float = 0.6,
                  tolerance: float = 0.03, rate: float = 0.05) -> None:
         self.kind, self.start, self.goal = target.kind, start, target.absolute(start)
+        if self.goal >= start:
+            raise ConfigError(f"target {target.kind}={target.value:g} is not below the model's starting "
+                              f"{target.kind} ({start:,.0f})\n  fix: pass a fraction below 1 or a smaller count")
         self.lam, self.reach, self.tolerance, self.rate = lam, reach, tolerance, rate
-        self.lam0 = lam
+        self.lam0 = lam  # the λ given: the controller stays within a factor 100 of it
         self.met = False
 
     def scheduled(self, progress: float) -> float:
@@ -115,9 +121,9 @@ def predicted_size(base: float, costs: dict, threshold: float) -> float:
 @torch.no_grad()
 def close_to(costs: dict, predicted: float, goal: float, threshold: float, tolerance: float) -> float:
     """Close open channels, smallest gate first, until the predicted size is at most ``goal``;
-    a channel that would take it below ``goal * (1 - tolerance / 2)`` is skipped. Returns the
-    new predicted size."""
-    floor = goal * (1 - tolerance / 2)
+    a channel that would take it below ``goal * (1 - tolerance)`` is skipped. Returns the new
+    predicted size."""
+    floor = goal * (1 - tolerance)
     candidates = sorted(((float(gate.theta[i]), gate, i) for gate in costs
                          for i in torch.nonzero(gate.theta.detach().cpu() > threshold).flatten().tolist()),
                         key=lambda item: item[0])
@@ -132,9 +138,11 @@ def close_to(costs: dict, predicted: float, goal: float, threshold: float, toler
 
 
 @torch.no_grad()
-def reopen_past_target(costs: dict, base: float, goal: float, threshold: float) -> int:
-    """Of the closed channels, keep closed (most negative θ first) only as many as bring ``base``
-    down to ``goal``; open the others again (θ a little above ``threshold``). Returns how many."""
+def reopen_past_target(costs: dict, base: float, goal: float, threshold: float, tolerance: float = 0.0) -> int:
+    """Of the closed channels, keep closed (most negative θ first) only as many as keep ``base``
+    at or above ``goal * (1 - tolerance)``; open the others again (θ a little above
+    ``threshold``). Returns how many."""
+    goal = goal * (1 - tolerance)
     closed = sorted(((float(gate.theta[i]), gate, i) for gate in costs
                      for i in torch.nonzero(gate.theta.detach().cpu() <= threshold).flatten().tolist()),
                     key=lambda item: item[0])
@@ -159,7 +167,9 @@ class BudgetSteering:
     def __init__(self, target: Target, model: torch.nn.Module, lam: float, threshold: float = 0.0,
                  saved: Optional[dict] = None) -> None:
         start = saved["start"] if saved else model_size(model, target.kind)
-        self.control = BudgetController(target, start, saved["lam"] if saved else lam)
+        self.control = BudgetController(target, start, saved.get("lam0", lam) if saved else lam)
+        if saved:
+            self.control.lam = saved["lam"]
         self.threshold = threshold
         self.refresh(model)
         if saved and saved["met"]:
@@ -185,14 +195,14 @@ class BudgetSteering:
         return not self.control.met and self.control.reached(self.last_predicted)
 
     def before_shrink(self, progress: float) -> None:
-        """Meet the schedule at ``progress`` with the gates: close the smallest where they are
-        behind it, open closed ones past it."""
+        """Keep up with the schedule at ``progress``: where the gates lag, close the smallest; the
+        L1 may run ahead of it, but never past the target: closed channels beyond it reopen."""
         if self.control.met:
             return
-        goal = max(self.control.scheduled(progress), self.control.goal)
-        if self.predicted() > goal * (1 + self.control.tolerance):
-            close_to(self.costs, self.predicted(), goal, self.threshold, self.control.tolerance)
-        reopen_past_target(self.costs, self.base, goal, self.threshold)
+        scheduled = max(self.control.scheduled(progress), self.control.goal)
+        if self.predicted() > scheduled * (1 + self.control.tolerance):
+            close_to(self.costs, self.predicted(), scheduled, self.threshold, self.control.tolerance)
+        reopen_past_target(self.costs, self.base, self.control.goal, self.threshold, self.control.tolerance)
 
     def after_shrink(self, model: torch.nn.Module) -> None:
         self.refresh(model)
@@ -206,5 +216,5 @@ class BudgetSteering:
             gate.theta.requires_grad_(False)
 
     def state(self) -> dict:
-        return {"start": self.control.start, "lam": self.control.lam, "met": self.control.met,
-                **self.control.report(self.base)}
+        return {"start": self.control.start, "lam": self.control.lam, "lam0": self.control.lam0,
+                "met": self.control.met, **self.control.report(self.base)}

@@ -32,7 +32,7 @@ from .errors import ConfigError, UserFileError
 FORMAT = "archc-checkpoint/1"
 REQUIRED = ("format", "epoch", "settings", "model_state", "kept", "model_file", "model_sha256")
 CORE_SETTINGS = ("lam", "epochs", "batch_size", "lr", "regularizer", "seed")
-RESUME_REQUIRED = ("step", "optimizer_state", "rng", "loader_rng", "history", "labels", "initial_widths")
+RESUME_REQUIRED = ("step", "optimizer_state", "rng", "history", "labels", "initial_widths")
 
 
 class CheckpointError(UserFileError):
@@ -113,6 +113,8 @@ def _why_not_a_torch_archive(path: Path) -> Optional[str]:
     if head.lstrip()[:1] in (b"{", b"["):
         return "it is a JSON file"
     try:
+        if b"\x00" in head:
+            raise UnicodeDecodeError("utf-8", head, 0, 1, "NUL byte")
         head.decode("utf-8")
         return "it is a text file"
     except UnicodeDecodeError:
@@ -191,6 +193,9 @@ def _check_fields(path: Path, state: dict) -> None:
     sha = state["model_sha256"]
     if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
         raise bad("model_sha256", "is not a SHA-256 hex digest")
+    budget = state.get("budget")
+    if budget is not None and not (isinstance(budget, dict) and {"start", "lam", "met"} <= set(budget)):
+        raise bad("budget", "is not the state of a size target (start, lam, met)")
     if "history" in state and not (isinstance(state["history"], list)
                                    and all(isinstance(r, dict) for r in state["history"])):
         raise bad("history", "is not a list of epoch records")

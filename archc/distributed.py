@@ -41,7 +41,8 @@ def is_main() -> bool:
 def process_group(device: torch.device) -> tuple[int, int]:
     """Join the process group torchrun set up (once); returns (rank, world size)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # gloo carries the small CPU tensors archc itself exchanges (lockstep checks, averages)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     return rank(), world_size()
 
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
+from .checkpoint import interrupts_deferred
 from .errors import OutputError
 
 CHECKPOINT = "checkpoint.pt"
@@ -66,8 +69,11 @@ def ensure_writable_dir(out: Path, flag: str) -> None:
 
 
 def remove_stale_temp_files(out: Path, names=SEARCH_FILES) -> list[Path]:
-    """Remove the temp files an interrupted atomic write of ``names`` left in ``out``."""
-    stale = [p for name in names for p in out.glob(f".{name}.*") if p.is_file()]
+    """Remove the temp files an interrupted atomic write of ``names`` left in ``out`` (named as
+    ``tempfile.mkstemp`` names them: ``.NAME.`` and 8 characters, so an editor's ``.NAME.swp``
+    stays)."""
+    stale = [p for name in names for p in out.glob(f".{name}.*")
+             if p.is_file() and re.fullmatch(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}", p.name)]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -157,11 +163,13 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     stage = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:12]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        for stale in out.parent.glob(f".{out.name}.staging-*"):  # left by a compact that was killed
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in out.parent.glob(f".{out.name}.staging-*"):  # left by a compact killed an hour ago
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
         stage.mkdir()
         yield stage
-        _move_into_place(stage, out)
+        with interrupts_deferred():  # never stopped between the renames
+            _move_into_place(stage, out)
     except OSError as exc:
         raise write_error(out, exc) from None
     finally:

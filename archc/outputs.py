@@ -27,7 +27,7 @@ from .export import export_onnx
 from .out_dirs import check_compact_out, staged_output
 from .rebuild import gated_from_checkpoint, search_options
 from .model_io import accuracy, call_inputs, positional_inputs, run_model
-from .search import evaluate, file_sha256, loader
+from .search import evaluate, file_sha256, loader, scaled_model_fn
 from .search_run import split_batch
 from .capture import trace
 from .userfile import UserSpec, load_user_file
@@ -51,8 +51,8 @@ def _spec_for(checkpoint: Path, state: dict, model_file: Optional[Union[str, Pat
     Without ``model_file``, the copy the search left beside the checkpoint: a checkpoint names
     its file (``model_file``), but only a file of that name in its own folder is imported."""
     if model_file is not None:
-        spec = load_user_file(model_file)
-        return spec, spec.sha256 != state["model_sha256"]
+        spec = load_user_file(model_file)  # archc.search runs record no file: nothing to compare
+        return spec, state["model_sha256"] != "0" * 64 and spec.sha256 != state["model_sha256"]
     beside = checkpoint.parent / Path(state["model_file"]).name
     if not beside.is_file():
         raise CheckpointError(f"{checkpoint}: the model file {beside.name} is not beside the checkpoint\n"
@@ -102,7 +102,7 @@ def compact_checkpoint(
     spec, changed = _spec_for(checkpoint, state, model_file)
     settings = state["settings"]
     inputs = spec.example_inputs()
-    model_fn = spec.model_factory(settings)
+    model_fn = scaled_model_fn(spec.model, settings.get("width_multiplier"))
     original = model_fn()
     gated = gated_from_checkpoint(state, model_fn, inputs)
     flat_inputs = positional_inputs(gated, inputs)  # keyword inputs as the graph's placeholders

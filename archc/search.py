@@ -33,8 +33,10 @@ from .out_dirs import CHECKPOINT, ensure_writable_dir, prepare_search_out, searc
 from .distributed import GlobalBatchSampler
 from .search_config import SearchConfig, resolve_device, resumed_config
 from .search_display import SearchDisplay
-from .search_guard import (SearchError, check_finite_parameters, check_reiterable, user_batches, user_code)
+from .search_guard import (SearchError, check_finite_parameters, check_reiterable, length, user_batches,
+                           user_code)
 from .search_run import SearchRun, split_batch
+from .userfile import load_user_file
 
 __all__ = ["SearchConfig", "SearchResult", "Task", "evaluate", "run_search"]
 
@@ -60,6 +62,19 @@ class SearchResult:
     history: list[dict] = field(default_factory=list)
     checkpoint: Optional[Path] = None
     initial_widths: dict[str, int] = field(default_factory=dict)
+
+
+def task_from_file(model_py: Union[str, Path]) -> Task:
+    """The search task a model file defines: ``model``, ``data() -> (train, val)``, its example,
+    loss, metric and optimizer (``archc search`` and each ``archc tune`` trial)."""
+    spec = load_user_file(model_py)
+    data = spec.data()
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise UserFileError(f"{model_py}: `data()` must return (train, val): two datasets or data loaders.\n"
+                            "  fix: `def data(): return train_set, val_set`")
+    return Task(model_fn=spec.model, train=data[0], val=data[1], example_inputs=spec.example_inputs(),
+                loss_fn=spec.loss_fn, metric_fn=spec.metric_fn, optimizer_fn=spec.optimizer_fn,
+                model_file=str(model_py), model_sha256=spec.sha256)
 
 
 def loader(data: Any, batch_size: int, shuffle: bool, seed: int = 0) -> Any:
@@ -113,6 +128,9 @@ def _start(task: Task, cfg: SearchConfig, given: dict) -> SearchRun:
     out = Path(cfg.out) if cfg.out else None
     if cfg.resume and out is None:
         raise ConfigError("resume needs the output folder of the search to resume\n  fix: pass --out DIR")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume continues the search in --out and --overwrite starts it over\n"
+                          "  fix: pass one of them")
     if out is not None and distributed.is_main():
         prepare_search_out(out, resume=cfg.resume, overwrite=cfg.overwrite,
                            model_copy=Path(task.model_file).name if task.model_file else "")
@@ -133,11 +151,15 @@ def _start(task: Task, cfg: SearchConfig, given: dict) -> SearchRun:
     return SearchRun.resumed(_scaled(task, cfg), state, cfg)
 
 
+def scaled_model_fn(model_fn: Callable, width_multiplier: Optional[float]) -> Callable:
+    """``model_fn`` called with ``width_multiplier=`` when the settings give one."""
+    if width_multiplier is None:
+        return model_fn
+    return functools.partial(model_fn, width_multiplier=width_multiplier)
+
+
 def _scaled(task: Task, cfg: SearchConfig) -> Task:
-    """``task`` whose model factory gets ``width_multiplier=`` when the settings give one."""
-    if cfg.width_multiplier is None:
-        return task
-    return replace(task, model_fn=functools.partial(task.model_fn, width_multiplier=cfg.width_multiplier))
+    return replace(task, model_fn=scaled_model_fn(task.model_fn, cfg.width_multiplier))
 
 
 def _copy_model_file(task: Task, out: Optional[Path]) -> None:
@@ -154,14 +176,14 @@ def _copy_model_file(task: Task, out: Optional[Path]) -> None:
 
 def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int) -> dict:
     cfg = run.cfg
-    display.start_epoch(epoch, cfg.epochs, _length(train), run.params(), run.widths())
+    display.start_epoch(epoch, cfg.epochs, length(train), run.params(), run.widths())
     if isinstance(getattr(train, "batch_sampler", None), GlobalBatchSampler):
         train.batch_sampler.set_epoch(epoch)
     run.model.train()
     start, losses, removed = time.perf_counter(), [], 0
-    per_epoch = _length(train) or max(run.steps_last_epoch, 1)
+    per_epoch = length(train) or run.steps_last_epoch  # a stream's first epoch: unknown (0)
     for i, batch in enumerate(user_batches(train, "training set", run.where)):
-        run.progress = (epoch + i / per_epoch) / cfg.epochs
+        run.progress = (epoch + (min(i / per_epoch, 1.0) if per_epoch else 0.0)) / cfg.epochs
         losses.append(run.train_step(batch))
         due = cfg.shrink_every > 0 and run.step % cfg.shrink_every == 0
         if due or (run.steering and run.steering.wants_shrink()):
@@ -182,13 +204,6 @@ def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int)
         record["budget"] = run.steering.state()
     display.end_epoch(record)
     return record
-
-
-def _length(data: Any) -> Optional[int]:
-    try:
-        return len(data)
-    except TypeError:  # streamed: the progress bar shows no total
-        return None
 
 
 def _mean(values: dict) -> float:
@@ -232,7 +247,7 @@ def _save(run: SearchRun) -> None:
         "initial_widths": run.initial_widths, "flops_before": run.flops_before, "gate_sizes": run.gate_sizes,
         "budget": run.steering.state() if run.steering else None,
         "optimizer_state": run.optimizer.state_dict(), "rng": torch.get_rng_state(),
-        "loader_rng": run.gen.get_state(), "history": run.history,
+        "history": run.history, "steps_last_epoch": run.steps_last_epoch,
         "model_file": Path(run.task.model_file).name if run.task.model_file else "model.py",
         "model_sha256": run.task.model_sha256 or "0" * 64,
         "example_shapes": example_shapes(run.task.example_inputs),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -76,15 +76,16 @@ def check_reiterable(data: Any, name: str) -> None:
         raise SearchError(f"the {name} is a one-shot iterator ({type(data).__name__}): it would be empty "
                           "from the second epoch on\n  fix: return a Dataset, a DataLoader or a list of "
                           "batches from data()")
-    size = _len(data)
+    size = length(data)
     if size == 0:
         raise SearchError(f"the {name} is empty\n  fix: make data() return a non-empty {name}")
 
 
-def _len(data: Any):
+def length(data: Any) -> Optional[int]:
+    """``len(data)``, or None for a stream (an IterableDataset, or a loader over one)."""
     try:
         return len(data)
-    except TypeError:  # an IterableDataset or a loader over one: length unknown
+    except TypeError:
         return None
 
 

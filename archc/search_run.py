@@ -41,10 +41,9 @@ class SearchRun:
     """One search's model, optimizer and counters. Build it with :meth:`fresh` or :meth:`resumed`."""
 
     def __init__(self, task, cfg: SearchConfig, model: fx.GraphModule, kept: dict, labels: dict,
-                 flops_before: Optional[int]) -> None:
+                 flops_before: Optional[int], budget_state: Optional[dict] = None) -> None:
         self.task, self.cfg = task, cfg
         self.device = distributed.local_device(resolve_device(cfg.device))
-        self.gen = torch.Generator().manual_seed(cfg.seed)
         self.history: list[dict] = []
         self.epoch, self.step = 0, 0
         self.out = Path(cfg.out) if cfg.out else None
@@ -52,14 +51,15 @@ class SearchRun:
         self.gate_sizes = {name: len(channels) for name, channels in kept.items()}  # replaced on resume
         self.initial_widths = self.widths()
         self.model.to(self.device)
-        self.trainer = distributed.wrap(self.model)  # the model in DDP when several processes search
         self.terms = penalty_terms(cfg)
         self.optimizer = self._make_optimizer()
         self.first_batch_checked = False
         self.progress = 0.0  # share of the training done; the loop sets it before each step
         self.steps_last_epoch = 0
-        self.steering = (BudgetSteering(parse_target(cfg.target), model, cfg.lam, cfg.threshold)
+        self.steering = (BudgetSteering(parse_target(cfg.target), model, cfg.lam, cfg.threshold, budget_state)
                          if cfg.target else None)
+        # DDP last: the optimizer and a met target freeze gates, and DDP must know which train
+        self.trainer = distributed.wrap(self.model)
 
     @classmethod
     def fresh(cls, task, cfg: SearchConfig) -> "SearchRun":
@@ -76,21 +76,18 @@ class SearchRun:
         """The search of ``state`` (a checkpoint), continued exactly where it stopped."""
         torch.manual_seed(cfg.seed)
         model = gated_from_checkpoint(state, task.model_fn, task.example_inputs)
-        run = cls(task, cfg, model, state["kept"], state["labels"], state.get("flops_before"))
+        run = cls(task, cfg, model, state["kept"], state["labels"], state.get("flops_before"), state.get("budget"))
         run.initial_widths = state["initial_widths"]
         run.gate_sizes = state.get("gate_sizes")
         try:
             run.optimizer.load_state_dict(state["optimizer_state"])
             torch.set_rng_state(state["rng"])
-            run.gen.set_state(state["loader_rng"])
         except (ValueError, RuntimeError, KeyError, TypeError) as exc:
             raise CheckpointError(f"malformed checkpoint: its optimizer or random state does not fit this search "
                                   f"({str(exc).splitlines()[0]})\n  fix: resume from an intact checkpoint, or "
                                   "start over with --overwrite") from None
         run.epoch, run.step, run.history = state["epoch"], state["step"], list(state["history"])
-        if cfg.target:
-            run.steering = BudgetSteering(parse_target(cfg.target), run.model, cfg.lam, cfg.threshold,
-                                          saved=state.get("budget"))
+        run.steps_last_epoch = state.get("steps_last_epoch", 0)
         return run
 
     def where(self) -> str:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import ConfigError
+from .errors import ArchcError, ConfigError
 from .out_dirs import ensure_writable_dir
 
 OBJECTIVES = ("metric", "metric,params", "metric,flops")
@@ -110,6 +110,8 @@ def open_study(cfg: TuneConfig, worker: int = 0):
         raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} does not fit these settings "
                           f"({exc})\n  fix: keep --objective as it was, or pass another --study-name") from None
     seed = cfg.seed + 1000 * worker + len(study.get_trials(deepcopy=False))
+    if cfg.storage:  # workers on other machines start alike: each process draws its own points
+        seed += 7919 * os.getpid()
     study.sampler = (optuna.samplers.RandomSampler(seed=seed) if cfg.sampler == "random"
                      else optuna.samplers.TPESampler(seed=seed))
     return study
@@ -153,6 +155,10 @@ def tune(cfg: TuneConfig, *, progress: bool = False):
     finally:
         for proc in extra:
             proc.join()
+    failed = [proc.exitcode for proc in extra if proc.exitcode != 0]
+    if failed:
+        raise ArchcError(f"{len(failed)} of the {cfg.workers} worker processes failed (exit codes {failed}); "
+                         "their trials are marked failed in the study\n  fix: run with --workers 1 to see the error")
     return study
 
 

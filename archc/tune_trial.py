@@ -12,18 +12,10 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
 from .outputs import compact_checkpoint
-from .search import Task, run_search
+from .search import run_search, task_from_file
 from .search_config import SearchConfig
 from .search_guard import DivergedError
 from .userfile import load_user_file
-
-
-def _task(model_file: str) -> Task:
-    spec = load_user_file(model_file)
-    train, val = spec.data()
-    return Task(model_fn=spec.model, train=train, val=val, example_inputs=spec.example_inputs(),
-                loss_fn=spec.loss_fn, metric_fn=spec.metric_fn, optimizer_fn=spec.optimizer_fn,
-                model_file=model_file, model_sha256=spec.sha256)
 
 
 def suggest_settings(trial, cfg, accepts_width: bool) -> dict:
@@ -39,7 +31,7 @@ def run_trial(trial, cfg):
     """Search and compact with the trial's settings in ``out/trials/NNNN``; return the objectives."""
     import optuna
 
-    task = _task(cfg.model_file)
+    task = task_from_file(cfg.model_file)
     settings = suggest_settings(trial, cfg, load_user_file(cfg.model_file).accepts_width())
     folder = Path(cfg.out) / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("folder", str(folder))
@@ -72,7 +64,7 @@ def dense_baseline(cfg) -> dict:
     path = Path(cfg.out) / "dense" / "baseline.json"
     if path.exists():
         return json.loads(path.read_text())
-    task = _task(cfg.model_file)
+    task = task_from_file(cfg.model_file)
     search = SearchConfig(lam=0.0, regularizer="none", lr=(cfg.lr_range[0] * cfg.lr_range[1]) ** 0.5,
                           epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, out=str(path.parent),
                           overwrite=True, shrink_every=-1)

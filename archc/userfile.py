@@ -18,7 +18,6 @@ Every problem raises :class:`UserFileError` naming the file, the function and th
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import inspect
@@ -80,10 +79,6 @@ class UserSpec:
             return "width_multiplier" in inspect.signature(self.model_fn).parameters
         except (TypeError, ValueError):
             return False
-
-    def model_factory(self, settings: dict) -> Callable[[], torch.nn.Module]:
-        """``model()`` as a search's settings ask for it (their ``width_multiplier``, if any)."""
-        return functools.partial(self.model, settings.get("width_multiplier"))
 
     def data(self) -> Any:
         """Call the user's ``data()``; an error if the file does not define it."""

@@ -61,8 +61,6 @@ def _block(step, steps: int) -> list[float]:
 
 def measure(name: str, rounds: int, steps: int) -> dict:
     model, x, y = MODELS[name]()
-    plain = nn.Module()
-    plain.net = model
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     task = Task(model_fn=lambda: MODELS[name]()[0], train=None, val=None, example_inputs=(x,))
     run = SearchRun.fresh(task, archc.SearchConfig(lam=1e-4, lr=1e-4, device="cpu"))

@@ -16,23 +16,12 @@ import typer
 from archc import distributed
 from archc.errors import UserFileError
 from archc.outputs import compact_checkpoint
-from archc.search import Task, run_search
+from archc.search import run_search, task_from_file
 from archc.search_config import SearchConfig, cli_fields, default_of
 from archc.userfile import load_user_file
 
 from .main import MODEL_PY, command, err, out
 from .render import compact_summary, widths_table
-
-
-def _task(model_py: Path) -> Task:
-    spec = load_user_file(model_py)
-    data = spec.data()
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise UserFileError(f"{model_py}: `data()` must return (train, val): two datasets or data loaders.\n"
-                            "  fix: `def data(): return train_set, val_set`")
-    return Task(model_fn=spec.model, train=data[0], val=data[1], example_inputs=spec.example_inputs(),
-                loss_fn=spec.loss_fn, metric_fn=spec.metric_fn, optimizer_fn=spec.optimizer_fn,
-                model_file=str(model_py), model_sha256=spec.sha256)
 
 
 def _setting_parameters() -> list[inspect.Parameter]:
@@ -58,7 +47,7 @@ def search_cmd(model_py: Path, out_dir: Optional[Path], resume: bool, overwrite:
     out_dir = out_dir or Path("runs") / model_py.stem
     given = {k: v for k, v in settings.items() if v is not None}
     cfg = SearchConfig(**given, out=str(out_dir), resume=resume, overwrite=overwrite)
-    result = run_search(_task(model_py), cfg, console=err, progress=progress, given=given)
+    result = run_search(task_from_file(model_py), cfg, console=err, progress=progress, given=given)
     if not distributed.is_main():
         return  # process 0 reports for a distributed search
     last = result.history[-1] if result.history else None

@@ -66,3 +66,9 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path):
     assert _log(tmp_path / "two")[-1]["widths"] == one[-1]["widths"]
     state = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
     assert state["epoch"] == 3 and all(isinstance(v, torch.Tensor) for v in state["kept"].values())
+
+
+def test_a_distributed_search_with_frozen_gates_trains(tmp_path):
+    """Group lasso freezes the gates (the weights' prox decides): DDP must be built knowing that."""
+    res = _search(tmp_path / "gl", 2, "--epochs", "1", "--regularizer", "group_lasso")
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -65,10 +65,11 @@ def test_a_full_disk_is_named_and_leaves_no_temp_file(searched, monkeypatch):
 
 def test_temp_files_of_a_killed_write_are_removed_on_the_next_run(searched):
     path, run = searched
-    (run / ".checkpoint.pt.k1ll3d").write_bytes(b"x" * 1000)
-    (run / ".log.jsonl.abc").write_text("partial")
+    (run / ".checkpoint.pt.k1ll3d_x").write_bytes(b"x" * 1000)  # named as tempfile.mkstemp names
+    (run / ".log.jsonl.abc12345").write_text("partial")
+    (run / ".m.py.swp").write_text("an editor's file")
     assert search(path, "--epochs", "2", "--resume").exit_code == 0
-    assert [p.name for p in run.glob(".*")] == [".archc.lock"]  # no temp file
+    assert sorted(p.name for p in run.glob(".*")) == [".archc.lock", ".m.py.swp"]  # the temp files went
 
 
 def test_ctrl_c_during_a_checkpoint_write_exits_130_with_the_checkpoint_intact(searched, monkeypatch):
@@ -281,11 +282,13 @@ def test_compact_refuses_a_search_folder_a_file_parent_and_a_folder_as_checkpoin
 
 def test_a_killed_compacts_staging_folder_is_removed_by_the_next(searched):
     _, run = searched
-    stale = run / ".c.staging-0123456789ab"
+    stale, running = run / ".c.staging-0123456789ab", run / ".c.staging-ba9876543210"
     stale.mkdir()
     (stale / "model.py").write_text("partial")
+    os.utime(stale, (0, os.path.getmtime(stale) - 7200))  # killed two hours ago
+    running.mkdir()  # another compact into the same folder, at work now
     assert compact(run / "checkpoint.pt", "-o", run / "c").exit_code == 0
-    assert not stale.exists()
+    assert not stale.exists() and running.exists()
 
 
 def test_sigterm_stops_a_search_like_ctrl_c(searched, monkeypatch):
@@ -303,3 +306,8 @@ def test_sigterm_stops_a_search_like_ctrl_c(searched, monkeypatch):
     res = search(path, "--epochs", "2", "--resume")
     assert res.exit_code == 130 and "Traceback" not in res.output
     assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_and_overwrite_together_are_refused(searched):
+    path, _ = searched
+    refused(search(path, "--epochs", "2", "--resume", "--overwrite"), "pass one of them")
