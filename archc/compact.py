@@ -24,8 +24,9 @@ import torch.fx as fx
 from .compact_context import CompactionContext  # noqa: F401  (re-exported: rules' ``cc``)
 from .compact_passes import (Compaction, analyse_channels, bake_search_params, find_dead_channels,
                              fold_gates, plain_norms, retie_parameters, freeze_stale_sizes, lower_grouped_convs, plan_channel_order,
-                             shrink_gates, shrink_ops, slice_grouped_convs, tidy)
+                             remove_closed_blocks, shrink_gates, shrink_ops, slice_grouped_convs, tidy)
 from .das.regularizers import search_parameters, threshold_search_params
+from .block_gates import block_gates
 from .filters import filters
 from .meta import record_shapes
 from .verify import assert_equivalent
@@ -34,6 +35,7 @@ Pass = Callable[[Compaction], Compaction]
 
 FINAL: tuple[Pass, ...] = (
     bake_search_params,   # kernel masks, input selections, connectivity -> weights
+    remove_closed_blocks, # closed residual branches go, open block gates become constants
     analyse_channels,     # which channels go together
     find_dead_channels,   # closed gates, unselected inputs
     plan_channel_order,   # grouped convs want each pattern's channels side by side
@@ -103,11 +105,12 @@ def shrink_live(gm: fx.GraphModule, threshold: float = 0.0, *, trials: int = 1) 
 def _thresholded(gm: fx.GraphModule, threshold: float, search_threshold: float) -> Iterator[None]:
     """``gm`` with gates at or below ``threshold`` and search parameters below
     ``search_threshold`` set to zero, restored on exit (cheaper than a deep copy)."""
-    params = [gate.theta for gate in filters(gm)] + search_parameters(gm)
+    gates = [*filters(gm), *block_gates(gm)]
+    params = [gate.theta for gate in gates] + search_parameters(gm)
     saved = [p.detach().clone() for p in params]
     try:
         with torch.no_grad():
-            for gate in filters(gm):
+            for gate in gates:
                 gate.theta[torch.relu(gate.theta) <= threshold] = 0.0
         threshold_search_params(gm, search_threshold)
         yield

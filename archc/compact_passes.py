@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -20,6 +21,7 @@ import torch
 import torch.fx as fx
 
 from .analysis import Analysis
+from .block_gates import block_gate_sites
 from .compact_context import CompactionContext
 from .das import lower as das_lower
 from .das import permute as das_permute
@@ -45,11 +47,34 @@ class Compaction:
     context: Optional[CompactionContext] = None          # shrink_ops: the surviving channels
     search_report: dict = field(default_factory=dict)    # lower_grouped_convs: what each layer became
     tied: list = field(default_factory=list)              # analyse_channels: (layer or get_attr target, attribute) holding one parameter
+    removed_blocks: list = field(default_factory=list)    # remove_closed_blocks: the closed block gates
 
     @property
     def param_slices(self) -> dict[str, list]:
         """Parameter name -> the indices it kept along each dim (to slice optimizer state alike)."""
         return self.context.param_slices if self.context is not None else {}
+
+
+def remove_closed_blocks(c: Compaction) -> Compaction:
+    """A residual branch whose block gate is closed goes, with every layer only it used (its add
+    becomes the skip input); an open block gate becomes a constant factor."""
+    graph = c.gm.graph
+    for node, gate in list(block_gate_sites(c.gm)):
+        value = float(torch.relu(gate.theta.detach()))
+        if value > 0:
+            with graph.inserting_after(node):
+                scaled = graph.call_function(operator.mul, (node.args[0], value))
+            scaled.meta = dict(node.meta)
+            node.replace_all_uses_with(scaled)
+        else:
+            for add in list(node.users):
+                add.replace_all_uses_with(next(a for a in add.args if a is not node))
+                graph.erase_node(add)
+            c.removed_blocks.append(str(node.target))
+        graph.erase_node(node)
+    graph.eliminate_dead_code()
+    c.gm.recompile()
+    return c
 
 
 def bake_search_params(c: Compaction) -> Compaction:

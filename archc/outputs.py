@@ -127,6 +127,7 @@ def compact_checkpoint(
                          result.search_report)
         if state.get("budget"):
             report["target"] = _target_report(state["budget"], report)
+        report["blocks_removed"] = result.removed_blocks
         report.update({"threshold": threshold, "finetune_epochs": finetune, "checkpoint": str(checkpoint),
                        "model_file": str(spec.path), "model_file_differs_from_search": changed,
                        "search": {k: settings[k] for k in _search_keys(settings) if k in settings}})
@@ -165,7 +166,7 @@ def _search_keys(settings: dict) -> list[str]:
     searched = {"kernel": ["kernel_lam", "kernel_weighting"], "select": ["select_lam", "sparsemax"],
                 "patterns": ["patterns", "patterns_init", "group_lam", "exclusive_lam"]}
     extra = [k for option, keys in searched.items() if options[option] for k in keys]
-    basics = ["lam", "epochs", "regularizer", "gate_weighting", "lr", "batch_size", "seed", "target"]
+    basics = ["lam", "epochs", "regularizer", "gate_weighting", "lr", "batch_size", "seed", "target", "depth_lam"]
     return basics + extra + (["search_threshold"] if extra else [])
 
 
@@ -189,6 +190,7 @@ def report_markdown(report: dict) -> str:
         f"- validation metric of the compact model: {report['metric']:.4f}"
         + (f" (after {report['finetune_epochs']} fine-tuning epochs)" if report["finetune_epochs"] else ""),
         *([_target_line(report["target"])] if report.get("target") else []),
+        *([f"- residual branches removed: {len(report['blocks_removed'])}"] if report.get("blocks_removed") else []),
         f"- search: {report['search']}", "",
         "| layer | width before | width after |", "|---|---:|---:|",
     ]

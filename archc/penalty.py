@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import torch
 
 from . import gate_costs, sparsity
+from .block_gates import block_gates
 from .das import regularizers as das_reg
 from .search_config import SearchConfig
 
@@ -42,6 +43,9 @@ TERMS = (
          lambda m, c, _w, _l: c.kernel_lam * das_reg.alpha_l1(m, c.kernel_weighting)),
     # Shin et al.: L1 on the input-channel selection betas
     Term("select_l1", lambda c: c.select_lam > 0, lambda m, c, _w, _l: c.select_lam * das_reg.beta_l1(m)),
+    # depth: L1 on the block gates, one per residual branch
+    Term("depth_l1", lambda c: c.depth_lam > 0,
+         lambda m, c, _w, _l: c.depth_lam * sum(torch.relu(g.theta).sum() for g in block_gates(m))),
     # Shin et al.: group and exclusive lasso on the grouped-conv connectivity P, S
     Term("grouped", lambda c: c.patterns > 0,
          lambda m, c, _w, _l: das_reg.grouped_penalty(m, c.group_lam, c.exclusive_lam)),

@@ -26,6 +26,7 @@ import torch.fx as fx
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from . import distributed, sparsity
+from .block_gates import block_gates
 from .checkpoint import atomic_write_bytes, interrupts_deferred, load_checkpoint, save_checkpoint
 from .errors import ConfigError, UserFileError
 from .model_io import accuracy, cross_entropy, run_model
@@ -202,6 +203,8 @@ def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int)
               "density": _mean(sparsity.density(run.model))}
     if run.steering:
         record["budget"] = run.steering.state()
+    if cfg.depth_lam > 0:  # residual branches whose gate is still open
+        record["blocks_open"] = sum(int(g.theta.detach() > cfg.threshold) for g in block_gates(run.model))
     display.end_epoch(record)
     return record
 

@@ -55,6 +55,8 @@ class SearchConfig:
     select_lam: float = _setting(0.0, "> 0: also search input channels per layer (L1 on the betas).")
     sparsemax: bool = _setting(False, "Input-channel betas through sparsemax.")
     patterns: int = _setting(0, "> 0: also search grouped convolutions with this many patterns.")
+    depth_lam: float = _setting(0.0, "> 0: also search depth: one gate per residual branch, L1 on the gates; a "
+                                "closed branch is removed with its layers.")
     patterns_init: str = _setting("random", "random (dense on average) or partition (each channel starts "
                                   "mostly in one pattern: near a grouped conv).")
     group_lam: float = _setting(1e-6, "Group lasso on P columns and S rows.")
@@ -95,7 +97,7 @@ def _check_choices(cfg: SearchConfig) -> None:
 _RANGES = {
     "lam": (lambda v: v >= 0, ">= 0"), "density_lam": (lambda v: v >= 0, ">= 0"),
     "kernel_lam": (lambda v: v >= 0, ">= 0"), "select_lam": (lambda v: v >= 0, ">= 0"),
-    "group_lam": (lambda v: v >= 0, ">= 0"), "exclusive_lam": (lambda v: v >= 0, ">= 0"),
+    "group_lam": (lambda v: v >= 0, ">= 0"), "depth_lam": (lambda v: v >= 0, ">= 0"), "exclusive_lam": (lambda v: v >= 0, ">= 0"),
     "epochs": (lambda v: v > 0, "> 0"), "batch_size": (lambda v: v > 0, "> 0"),
     "lr": (lambda v: v > 0, "> 0"), "arch_lr": (lambda v: v is None or v > 0, "> 0 (or unset)"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"), "weight_decay": (lambda v: v >= 0, ">= 0"),

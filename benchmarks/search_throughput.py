@@ -72,7 +72,7 @@ def measure(name: str, rounds: int, steps: int) -> dict:
         for label, step in (order if r % 2 == 0 else order[::-1]):
             timings[label] += _block(step, steps)
     gated, dense = statistics.median(timings["gated"]), statistics.median(timings["plain"])
-    return {"model": name, "batch": tuple(x.shape), "gates": len(archc.filters(run.model)),
+    return {"model": name, "batch": tuple(x.shape), "gates": len(list(archc.filters(run.model))),
             "gated_step_s": gated, "plain_step_s": dense, "ratio": gated / dense,
             "steps_each": len(timings["gated"]), "gated_all_s": timings["gated"], "plain_all_s": timings["plain"]}
 
@@ -83,10 +83,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(RESULTS / "search_throughput"))
+    parser.add_argument("--out", default=str(RESULTS / "search_throughput.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    started = time.time()
+    started = time.perf_counter()
     rows = [measure(name, args.rounds, args.steps) for name in args.models]
     payload = {"experiment": "search_throughput", "command": command_line(), "machine": machine_info(args.threads),
                "code": git_state(), "rows": rows}

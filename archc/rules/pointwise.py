@@ -13,13 +13,14 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..block_gates import BlockGate
 from ..filters import Filter
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, declare, permutation_rule, shrink_rule
 from ._util import arg, couple_same, is_tensor, module
 
 # the ops archc.capture lowers element-wise ATen ops to, and archc's own gate
-ZERO_PRESERVING_MODULES = (nn.Dropout, nn.PReLU, Filter)
+ZERO_PRESERVING_MODULES = (nn.Dropout, nn.PReLU, Filter, BlockGate)
 ZERO_PRESERVING_FUNCTIONS = (F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.mish,
                              torch.tanh, torch.neg, torch.abs, torch.sqrt, torch.sin, torch.square)
 OTHER_FUNCTIONS = (torch.sigmoid, F.hardsigmoid, torch.exp, torch.cos, F.softplus, torch.log, torch.rsqrt,
