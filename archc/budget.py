@@ -32,8 +32,8 @@ from .das import regularizers as das_reg
 from .errors import ConfigError
 from .filters import filters
 
-KINDS = ("params", "flops")
-_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+KINDS = ("params", "flops", "latency")
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "ms": 1}
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ class Target:
 
 
 def parse_target(text: str) -> Target:
-    """``KIND=VALUE``: a fraction (``flops=0.5``) or a count with an optional k/M/G suffix."""
-    match = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.eE+-]+)\s*([kKmMgG]?)\s*", text or "")
+    """``KIND=VALUE``: a fraction (``flops=0.5``), a count with an optional k/M/G suffix
+    (``params=120k``), or milliseconds for latency (``latency=2ms``)."""
+    match = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.eE+-]+)\s*(ms|[kKmMgG]?)\s*", text or "")
     if not match or match.group(1) not in KINDS:
         raise ConfigError(f"target {text!r} is not KIND=VALUE with KIND one of {KINDS}\n"
                           "  fix: pass --target params=0.5 (half the parameters) or --target flops=120k")
@@ -62,6 +63,10 @@ def parse_target(text: str) -> Target:
         raise ConfigError(f"target {text!r}: {number!r} is not a number\n  fix: pass e.g. --target params=0.5") from None
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"target {text!r} must be positive\n  fix: pass e.g. --target params=0.5")
+    if (match.group(1) == "latency") != (suffix == "ms") and not (match.group(1) == "latency" and value < 1
+                                                                  and not suffix):
+        raise ConfigError(f"target {text!r}: latency takes a fraction of the start or milliseconds, and only "
+                          "latency takes ms\n  fix: pass e.g. --target latency=0.5 or latency=2ms")
     if value == 1 and not suffix:
         raise ConfigError(f"target {text!r} is the whole model (a fraction of 1)\n"
                           "  fix: pass a fraction below 1 (params=0.5) or a count with a suffix (params=1k)")
@@ -203,6 +208,10 @@ class BudgetSteering:
         if self.predicted() > scheduled * (1 + self.control.tolerance):
             close_to(self.costs, self.predicted(), scheduled, self.threshold, self.control.tolerance)
         reopen_past_target(self.costs, self.base, self.control.goal, self.threshold, self.control.tolerance)
+
+    def overdue(self, progress: float) -> bool:
+        """The schedule says the target is due by now, and it is not met."""
+        return not self.control.met and progress >= self.control.reach
 
     def after_shrink(self, model: torch.nn.Module) -> None:
         self.refresh(model)

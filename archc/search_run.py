@@ -18,7 +18,7 @@ from . import distributed, flops, gate_costs, sparsity
 from .checkpoint import CheckpointError
 from .das import regularizers as das_reg
 from .filters import filter_sites, filters
-from .model_io import cross_entropy, run_model, to_device
+from .model_io import cross_entropy, positional_inputs, run_model, to_device
 from .block_gates import block_gates
 from .budget import BudgetSteering, parse_target
 from .penalty import penalty, penalty_terms
@@ -57,8 +57,7 @@ class SearchRun:
         self.first_batch_checked = False
         self.progress = 0.0  # share of the training done; the loop sets it before each step
         self.steps_last_epoch = 0
-        self.steering = (BudgetSteering(parse_target(cfg.target), model, cfg.lam, cfg.threshold, budget_state)
-                         if cfg.target else None)
+        self.steering = self._steering(model, budget_state) if cfg.target else None
         # DDP last: the optimizer and a met target freeze gates, and DDP must know which train
         self.trainer = distributed.wrap(self.model)
 
@@ -90,6 +89,15 @@ class SearchRun:
         run.epoch, run.step, run.history = state["epoch"], state["step"], list(state["history"])
         run.steps_last_epoch = state.get("steps_last_epoch", 0)
         return run
+
+    def _steering(self, model: fx.GraphModule, saved: Optional[dict]) -> BudgetSteering:
+        target = parse_target(self.cfg.target)
+        if target.kind != "latency":
+            return BudgetSteering(target, model, self.cfg.lam, self.cfg.threshold, saved)
+        from .latency import LatencySteering
+
+        inputs = positional_inputs(model, to_device(self.task.example_inputs, torch.device("cpu")))
+        return LatencySteering(target, model, self.cfg.lam, self.cfg.threshold, saved, inputs=inputs)
 
     def where(self) -> str:
         return f"epoch {self.epoch + 1}, step {self.step + 1}"
@@ -175,6 +183,16 @@ class SearchRun:
         return loss.reshape(())
 
     def shrink_now(self) -> int:
+        """Remove the closed channels. Past the point where a size target is due, shrink again
+        (at most three times) while the target is missed: a measured latency moves the goal."""
+        removed = self._shrink_once()
+        for _ in range(3):
+            if not (self.steering and self.steering.overdue(self.progress)):
+                break
+            removed += self._shrink_once()
+        return removed
+
+    def _shrink_once(self) -> int:
         if self.steering and self.steering.control.met:
             return 0  # the gates are frozen at the target: nothing can have closed
         if self.groups:

@@ -58,7 +58,8 @@ def search_cmd(model_py: Path, out_dir: Optional[Path], resume: bool, overwrite:
                   f"{last['epoch']} epochs; checkpoint: {result.checkpoint}")
     if last and last.get("budget"):
         b = last["budget"]
-        out.print(f"target {b['kind']} {b['target']:,.0f}: {b['achieved']:,.0f} ({b['ratio_to_target']:.3f} of it"
+        unit = (lambda v: f"{v:.3g} ms") if b["kind"] == "latency" else (lambda v: f"{v:,.0f}")
+        out.print(f"target {b['kind']} {unit(b['target'])}: {unit(b['achieved'])} ({b['ratio_to_target']:.3f} of it"
                   f"{', met' if b['met'] else ', not met yet: more epochs, or a larger --lr, get there'})")
     out.print(f"next: [bold]archc compact {result.checkpoint} -o {out_dir / 'compact'}[/bold]")
 
