@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+T = TypeVar("T")
+
+from .errors import ArchcError, ConfigError
+from .search_guard import SearchError
 
 
 def world_size() -> int:
@@ -90,6 +93,29 @@ def average(value: float) -> float:
     total = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(total)
     return float(total) / world_size()
+
+
+def agreed(work: Callable[[], T]) -> T:
+    """``work()``, after which every process learns whether any of them failed: one whose check
+    or user code raised re-raises; the others stop too, instead of waiting for it in the next
+    collective. One process alone just runs ``work()``."""
+    if world_size() == 1:
+        return work()
+    try:
+        result = work()
+    except ArchcError:
+        _failures(1)
+        raise
+    if _failures(0):
+        raise SearchError(f"another process of this distributed search stopped it (process {rank()} stops too); "
+                          "its message is above\n  fix: see that message")
+    return result
+
+
+def _failures(mine: int) -> int:
+    flag = torch.tensor([mine], dtype=torch.int64)
+    dist.all_reduce(flag)
+    return int(flag)
 
 
 def wrap(model: torch.nn.Module) -> torch.nn.Module:

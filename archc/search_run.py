@@ -149,16 +149,8 @@ class SearchRun:
 
     def train_step(self, batch) -> float:
         where = self.where()
-        inputs, target = split_batch(batch, self.device)
-        if not self.first_batch_checked:
-            check_first_batch(inputs, self.model, where)
-            self.first_batch_checked = True
-        with user_code("the model's forward", where, "make data() yield inputs the model takes, "
-                       "shaped like example_input()"):
-            output = run_model(self.trainer, inputs)
-        loss = self._loss(output, target, where)
-        value = float(loss.detach())
-        check_finite_loss(value, inputs, where, self.kept_message(), first_step=self.step == 0)
+        inputs, target = distributed.agreed(lambda: self._checked_batch(batch, where))
+        loss, value = distributed.agreed(lambda: self._checked_loss(inputs, target, where))
         total = loss + self.penalty()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -168,6 +160,22 @@ class SearchRun:
             sparsity.proximal_step(self.groups, self.cfg.lam, alpha, self.optimizer.param_groups[0]["lr"])
         self.step += 1
         return value
+
+    def _checked_batch(self, batch, where: str) -> tuple:
+        inputs, target = split_batch(batch, self.device)
+        if not self.first_batch_checked:
+            check_first_batch(inputs, self.model, where)
+            self.first_batch_checked = True
+        return inputs, target
+
+    def _checked_loss(self, inputs: tuple, target: Any, where: str) -> tuple[torch.Tensor, float]:
+        with user_code("the model's forward", where, "make data() yield inputs the model takes, "
+                       "shaped like example_input()"):
+            output = run_model(self.trainer, inputs)
+        loss = self._loss(output, target, where)
+        value = float(loss.detach())
+        check_finite_loss(value, inputs, where, self.kept_message(), first_step=self.step == 0)
+        return loss, value
 
     def _loss(self, output: Any, target: Any, where: str) -> torch.Tensor:
         check_class_targets(self.task.loss_fn, output, target, where)

@@ -72,3 +72,29 @@ def test_a_distributed_search_with_frozen_gates_trains(tmp_path):
     """Group lasso freezes the gates (the weights' prox decides): DDP must be built knowing that."""
     res = _search(tmp_path / "gl", 2, "--epochs", "1", "--regularizer", "group_lasso")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_a_mistake_on_one_process_stops_every_process_cleanly(tmp_path):
+    """Only process 1 meets the bad loss; process 0 must not wait for it in the gradient all-reduce."""
+    model_py = tmp_path / "rank_loss.py"
+    model_py.write_text(TINY.read_text() + '''
+
+import os
+
+
+def loss(output, target):
+    if os.environ.get("RANK") == "1":
+        raise ValueError("this process's loss is broken")
+    return torch.nn.functional.cross_entropy(output, target)
+''')
+    port = _free_port()
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          str(port), "-m", "archc", "search", str(model_py), *ARGS, "--epochs", "1",
+                          "--out", str(tmp_path / "run")],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    text = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "loss(output, target) raised ValueError: this process's loss is broken" in text
+    assert "another process of this distributed search stopped it" in text
+    ours = text.split("distributed/elastic")[0]  # what follows is torchrun's own report of the exits
+    assert "Traceback" not in ours and text.count("exitcode  : 2") + text.count("exitcode: 2") >= 2
