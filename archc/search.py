@@ -30,7 +30,7 @@ from .block_gates import block_gates
 from .checkpoint import atomic_write_bytes, interrupts_deferred, load_checkpoint, save_checkpoint
 from .errors import ConfigError, UserFileError
 from .model_io import accuracy, cross_entropy, run_model
-from .out_dirs import CHECKPOINT, ensure_writable_dir, prepare_search_out, search_lock
+from .out_dirs import BEST, CHECKPOINT, ensure_writable_dir, prepare_search_out, search_lock
 from .distributed import GlobalBatchSampler
 from .search_config import SearchConfig, resolve_device, resumed_config
 from .search_display import SearchDisplay
@@ -259,7 +259,16 @@ def _save(run: SearchRun) -> None:
     with interrupts_deferred():
         _copy_model_file(run.task, run.out)  # with the first checkpoint: a failed start leaves no copy
         save_checkpoint(run.out / CHECKPOINT, state)
+        if _is_best(run.history, run.cfg.best_by):
+            save_checkpoint(run.out / BEST, state)
         atomic_write_bytes(run.out / "log.jsonl", lambda f: f.write(lines.encode()))
+
+
+def _is_best(history: list[dict], best_by: str) -> bool:
+    """The last epoch's validation metric is the best so far (ties go to the later, smaller model)."""
+    metrics = [r["val_metric"] for r in history]
+    best = max(metrics) if best_by == "max" else min(metrics)
+    return metrics[-1] == best
 
 
 def example_shapes(example: Union[tuple, dict]) -> Any:

@@ -62,6 +62,8 @@ class SearchConfig:
     group_lam: float = _setting(1e-6, "Group lasso on P columns and S rows.")
     exclusive_lam: float = _setting(3e-6, "Exclusive lasso on P rows and S columns.")
     search_threshold: float = _setting(1e-3, "Search parameters below this count as zero (the paper's t).")
+    best_by: str = _setting("max", "best.pt holds the epoch with the best validation metric: max (accuracy) "
+                            "or min (a loss or an error).")
     device: str = _setting("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...")
     seed: int = _setting(0, "Random seed.")
     width_multiplier: Optional[float] = _setting(None, "Passed to model(width_multiplier=...) when the model "
@@ -86,7 +88,8 @@ class SearchConfig:
 
 def _check_choices(cfg: SearchConfig) -> None:
     choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS, "gate_weighting": GATE_WEIGHTINGS,
-               "kernel_weighting": KERNEL_WEIGHTINGS, "patterns_init": GroupedConnectivity.INITS}
+               "kernel_weighting": KERNEL_WEIGHTINGS, "patterns_init": GroupedConnectivity.INITS,
+               "best_by": ("max", "min")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}: "

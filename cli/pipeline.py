@@ -56,6 +56,11 @@ def search_cmd(model_py: Path, out_dir: Optional[Path], resume: bool, overwrite:
     if last:
         out.print(f"validation metric {last['val_metric']:.4f}, {last['params']:,} parameters after "
                   f"{last['epoch']} epochs; checkpoint: {result.checkpoint}")
+        value = (max if cfg.best_by == "max" else min)(r["val_metric"] for r in result.history)
+        best = [r for r in result.history if r["val_metric"] == value][-1]  # as best.pt: ties to the later
+        if best is not last:
+            out.print(f"best validation metric {best['val_metric']:.4f} at epoch {best['epoch']} "
+                      f"({best['params']:,} parameters): {result.checkpoint.parent / 'best.pt'}")
     if last and last.get("budget"):
         b = last["budget"]
         unit = (lambda v: f"{v:.3g} ms") if b["kind"] == "latency" else (lambda v: f"{v:,.0f}")

@@ -59,7 +59,7 @@ def test_a_full_disk_is_named_and_leaves_no_temp_file(searched, monkeypatch):
     monkeypatch.setattr(checkpoint_mod.os, "fsync", full)
     before = (run / "checkpoint.pt").read_bytes()
     refused(search(path, "--epochs", "2", "--resume"), "the disk is full", str(run / "checkpoint.pt"))
-    assert sorted(p.name for p in run.iterdir()) == [".archc.lock", "checkpoint.pt", "log.jsonl", "m.py"]
+    assert sorted(p.name for p in run.iterdir()) == [".archc.lock", "best.pt", "checkpoint.pt", "log.jsonl", "m.py"]
     assert (run / "checkpoint.pt").read_bytes() == before
 
 

@@ -170,3 +170,18 @@ def test_gate_costs_follow_the_gates_through_every_shrink_and_weigh_the_penalty(
     # the search's size penalty is the weighted one, at strength lam
     want = run.cfg.lam * archc.gate_costs.weighted_gate_l1(run.gate_weights)
     assert torch.allclose(run.penalty(), want) and not torch.allclose(want, run.cfg.lam * gate_l1(run.model))
+
+
+def test_best_pt_holds_the_epoch_with_the_best_validation_metric_and_compacts(tmp_path):
+    result = run_search(_task(), _cfg(tmp_path / "run", epochs=4), progress=False)
+    metrics = [r["val_metric"] for r in result.history]
+    best_epoch = max(i for i, m in enumerate(metrics, 1) if m == max(metrics))
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == best_epoch
+    res = CliRunner().invoke(app, ["compact", str(tmp_path / "run" / "best.pt"), "-o", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert report["metric"] == pytest.approx(metrics[best_epoch - 1], abs=1e-6)  # the compact model is that epoch's
+    low = run_search(_task(), _cfg(tmp_path / "low", epochs=3, best_by="min"), progress=False)
+    worst = [r["val_metric"] for r in low.history]
+    assert load_checkpoint(tmp_path / "low" / "best.pt")["epoch"] == max(
+        i for i, m in enumerate(worst, 1) if m == min(worst))
