@@ -1,5 +1,5 @@
 """``python -m archc``: the ``archc`` command (so ``torchrun ... -m archc search`` works too)."""
-from archc.cli.main import main
+from archc.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

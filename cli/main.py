@@ -109,7 +109,7 @@ def _version() -> str:
 
 
 def main() -> None:
-    """Console entry point. Example: ``python -m archc.cli.main inspect model.py``."""
+    """Run the command line (``archc`` itself starts through :func:`archc.cli.run`). Example: ``python -m archc inspect model.py``."""
     app()
 
 

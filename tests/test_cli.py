@@ -138,3 +138,18 @@ def test_pyproject_lists_every_package():
             rel = init.parent.relative_to(ROOT / folder).parts
             if "__pycache__" not in rel:
                 assert ".".join((name, *rel)) in listed, f"add {'.'.join((name, *rel))} to pyproject packages"
+
+
+def test_ctrl_c_while_archc_is_still_importing_exits_130_quietly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "archc", "search", str(ROOT / "tests" / "tiny_task.py"),
+                             "--out", str(tmp_path / "run"), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # torch alone takes over a second to import
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err
