@@ -12,12 +12,26 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
+
+
+def can_run_server() -> bool:
+    """initdb and pg_ctl exist, and (as root, which initdb refuses) a ``postgres`` user to run them."""
+    if server_binaries() is None:
+        return False
+    if os.geteuid() != 0:
+        return True
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return False
+    return shutil.which("runuser") is not None
 
 
 def server_binaries() -> Optional[Path]:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from archc.cli.main import app
 from archc.tune import TuneConfig, open_study
 from archc.tune_report import pareto_front
-from postgres import postgres_server, server_binaries
+from postgres import can_run_server, postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "examples" / "digits.py"
@@ -76,7 +76,8 @@ def test_bad_tune_settings_are_refused(tmp_path):
     assert res.exit_code == 2 and "objective must be one of" in res.output and "Traceback" not in res.output
 
 
-@pytest.mark.skipif(server_binaries() is None, reason="PostgreSQL's server programs are not installed")
+@pytest.mark.skipif(not can_run_server(), reason="PostgreSQL's server programs (or, as root, a postgres user) "
+                                                  "are not on this machine: apt-get install postgresql")
 def test_two_workers_share_one_study_in_postgresql(tmp_path):
     model_py = _wide_model_file(tmp_path)
     with postgres_server() as url:
