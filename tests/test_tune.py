@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archc.cli.main import app
-from archc.tune import TuneConfig, open_study
+from archc.tune import TuneConfig, open_study, storage_url
 from archc.tune_report import pareto_front
 from postgres import can_run_server, postgres_server
 
@@ -90,6 +90,7 @@ def test_two_workers_share_one_study_in_postgresql(tmp_path):
         outputs = [p.communicate(timeout=600)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outputs
         study = open_study(TuneConfig(model_file=str(model_py), out=str(tmp_path), storage=url, study_name="shared"))
+        assert "+psycopg" in storage_url(TuneConfig(model_file="m.py", out=str(tmp_path), storage=url))
         done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     assert len(done) >= 4
     assert len({t.user_attrs["worker_pid"] for t in done}) == 2  # both processes ran trials of one study

@@ -2,6 +2,7 @@
 exit code 2, no traceback, and a message naming the cause (and, in the loop, the epoch and step)."""
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -181,6 +182,8 @@ def test_an_iterable_dataset_without_len_streams(tmp_path):
         """)
     res = search(path)
     assert res.exit_code == 0, res.output
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["train_loss"] > 0  # 3 batches of 16 streamed through
 
 
 # -- numbers ---------------------------------------------------------------------------------------
