@@ -1,6 +1,7 @@
 """archc command-line interface (installed as ``archc.cli``; entry point ``archc`` -> :func:`run`)."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -10,6 +11,9 @@ def run() -> None:
     try:
         from .main import app
     except KeyboardInterrupt:
+        # a module half imported (numpy, torch) can fail in its exit handlers: leave at once,
+        # nothing is written yet
         sys.stderr.write("interrupted\n")
-        raise SystemExit(130) from None
+        sys.stderr.flush()
+        os._exit(130)
     app()
