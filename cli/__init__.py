@@ -1,19 +1,22 @@
 """archc command-line interface (installed as ``archc.cli``; entry point ``archc`` -> :func:`run`)."""
 from __future__ import annotations
 
-import os
+import signal
 import sys
 
 
 def run() -> None:
-    """The ``archc`` command. Importing archc (torch above all) takes seconds; a Ctrl-C in
-    that time exits 130 quietly, as it does once a command runs."""
+    """The ``archc`` command. Importing archc (torch above all) takes seconds. A Ctrl-C in that
+    time is held until the imports finish, then exits 130 quietly, as it does once a command
+    runs: a KeyboardInterrupt raised inside an import leaves modules half built, and their
+    exit handlers fail."""
+    interrupted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     try:
         from .main import app
-    except KeyboardInterrupt:
-        # a module half imported (numpy, torch) can fail in its exit handlers: leave at once,
-        # nothing is written yet
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
         sys.stderr.write("interrupted\n")
-        sys.stderr.flush()
-        os._exit(130)
+        raise SystemExit(130)
     app()
