@@ -184,7 +184,7 @@ class BudgetSteering:
     def refresh(self, model: torch.nn.Module) -> None:
         from .gate_costs import channel_costs
 
-        self.model, self.base = model, model_size(model, self.control.kind)
+        self.base = model_size(model, self.control.kind)
         self.costs = {gate: cost.to(gate.theta.device) for gate, cost in channel_costs(model, self.control.kind).items()}
         self.last_predicted = self.base
 

@@ -103,7 +103,7 @@ class LatencySteering(BudgetSteering):
         self.goal_ms = target.absolute(start_ms)
         self.start_ms = start_ms
         as_flops = Target("flops", self.line.flops_for(self.goal_ms), relative=False)
-        super().__init__(as_flops, model, lam, threshold, saved=saved and {**saved, "start": saved["start_flops"]})
+        super().__init__(as_flops, model, lam, threshold, saved=saved)  # saved["start"]: the starting FLOPs
         self._retarget()
 
     def _retarget(self) -> None:
@@ -132,7 +132,6 @@ class LatencySteering(BudgetSteering):
     def state(self) -> dict:
         flops_state = super().state()
         achieved = self.line.ms_at(self.base)
-        return {**flops_state, "kind": "latency", "start": self.control.start, "start_flops": self.control.start,
-                "start_ms": self.start_ms, "target": self.goal_ms, "achieved": achieved,
+        return {**flops_state, "kind": "latency", "start_ms": self.start_ms, "target": self.goal_ms, "achieved": achieved,
                 "ratio_to_target": achieved / self.goal_ms, "line": self.line.points,
                 "measured_ms": self.line.points[-1][1]}

@@ -64,10 +64,8 @@ def _spec_for(checkpoint: Path, state: dict, model_file: Optional[Union[str, Pat
 
 
 def _train_val(spec: UserSpec, batch_size: int, seed: int) -> tuple[Any, Any]:
-    data = spec.data()
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise UserFileError(f"{spec.path}: `data()` must return (train, val).\n  fix: return two datasets or loaders")
-    return loader(data[0], batch_size, True, seed), loader(data[1], batch_size, False)
+    train, val = spec.train_val()
+    return loader(train, batch_size, True, seed), loader(val, batch_size, False)
 
 
 def _finetune(model: nn.Module, train: Any, spec: UserSpec, epochs: int, lr: float) -> None:

@@ -37,7 +37,7 @@ from .search_display import SearchDisplay
 from .search_guard import (SearchError, check_finite_parameters, check_reiterable, length, user_batches,
                            user_code)
 from .search_run import SearchRun, split_batch
-from .userfile import load_user_file
+from .userfile import UserSpec, load_user_file
 
 __all__ = ["SearchConfig", "SearchResult", "Task", "evaluate", "run_search"]
 
@@ -63,19 +63,21 @@ class SearchResult:
     history: list[dict] = field(default_factory=list)
     checkpoint: Optional[Path] = None
     initial_widths: dict[str, int] = field(default_factory=dict)
+    flops_before: Optional[int] = None  # per example, of the model the search started from
 
 
 def task_from_file(model_py: Union[str, Path]) -> Task:
-    """The search task a model file defines: ``model``, ``data() -> (train, val)``, its example,
-    loss, metric and optimizer (``archc search`` and each ``archc tune`` trial)."""
-    spec = load_user_file(model_py)
-    data = spec.data()
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise UserFileError(f"{model_py}: `data()` must return (train, val): two datasets or data loaders.\n"
-                            "  fix: `def data(): return train_set, val_set`")
-    return Task(model_fn=spec.model, train=data[0], val=data[1], example_inputs=spec.example_inputs(),
+    """The search task a model file defines (``archc search``); see :func:`task_from_spec`."""
+    return task_from_spec(load_user_file(model_py))
+
+
+def task_from_spec(spec: UserSpec) -> Task:
+    """The search task of a loaded model file: ``model``, ``data() -> (train, val)``, its example,
+    loss, metric and optimizer."""
+    train, val = spec.train_val()
+    return Task(model_fn=spec.model, train=train, val=val, example_inputs=spec.example_inputs(),
                 loss_fn=spec.loss_fn, metric_fn=spec.metric_fn, optimizer_fn=spec.optimizer_fn,
-                model_file=str(model_py), model_sha256=spec.sha256)
+                model_file=str(spec.path), model_sha256=spec.sha256)
 
 
 def loader(data: Any, batch_size: int, shuffle: bool, seed: int = 0) -> Any:
@@ -121,7 +123,8 @@ def _run(task: Task, cfg: SearchConfig, console, progress: bool, given: dict, on
             _save(run)
             if on_epoch is not None:
                 on_epoch(record)
-    return SearchResult(run.model, run.history, run.out / CHECKPOINT if run.out else None, run.initial_widths)
+    return SearchResult(run.model, run.history, run.out / CHECKPOINT if run.out else None, run.initial_widths,
+                        run.flops_before)
 
 
 def _start(task: Task, cfg: SearchConfig, given: dict) -> SearchRun:
@@ -257,18 +260,19 @@ def _save(run: SearchRun) -> None:
     }
     lines = "".join(json.dumps(r) + "\n" for r in run.history)
     with interrupts_deferred():
-        _copy_model_file(run.task, run.out)  # with the first checkpoint: a failed start leaves no copy
+        if not run.model_file_copied:  # with the run's first checkpoint: a failed start leaves no copy
+            _copy_model_file(run.task, run.out)
+            run.model_file_copied = True
         save_checkpoint(run.out / CHECKPOINT, state)
-        if _is_best(run.history, run.cfg.best_by):
+        if best_record(run.history, run.cfg.best_by) is run.history[-1]:
             save_checkpoint(run.out / BEST, state)
         atomic_write_bytes(run.out / "log.jsonl", lambda f: f.write(lines.encode()))
 
 
-def _is_best(history: list[dict], best_by: str) -> bool:
-    """The last epoch's validation metric is the best so far (ties go to the later, smaller model)."""
-    metrics = [r["val_metric"] for r in history]
-    best = max(metrics) if best_by == "max" else min(metrics)
-    return metrics[-1] == best
+def best_record(history: list[dict], best_by: str) -> dict:
+    """The epoch whose validation metric is best (``best.pt``); ties go to the later, smaller model."""
+    best = (max if best_by == "max" else min)(r["val_metric"] for r in history)
+    return [r for r in history if r["val_metric"] == best][-1]
 
 
 def example_shapes(example: Union[tuple, dict]) -> Any:

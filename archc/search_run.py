@@ -57,6 +57,7 @@ class SearchRun:
         self.first_batch_checked = False
         self.progress = 0.0  # share of the training done; the loop sets it before each step
         self.steps_last_epoch = 0
+        self.model_file_copied = False
         self.steering = self._steering(model, budget_state) if cfg.target else None
         # DDP last: the optimizer and a met target freeze gates, and DDP must know which train
         self.trainer = distributed.wrap(self.model)

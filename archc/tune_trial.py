@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
 from .outputs import compact_checkpoint
-from .search import run_search, task_from_file
+from .search import run_search, task_from_file, task_from_spec
 from .search_config import SearchConfig
 from .search_guard import DivergedError
 from .userfile import load_user_file
@@ -31,8 +31,9 @@ def run_trial(trial, cfg):
     """Search and compact with the trial's settings in ``out/trials/NNNN``; return the objectives."""
     import optuna
 
-    task = task_from_file(cfg.model_file)
-    settings = suggest_settings(trial, cfg, load_user_file(cfg.model_file).accepts_width())
+    spec = load_user_file(cfg.model_file)
+    task = task_from_spec(spec)
+    settings = suggest_settings(trial, cfg, spec.accepts_width())
     folder = Path(cfg.out) / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("folder", str(folder))
     trial.set_user_attr("worker_pid", os.getpid())
@@ -69,12 +70,8 @@ def dense_baseline(cfg) -> dict:
                           epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, out=str(path.parent),
                           overwrite=True, shrink_every=-1)
     result = run_search(task, search, progress=False)
-    model = task.model_fn()
-    from . import flops
-    from .capture import trace
-    from .model_io import call_inputs
-
-    baseline = {"metric": result.history[-1]["val_metric"], "params": sum(p.numel() for p in model.parameters()),
-                "flops": flops.count(trace(model, *call_inputs(task.example_inputs))), "lr": search.lr}
+    baseline = {"metric": result.history[-1]["val_metric"],
+                "params": sum(p.numel() for p in task.model_fn().parameters()),
+                "flops": result.flops_before, "lr": search.lr}
     atomic_write_bytes(path, lambda f: f.write(json.dumps(baseline, indent=2).encode()))
     return baseline

@@ -73,6 +73,14 @@ class UserSpec:
             raise _error(self.path, "model", f"`model()` returned {_kind(net)}, not a torch.nn.Module")
         return net
 
+    def train_val(self) -> tuple[Any, Any]:
+        """``data()`` as the (train, val) pair ``archc search`` and ``archc compact`` need."""
+        data = self.data()
+        if not (isinstance(data, (tuple, list)) and len(data) == 2):
+            raise UserFileError(f"{self.path}: `data()` must return (train, val): two datasets or data loaders.\n"
+                                "  fix: `def data(): return train_set, val_set`")
+        return data[0], data[1]
+
     def accepts_width(self) -> bool:
         """Whether ``model()`` takes a ``width_multiplier`` keyword (``archc tune`` then searches it)."""
         try:

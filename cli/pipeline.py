@@ -14,11 +14,9 @@ from typing import Any, Optional
 import typer
 
 from archc import distributed
-from archc.errors import UserFileError
 from archc.outputs import compact_checkpoint
-from archc.search import run_search, task_from_file
+from archc.search import best_record, run_search, task_from_file
 from archc.search_config import SearchConfig, cli_fields, default_of
-from archc.userfile import load_user_file
 
 from .main import MODEL_PY, command, err, out
 from .render import compact_summary, widths_table
@@ -56,8 +54,7 @@ def search_cmd(model_py: Path, out_dir: Optional[Path], resume: bool, overwrite:
     if last:
         out.print(f"validation metric {last['val_metric']:.4f}, {last['params']:,} parameters after "
                   f"{last['epoch']} epochs; checkpoint: {result.checkpoint}")
-        value = (max if cfg.best_by == "max" else min)(r["val_metric"] for r in result.history)
-        best = [r for r in result.history if r["val_metric"] == value][-1]  # as best.pt: ties to the later
+        best = best_record(result.history, cfg.best_by)
         if best is not last:
             out.print(f"best validation metric {best['val_metric']:.4f} at epoch {best['epoch']} "
                       f"({best['params']:,} parameters): {result.checkpoint.parent / 'best.pt'}")

@@ -121,26 +121,6 @@ def test_a_resumed_target_search_matches_an_uninterrupted_one(tmp_path, monkeypa
     assert straight.history[-1]["budget"]["met"]
 
 
-WIDE_MLP = '''
-import torch
-from torch import nn
-from torch.utils.data import TensorDataset
-
-
-def model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(256, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
-
-
-def data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(640, 256, generator=g)
-    return TensorDataset(x[:512], x[:512, :10].argmax(1)), TensorDataset(x[512:], x[512:, :10].argmax(1))
-
-
-def example_input():
-    return torch.randn(32, 256)
-'''
 
 
 def test_a_latency_target_is_steered_through_measured_latency(tmp_path):
@@ -149,8 +129,7 @@ def test_a_latency_target_is_steered_through_measured_latency(tmp_path):
     it (onnxruntime, this machine): never above it by more than 3%; within 3% in 4 of 5 runs here
     and up to 22% below it when a measurement on the shared machine was off, so only a bound from
     below of 0.6 is asserted. compact measures the compact model again and reports it."""
-    model_py = tmp_path / "wide.py"
-    model_py.write_text(WIDE_MLP)
+    model_py = Path(__file__).with_name("wide_task.py")
     res = CliRunner().invoke(app, ["search", str(model_py), "--epochs", "4", "--batch-size", "64",
                                    "--target", "latency=0.5", "--out", str(tmp_path / "run"), "--no-progress"])
     assert res.exit_code == 0, res.output
