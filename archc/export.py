@@ -40,7 +40,8 @@ def export_onnx(module: torch.nn.Module, example_inputs: Union[torch.Tensor, Seq
                 check: bool = True, reference: Optional[torch.nn.Module] = None) -> OnnxResult:
     """Export ``module`` (run in eval mode) to ``path`` with a dynamic batch and verify it.
 
-    The check runs onnxruntime at the example batch and at another (example + 3) and compares
+    The check runs onnxruntime at the example batch and at another (a shape variant of the reference, see
+    :func:`archc.capture.inputs.shape_variants`; example + 3 without one) and compares
     with ``reference`` (e.g. the gated model ``module`` was compacted from; default
     ``module``) by :func:`archc.verify.relative_error`: per output channel, on the reference's
     scale (``atol`` floors that scale). Raises :class:`ExportError` (and leaves no file) when

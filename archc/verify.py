@@ -170,13 +170,16 @@ def describe_shapes(inputs: tuple) -> str:
 
 
 def _batches(reference: nn.Module, inputs: Optional[tuple], trials: int) -> Iterator[tuple[tuple, bool]]:
-    """``(inputs, must_run)``: ``trials`` random seeds at the example shape, then one at each
-    other shape variant (where the reference may legitimately refuse to run)."""
+    """``(inputs, must_run)``: one random draw at each shape variant of ``reference`` (the
+    example's first), and more at the example shape until there are ``trials`` draws in all;
+    every draw has its own seed. The other variants may be refused by the reference itself."""
     if inputs is not None:
         yield inputs, True
         return
-    for i, sizes in enumerate(shape_variants(reference)):
-        for seed in range(max(trials, 1)) if i == 0 else (trials + i,):
+    variants = shape_variants(reference)
+    extra = max(trials - len(variants), 0)
+    for i, sizes in enumerate(variants):
+        for seed in range(extra + 1) if i == 0 else (extra + i,):
             yield random_inputs(reference, seed=seed, sizes=sizes or None), i == 0
 
 
@@ -186,8 +189,8 @@ def assert_equivalent(
 ) -> float:
     """Raise :class:`CompactionError` unless ``candidate`` matches ``reference``; return the worst error.
 
-    Without ``inputs``, fresh random inputs are drawn at every shape variant of ``reference``
-    (``trials`` seeds at the example shape, one at each other). A variant the reference itself
+    Without ``inputs``, fresh random inputs are drawn at every shape variant of ``reference``,
+    and at its example shape again until ``trials`` draws are done. A variant the reference itself
     cannot run is skipped; the example shape must run. The error is :func:`relative_error`;
     a miss in float32 is run again in float64 and judged by that, so rounding amplified by a
     norm does not refuse an exact rewrite. NaN or inf in either model's output is a miss.
