@@ -33,6 +33,7 @@ class Filter(nn.Module):
             raise ValueError(f"Filter init must be 'uniform' or 'ones', got {init!r}")
         self.theta = nn.Parameter(theta)
         self.dims: list[int] = []
+        self._whole: list[bool] = []  # per site: its index is arange(size), every channel in order
 
     @property
     def size(self) -> int:
@@ -43,7 +44,15 @@ class Filter(nn.Module):
         site = len(self.dims)
         self.dims.append(dim)
         self.register_buffer(f"index{site}", index.long().clone())
+        self._whole.append(self._is_whole(index))
         return site
+
+    def _is_whole(self, index: torch.Tensor) -> bool:
+        return index.numel() == self.size and torch.equal(index.long().cpu(), torch.arange(self.size))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._whole = [self._is_whole(getattr(self, f"index{site}")) for site in range(len(self.dims))]
 
     def scale(self) -> torch.Tensor:
         """``relu(theta)`` with a trailing 1 for channels outside this group."""
@@ -51,6 +60,8 @@ class Filter(nn.Module):
 
     def site_scale(self, site: int) -> torch.Tensor:
         """The factor applied to each channel of the tensor at ``site``."""
+        if self._whole[site]:  # the common case, on the hot path: no concatenation, no gather
+            return torch.relu(self.theta)
         return self.scale()[getattr(self, f"index{site}")]
 
     def alive(self) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import torch
 import torch.fx as fx
+import torch.utils._pytree as pytree
 
 from . import distributed, flops, gate_costs, sparsity
 from .checkpoint import CheckpointError
@@ -21,6 +22,7 @@ from .filters import filter_sites, filters
 from .model_io import cross_entropy, positional_inputs, run_model, to_device
 from .block_gates import block_gates
 from .budget import BudgetSteering, parse_target
+from .passes import gates_on_weights
 from .penalty import penalty, penalty_terms
 from .rebuild import build_gated, gated_from_checkpoint, search_options
 from .search_config import SearchConfig, resolve_device
@@ -59,8 +61,9 @@ class SearchRun:
         self.steps_last_epoch = 0
         self.model_file_copied = False
         self.steering = self._steering(model, budget_state) if cfg.target else None
-        # DDP last: the optimizer and a met target freeze gates, and DDP must know which train
-        self.trainer = distributed.wrap(self.model)
+        # built at the first step, for its batch size; DDP last: the optimizer and a met target
+        # freeze gates, and DDP must know which train
+        self.trainer: Optional[torch.nn.Module] = None
 
     @classmethod
     def fresh(cls, task, cfg: SearchConfig) -> "SearchRun":
@@ -99,6 +102,16 @@ class SearchRun:
 
         inputs = positional_inputs(model, to_device(self.task.example_inputs, torch.device("cpu")))
         return LatencySteering(target, model, self.cfg.lam, self.cfg.threshold, saved, inputs=inputs)
+
+    def _trainer(self, inputs: tuple) -> torch.nn.Module:
+        """What a training step runs: the gated model, with gates on weights where cheaper at
+        this batch's size (:func:`archc.passes.gates_on_weights`), in DDP when several
+        processes search. Built again when the model shrinks."""
+        if self.trainer is None:
+            first = next((t for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor) and t.dim()), None)
+            batch = int(first.shape[0]) if first is not None else self.cfg.batch_size
+            self.trainer = distributed.wrap(gates_on_weights(self.model, batch))
+        return self.trainer
 
     def where(self) -> str:
         return f"epoch {self.epoch + 1}, step {self.step + 1}"
@@ -172,7 +185,7 @@ class SearchRun:
     def _checked_loss(self, inputs: tuple, target: Any, where: str) -> tuple[torch.Tensor, float]:
         with user_code("the model's forward", where, "make data() yield inputs the model takes, "
                        "shaped like example_input()"):
-            output = run_model(self.trainer, inputs)
+            output = run_model(self._trainer(inputs), inputs)
         loss = self._loss(output, target, where)
         value = float(loss.detach())
         check_finite_loss(value, inputs, where, self.kept_message(), first_step=self.step == 0)
@@ -219,7 +232,7 @@ class SearchRun:
         if self.steering:
             self.steering.after_shrink(self.model)
         distributed.check_lockstep(self.kept)
-        self.trainer = distributed.wrap(self.model)  # new parameters: a new DDP wrapper
+        self.trainer = None  # new parameters: a new view and DDP wrapper at the next step
         return removed
 
     def widths(self) -> dict[str, int]:

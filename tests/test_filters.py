@@ -16,6 +16,21 @@ def test_filter_multiplies_by_relu_theta_on_its_dim():
     assert f(x, site).tolist() == [[2.0, 0.0, 0.5, 1.0]] * 2
 
 
+def test_a_site_with_every_channel_in_order_scales_as_the_general_index_does():
+    f = archc.Filter(3)
+    with torch.no_grad():
+        f.theta.copy_(torch.tensor([2.0, -1.0, 0.5]))
+    whole = f.add_site(dim=1, index=torch.arange(3))  # the shortcut: relu(theta) itself
+    shuffled = f.add_site(dim=1, index=torch.tensor([2, 0, 1]))
+    x = torch.ones(2, 3)
+    assert f(x, whole).tolist() == [[2.0, 0.0, 0.5]] * 2
+    assert f(x, shuffled).tolist() == [[0.5, 2.0, 0.0]] * 2
+    g = archc.Filter(3)  # a state dict with another index than the one built reaches forward
+    g.add_site(dim=1, index=torch.arange(3)), g.add_site(dim=1, index=torch.arange(3))
+    g.load_state_dict(f.state_dict())
+    assert g(x, 1).tolist() == [[0.5, 2.0, 0.0]] * 2 and g(x, 0).tolist() == [[2.0, 0.0, 0.5]] * 2
+
+
 def test_theta_starts_in_zero_one_as_in_shrinknets():
     theta = archc.Filter(1000).theta.detach()
     assert float(theta.min()) > 0 and float(theta.max()) <= 1

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..meta import tensor_shape
-from . import NA, WEIGHTLESS, analyse_rule, permutation_rule, shrink_rule
+from . import NA, WEIGHTLESS, analyse_rule, declare, permutation_rule, shrink_rule
 from ._util import couple_same, module
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -208,3 +208,4 @@ def _channelwise_conv(node) -> bool:
 
 permutation_rule(*CONVS, when=_channelwise_conv)
 permutation_rule(nn.Linear, *BATCH_NORMS, nn.Embedding, *POOLS, F.pad)
+declare(*POOLS, scale_commutes=True)  # each channel is pooled (or resampled) on its own, linearly or by max

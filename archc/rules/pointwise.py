@@ -131,3 +131,4 @@ ELEMENTWISE = (*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *CASTS, *OT
 permutation_rule(*ELEMENTWISE)
 declare(*ELEMENTWISE, **WEIGHTLESS)  # PReLU's slopes apply to channels, they do not make them
 declare(*(k for k in ELEMENTWISE if k is not nn.PReLU), shrink=NA)
+declare(nn.Dropout, F.relu, F.leaky_relu, scale_commutes=True)  # relu(x * s) == relu(x) * s for s >= 0

@@ -15,6 +15,8 @@ reads          ``reads(layer) -> [(parameter name, dim)]``: the parameter dims e
 cost           ``cost(layer) -> (made, read)``: parameters making one output channel, reading one input
 flops          ``flops(node, layer) -> int``: floating-point operations for the traced batch
 channel_dim    ``channel_dim(rank) -> int``: the output dim the layer's channels are on
+scale_commutes ``True``: a scale ``s >= 0`` per input channel passes through the op unchanged,
+               ``op(x * s) == op(x) * s`` (ReLU, pooling, dropout), so a gate may act after it
 =============  ==================================================================================
 
 Every fact is stated, either as a value or as :data:`NA` (does not apply: no rule means the
@@ -57,6 +59,7 @@ class OpFacts:
     cost: Any = MISSING
     flops: Any = MISSING
     channel_dim: Any = MISSING
+    scale_commutes: Any = MISSING
 
     def get(self, name: str) -> Any:
         """The fact ``name``, or None when it is NA or unstated."""
@@ -66,7 +69,7 @@ class OpFacts:
 
 FACT_NAMES = tuple(f.name for f in fields(OpFacts))
 # ops without parameters: nothing to fold, nothing made from weights, not counted
-WEIGHTLESS = dict(fold=NA, makes=NA, reads=NA, cost=NA, flops=NA, channel_dim=NA)
+WEIGHTLESS = dict(fold=NA, makes=NA, reads=NA, cost=NA, flops=NA, channel_dim=NA, scale_commutes=NA)
 REGISTRY: dict[Any, OpFacts] = {}
 
 
