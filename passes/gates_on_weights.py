@@ -1,7 +1,10 @@
 """Pass: a training view of a gated model in which a gate scales weights, not activations,
 where that touches less memory.
 
-A gate's ``x * g`` that reaches only layers reading each channel through one weight slice
+A gate right after the layer making its channels (a conv, linear or batch norm whose output
+only the gate reads) scales the parameters that make them (the registry's ``makes``: a batch
+norm's 2C affine values). Otherwise a gate's ``x * g`` that reaches only layers reading each
+channel through one weight slice
 (a conv or linear layer), directly or through ops a per-channel scale ``g >= 0`` passes
 through unchanged (the registry's ``scale_commutes``: ReLU, pooling, dropout), computes what
 those layers compute with that weight slice multiplied by ``g``. In most of a network the
@@ -33,41 +36,56 @@ from archc.filters import Filter
 from archc.meta import tensor_shape
 from archc.rules import fact, layer_fact
 
-Reader = tuple[fx.Node, int]  # a layer call reading the gated channels, and its weight's dim for them
+Scaled = tuple[fx.Node, tuple[tuple[str, int], ...]]  # a layer call, and its parameters' dims the gate scales
 
 
 def gates_on_weights(gated: fx.GraphModule, batch: int) -> fx.GraphModule:
-    """A view of ``gated`` (not mutated) where every gate whose readers' weights are smaller
-    than its tensor at ``batch`` samples scales those weights instead."""
-    moves = {}
+    """A view of ``gated`` (not mutated) where each gate whose layers' parameters are smaller
+    than its tensor at ``batch`` samples scales those parameters instead: the parameters
+    making its channels (the layer right before it) or else those reading them."""
+    moves: dict[fx.Node, tuple[str, list[Scaled]]] = {}
+    taken: set[fx.Node] = set()  # a layer takes one gate: its rows or its columns
     for node in gated.graph.nodes:
         if node.op == "call_module" and isinstance(gated.get_submodule(node.target), Filter):
-            readers = _weight_readers(gated, node)
-            if readers and _weights_are_smaller(gated, node, readers, batch):
-                moves[node] = readers
+            for side, layers in (("producer", _producer(gated, node)), ("readers", _weight_readers(gated, node))):
+                if layers and taken.isdisjoint(n for n, _ in layers) and _parameters_are_smaller(gated, node, layers, batch):
+                    moves[node] = (side, layers)
+                    taken.update(n for n, _ in layers)
+                    break
     if not moves:
         return gated
     graph = fx.Graph()
     graph._codegen = copy.deepcopy(gated.graph._codegen)
     copies: dict[fx.Node, fx.Node] = {}
     graph.output(graph.graph_copy(gated.graph, copies))
-    for site, readers in moves.items():
-        _move(graph, copies[site], [(copies[layer], wdim) for layer, wdim in readers])
+    for site, (side, layers) in moves.items():
+        _move(graph, copies[site], side, [(copies[layer], dims) for layer, dims in layers])
     graph.lint()
     view = fx.GraphModule(gated, graph, type(gated).__name__)
     view.meta = gated.meta
     return view
 
 
-def _weight_readers(gm: fx.GraphModule, site: fx.Node) -> Optional[list[Reader]]:
+def _producer(gm: fx.GraphModule, site: fx.Node) -> Optional[list[Scaled]]:
+    """The layer whose output only the gate reads, with the parameter dims making its channels."""
+    x = site.args[0]
+    if x.op != "call_module" or len(x.users) != 1 or len(x.args) != 1 or x.kwargs:
+        return None
+    layer, rank = gm.get_submodule(x.target), _rank(x)
+    base = _base_type(layer)
+    if base not in _PRODUCERS or (base not in _LAYERS and parametrize.is_parametrized(layer)) or rank is None:
+        return None
+    if _channel_dim(gm, site) != layer_fact(layer, "channel_dim")(rank):
+        return None
+    return [(x, tuple(layer_fact(layer, "makes")))]
+
+
+def _weight_readers(gm: fx.GraphModule, site: fx.Node) -> Optional[list[Scaled]]:
     """The layers that read the gated tensor of ``site`` through one weight slice per channel,
     or None when anything else reads it (an add, a norm, the output)."""
-    gate: Filter = gm.get_submodule(site.target)
-    try:
-        rank = len(tensor_shape(site.args[0]))
-    except (KeyError, TypeError):
+    rank, dim = _rank(site.args[0]), _channel_dim(gm, site)
+    if dim is None:
         return None
-    dim = gate.dims[site.args[1] if len(site.args) > 1 else 0] % rank
     readers, frontier = [], [site]
     while frontier:
         node = frontier.pop()
@@ -80,8 +98,15 @@ def _weight_readers(gm: fx.GraphModule, site: fx.Node) -> Optional[list[Reader]]
             wdim = _read_dim(gm, user, dim, rank)
             if wdim is None:
                 return None
-            readers.append((user, wdim))
+            readers.append((user, (("weight", wdim),)))
     return readers
+
+
+def _channel_dim(gm: fx.GraphModule, site: fx.Node) -> Optional[int]:
+    """The dim the gate ``site`` scales, counted from the front; None without a known rank."""
+    rank = _rank(site.args[0])
+    gate: Filter = gm.get_submodule(site.target)
+    return None if rank is None else gate.dims[site.args[1] if len(site.args) > 1 else 0] % rank
 
 
 def _rank(node: fx.Node) -> Optional[int]:
@@ -105,7 +130,9 @@ def _read_dim(gm: fx.GraphModule, node: fx.Node, dim: int, rank: int) -> Optiona
     return read[0][1] if len(read) == 1 and read[0][0] == "weight" else None
 
 
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # their forward is one call on self.weight
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_LAYERS = (nn.Linear, *_CONVS)  # their forward is one call on self.weight and self.bias
+_PRODUCERS = (*_LAYERS, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _base_type(layer: nn.Module) -> type:
@@ -114,25 +141,25 @@ def _base_type(layer: nn.Module) -> type:
     return type(layer).__bases__[0] if parametrize.is_parametrized(layer) else type(layer)
 
 
-def _weights_are_smaller(gm: fx.GraphModule, site: fx.Node, readers: list[Reader], batch: int) -> bool:
-    shape = tensor_shape(site.args[0])
+def _parameters_are_smaller(gm: fx.GraphModule, site: fx.Node, layers: list[Scaled], batch: int) -> bool:
     per_sample = 1
-    for size in shape[1:]:
+    for size in tensor_shape(site.args[0])[1:]:
         per_sample *= int(size)
-    weights = sum(gm.get_submodule(layer.target).weight.numel() for layer, _ in readers)
-    return weights < per_sample * batch
+    scaled = sum(getattr(gm.get_submodule(layer.target), name).numel() for layer, dims in layers
+                 for name, _ in dims if getattr(gm.get_submodule(layer.target), name) is not None)
+    return scaled < per_sample * batch
 
 
-def _move(graph: fx.Graph, site: fx.Node, readers: list[Reader]) -> None:
-    """Take the gate ``site`` out of the activations and into each reader's weight."""
+def _move(graph: fx.Graph, site: fx.Node, side: str, layers: list[Scaled]) -> None:
+    """Take the gate ``site`` out of the activations and into the layers' parameters."""
     gate_name, number = site.target, site.args[1] if len(site.args) > 1 else 0
-    site.replace_all_uses_with(site.args[0])
-    with graph.inserting_before(site):
+    with graph.inserting_before(layers[0][0] if side == "producer" else site):
         scale = graph.call_function(_site_scale, (graph.get_attr(gate_name), number))
+    site.replace_all_uses_with(site.args[0])
     graph.erase_node(site)
-    for layer, wdim in readers:
+    for layer, dims in layers:
         with graph.inserting_before(layer):
-            call = graph.call_function(scaled_weight_call, (graph.get_attr(layer.target), layer.args[0], scale, wdim))
+            call = graph.call_function(scaled_call, (graph.get_attr(layer.target), layer.args[0], scale, dims))
         call.meta = dict(layer.meta)
         layer.replace_all_uses_with(call)
         graph.erase_node(layer)
@@ -142,12 +169,18 @@ def _site_scale(gate: Filter, site: int) -> torch.Tensor:
     return gate.site_scale(site)
 
 
-def scaled_weight_call(layer: nn.Module, x: torch.Tensor, scale: torch.Tensor, wdim: int) -> torch.Tensor:
-    """``layer(x * scale)`` on channels read through ``layer.weight``'s dim ``wdim``, computed
-    as ``layer`` with ``weight * scale`` along ``wdim`` (a linear layer or a conv of :data:`_LAYERS`)."""
-    shape = [1] * layer.weight.dim()
-    shape[wdim] = -1
-    weight = layer.weight * scale.view(shape)
-    if isinstance(layer, nn.Linear):
-        return F.linear(x, weight, layer.bias)
-    return layer._conv_forward(x, weight, layer.bias)
+def scaled_call(layer: nn.Module, x: torch.Tensor, scale: torch.Tensor, dims: tuple) -> torch.Tensor:
+    """``layer(x)`` with each parameter ``name`` of ``dims`` (``(name, dim)`` pairs) multiplied
+    by ``scale`` along ``dim``: the layer's output channels times the gate (its ``makes``), or
+    the layer applied to its input channels times the gate (its ``reads``)."""
+    params = {}
+    for name, dim in dims:
+        value = getattr(layer, name)
+        if value is not None:
+            shape = [1] * value.dim()
+            shape[dim] = -1
+            params[name] = value * scale.view(shape)
+    if isinstance(layer, (nn.Linear, *_CONVS)):
+        weight, bias = params.get("weight", layer.weight), params.get("bias", layer.bias)
+        return F.linear(x, weight, bias) if isinstance(layer, nn.Linear) else layer._conv_forward(x, weight, bias)
+    return torch.func.functional_call(layer, params, (x,))  # a batch norm: running statistics as its own

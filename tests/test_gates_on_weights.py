@@ -7,7 +7,7 @@ from zoo import ZOO
 
 import archc
 from archc.filters import Filter
-from archc.passes.gates_on_weights import scaled_weight_call
+from archc.passes.gates_on_weights import scaled_call
 
 
 def _gated(model: nn.Module, inputs: tuple) -> torch.fx.GraphModule:
@@ -20,7 +20,7 @@ def _gated(model: nn.Module, inputs: tuple) -> torch.fx.GraphModule:
 
 
 def _moved(view: torch.fx.GraphModule) -> int:
-    return sum(n.op == "call_function" and n.target is scaled_weight_call for n in view.graph.nodes)
+    return sum(n.op == "call_function" and n.target is scaled_call for n in view.graph.nodes)
 
 
 def _grads(model: nn.Module, params: list, inputs: tuple) -> tuple[torch.Tensor, list]:
@@ -89,3 +89,19 @@ def test_a_search_step_trains_through_the_view():
     assert not torch.equal(before, gate.theta.detach())  # the gate the trainer read is the model's
     run.train_step((x[:2], y[:2]))
     assert _moved(run.trainer) == 1  # decided once, at the first step's batch
+
+
+def test_a_gate_right_after_a_batch_norm_scales_its_affine_and_the_statistics_still_update():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    gated = _gated(model.eval(), (torch.randn(2, 3, 9, 9),))
+    view = archc.passes.gates_on_weights(gated, batch=16)
+    (call,) = [n for n in view.graph.nodes if n.target is scaled_call]
+    assert call.args[0].target == "1" and call.args[3] == (("weight", 0), ("bias", 0))
+    bn, x = gated.get_submodule("1"), torch.randn(16, 3, 9, 9)
+    start = {k: v.clone() for k, v in bn.state_dict().items()}
+    gated.train()
+    want = gated(x)
+    after_gated = {k: v.clone() for k, v in bn.state_dict().items()}
+    bn.load_state_dict(start)
+    assert torch.allclose(view(x), want, atol=1e-5)
+    assert all(torch.allclose(bn.state_dict()[k].float(), v.float()) for k, v in after_gated.items())
