@@ -1,0 +1,253 @@
+"""ShrinkNets §3.2 random search on MNIST: archc's search against fixed-size networks and fixed + L2.
+
+The paper's protocol (NOTES.md), at the budget two shared cores allow:
+
+* models: the MLP 784-500-500-500-10 its public code started from (the paper's text names an
+  upper bound of 5000 units per layer: at 54M weights one run would take hours here), and LeNet-5
+  with the paper's upper bound of 50/50/5000 channels/units;
+* cells, each ``--runs`` runs with parameters drawn at random (numpy, ``--seed``):
+  * ``shrinknets``: ``archc.search`` from the upper bound, L1 on the gates with
+    lambda = 10^-U(2,5), shrinking at every epoch end; the best validation epoch's checkpoint
+    (``best.pt``) is compacted (``archc.compact``) and measured on the test set;
+  * ``fixed``: a plain network, each layer's width log-uniform in [lower, upper];
+  * ``fixed_l2``: the same with Adam's L2 weight decay 10^-U(2,5);
+* Adam lr 1e-3 (the default), batch 256, an 80/20 train/validation split of the 60k training
+  images; every run is evaluated on the 10k test images at its best validation epoch.
+
+Output: ``results/shrinknets_random_search.{json,md,png}``: per run its parameters, size and
+accuracies; per cell the median test accuracy and size, beside the paper's medians; a figure
+of the test accuracy distributions and of accuracy against size. The JSON is rewritten after
+every run, and ``--resume`` skips the runs it holds.
+
+Rerun (from the repository root):
+    python benchmarks/shrinknets_random_search.py --models mlp --runs 10 --epochs 30 --threads 1
+    python benchmarks/shrinknets_random_search.py --models lenet5 --runs 4 --epochs 10 --threads 1
+    python benchmarks/shrinknets_random_search.py --report    # table and figure from the JSONs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, OtherLoad, archc, mnist_payload, n_params, write_json  # noqa: E402
+from mnist import TensorLoader, add_data_argument, mnist_datasets  # noqa: E402
+from mnist_mlp_lenet import MODELS, OUTPUT, PAPER, TESSERA, accuracy, layer_sizes, nonzero  # noqa: E402
+
+from archc.checkpoint import load_checkpoint  # noqa: E402
+from archc.rebuild import gated_from_checkpoint  # noqa: E402
+from archc.search import evaluate  # noqa: E402
+
+CELLS = ("shrinknets", "fixed", "fixed_l2")
+WIDTHS = {"mlp": [(10, 500)] * 3, "lenet5": [(4, 50), (4, 50), (10, 5000)]}  # (lower, upper) per layer
+
+
+def draw(cell: str, name: str, rng: np.random.Generator) -> dict:
+    """One run's random parameters: lambda, or widths (and weight decay)."""
+    if cell == "shrinknets":
+        return {"lam": float(10 ** -rng.uniform(2, 5))}
+    widths = [int(round(float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))) for lo, hi in WIDTHS[name]]
+    return {"widths": widths, "weight_decay": float(10 ** -rng.uniform(2, 5)) if cell == "fixed_l2" else 0.0}
+
+
+def run_shrinknets(name: str, params: dict, data: tuple, args) -> dict:
+    train, val, test = data
+    torch.manual_seed(args.seed)
+    with tempfile.TemporaryDirectory() as out:
+        res = archc.search(MODELS[name](), TensorLoader(train, args.batch_size, True, args.seed), TensorLoader(val, 1024),
+                           lam=params["lam"], epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                           regularizer="l1", shrink_every=0, out=out, progress=False, seed=args.seed)
+        example = (train.tensors[0][:2],)
+        best = gated_from_checkpoint(load_checkpoint(Path(out) / "best.pt"), MODELS[name], example)
+    small = archc.compact(best)
+    history = [h["val_metric"] for h in res.history]
+    return {"val_per_epoch": history, "best_epoch": _best_epoch(history), "model": small}
+
+
+def run_fixed(name: str, params: dict, data: tuple, args) -> dict:
+    """A plain network trained with Adam; its test accuracy is read at every epoch."""
+    train, val, test = data
+    torch.manual_seed(args.seed)
+    model = MODELS[name](*params["widths"]) if name == "lenet5" else MODELS[name](tuple(params["widths"]))
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=params["weight_decay"])
+    loader, vals, tests, states = TensorLoader(train, args.batch_size, True, args.seed), [], [], []
+    for _ in range(args.epochs):
+        model.train()
+        for x, y in loader:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        vals.append(evaluate(model, TensorLoader(val, 1024), accuracy))
+        tests.append(evaluate(model, TensorLoader(test, 1024), accuracy))
+    best = _best_epoch(vals)
+    return {"val_per_epoch": vals, "test_per_epoch": tests, "best_epoch": best, "model": model, "test": tests[best - 1]}
+
+
+def _best_epoch(history: list[float]) -> int:
+    """1-based; ties go to the later epoch (archc's best.pt rule, search.best_record)."""
+    top = max(history)
+    return max(i + 1 for i, v in enumerate(history) if v == top)
+
+
+def one_run(cell: str, name: str, index: int, params: dict, data: tuple, args) -> dict:
+    started = time.perf_counter()
+    with OtherLoad() as load:
+        out = (run_shrinknets if cell == "shrinknets" else run_fixed)(name, params, data, args)
+    model = out.pop("model")
+    test = out.pop("test", None)
+    if test is None:
+        test = evaluate(model, TensorLoader(data[2], 1024), accuracy)
+    sizes = layer_sizes(model)
+    hidden = {k: v[1] for k, v in sizes.items() if k != OUTPUT[name]}
+    row = {"cell": cell, "model": name, "run": index, **params, **out, "test_accuracy": test,
+           "hidden_units": hidden, "hidden_units_total": sum(hidden.values()), "params": n_params(model),
+           "nonzero_weights": nonzero(model)["weights"], "wall_s": time.perf_counter() - started,
+           "other_load_share": round(load.share, 3)}
+    print(f"{name} {cell} #{index}: {params} -> {hidden} params {row['params']:,} best epoch {row['best_epoch']} "
+          f"test {test:.4f} ({row['wall_s']:.0f} s)", flush=True)
+    return row
+
+
+def summary(runs: list[dict]) -> list[dict]:
+    rows = []
+    for name in MODELS:
+        for cell in CELLS:
+            mine = [r for r in runs if r["model"] == name and r["cell"] == cell]
+            if mine:
+                rows.append({"model": name, "cell": cell, "runs": len(mine),
+                             "median_test": statistics.median(r["test_accuracy"] for r in mine),
+                             "median_units": statistics.median(r["hidden_units_total"] for r in mine),
+                             "median_params": statistics.median(r["params"] for r in mine),
+                             "best_test": max(r["test_accuracy"] for r in mine),
+                             "paper": PAPER[name][cell]})
+    return rows
+
+
+def render_md(payload: dict) -> str:
+    s, runs = payload["settings"], payload["runs"]
+    lines = ["### ShrinkNets §3.2 random search on MNIST (archc.search against fixed-size networks)", "",
+             f"Command: `{payload['command']}`", "",
+             f"{s['epochs']} epochs per run (the paper: 100 MLP / 200 LeNet-5), Adam lr {s['lr']:g}, batch "
+             f"{s['batch_size']}, train {s['n_train']} / validation {s['n_val']} / test {s['n_test']}; every run is "
+             "measured on the test set at its best validation epoch. Machine: "
+             f"{payload['machine']['cpu']}, {payload['machine']['cpu_count']} CPUs, {s['threads']} torch thread(s), "
+             f"torch {payload['machine']['torch']}.", "",
+             "| model | cell | runs | median test accuracy | best | median hidden units | median parameters "
+             "| paper median (50 runs) |", "|---|---|--:|--:|--:|--:|--:|---|"]
+    for r in summary(runs):
+        lines.append(f"| {r['model']} | {r['cell']} | {r['runs']} | {100 * r['median_test']:.2f}% | "
+                     f"{100 * r['best_test']:.2f}% | {r['median_units']:.0f} | {r['median_params']:,.0f} | {r['paper']} |")
+    sparse = [r for r in runs if r["cell"] == "shrinknets" and r["nonzero_weights"] <= 60000]
+    best_sparse = max(sparse, key=lambda r: r["test_accuracy"], default=None)
+    lines += ["", f"Tessera & Rosman (MNIST): {TESSERA}. Here, the best ShrinkNets run with at most 60,000 "
+              "non-zero weights: " + (f"{100 * best_sparse['test_accuracy']:.2f}% ({best_sparse['model']}, "
+                                      f"{best_sparse['nonzero_weights']:,} weights)" if best_sparse else "none"), "",
+              "| model | cell | run | lambda / widths | weight decay | hidden units | parameters | best epoch "
+              "| test accuracy | wall s |", "|---|---|--:|---|--:|---|--:|--:|--:|--:|"]
+    for r in runs:
+        what = f"{r['lam']:.2e}" if "lam" in r else "/".join(map(str, r["widths"]))
+        units = "/".join(str(v) for v in r["hidden_units"].values())
+        lines.append(f"| {r['model']} | {r['cell']} | {r['run']} | {what} | {r.get('weight_decay', 0):.1e} | {units} | "
+                     f"{r['params']:,} | {r['best_epoch']} | {100 * r['test_accuracy']:.2f}% | {r['wall_s']:.0f} |")
+    loads = [r["other_load_share"] for r in runs] or [0.0]
+    lines += ["", f"Other processes used {min(loads):.0%}..{max(loads):.0%} of the CPUs during the runs.", ""]
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in MODELS if any(r["model"] == n for r in runs)]
+    fig, axes = plt.subplots(2, len(names), figsize=(5.5 * len(names), 8), squeeze=False)
+    for col, name in enumerate(names):
+        mine = [[100 * r["test_accuracy"] for r in runs if r["model"] == name and r["cell"] == c] for c in CELLS]
+        axes[0][col].boxplot([m or [float("nan")] for m in mine])
+        axes[0][col].set_xticks(range(1, len(CELLS) + 1), CELLS)
+        axes[0][col].set_title(f"{name}: test accuracy at the best validation epoch")
+        axes[0][col].set_ylabel("test accuracy (%)")
+        for cell, marker in zip(CELLS, "o^s"):
+            pts = [(r["params"], 100 * r["test_accuracy"]) for r in runs if r["model"] == name and r["cell"] == cell]
+            if pts:
+                axes[1][col].scatter(*zip(*pts), marker=marker, label=cell)
+        axes[1][col].set_xscale("log")
+        axes[1][col].set_xlabel("parameters (compact model for shrinknets)")
+        axes[1][col].set_ylabel("test accuracy (%)")
+        axes[1][col].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_data_argument(ap)
+    ap.add_argument("--models", default="mlp", help="comma-separated: mlp, lenet5")
+    ap.add_argument("--cells", default=",".join(CELLS))
+    ap.add_argument("--runs", type=int, default=10, help="runs per cell")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0, help="data split, initialisation and the random draws")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=None, help="only this many samples (smoke runs)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON path (default results/shrinknets_random_search_<models>.json)")
+    ap.add_argument("--resume", action="store_true", help="keep the runs the JSON holds; do the rest")
+    ap.add_argument("--report", nargs="*", type=Path, help="only rebuild the table and figure from these JSONs")
+    return ap.parse_args(argv)
+
+
+def report(paths: list[Path]) -> None:
+    """One table and figure over several JSONs (the MLP and LeNet-5 runs ran as two processes)."""
+    payloads = [json.loads(p.read_text()) for p in paths]
+    merged = {**payloads[0], "runs": [r for p in payloads for r in p["runs"]],
+              "command": " ; ".join(p["command"] for p in payloads),
+              "settings": {**payloads[0]["settings"],
+                           "epochs": ", ".join(f"{p['settings']['models']} {p['settings']['epochs']}" for p in payloads)}}
+    out = RESULTS / "shrinknets_random_search.md"
+    out.write_text(render_md(merged))
+    plot(merged["runs"], out.with_suffix(".png"))
+    print(out.read_text())
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.report is not None:
+        return report(args.report or sorted(RESULTS.glob("shrinknets_random_search_*.json")))
+    torch.set_num_threads(args.threads)
+    models = [m for m in args.models.split(",") if m]
+    out = args.out or RESULTS / f"shrinknets_random_search_{'_'.join(models)}.json"
+    data = mnist_datasets(args.data, seed=args.seed, limit=args.limit)
+    payload = mnist_payload("shrinknets_random_search", args, data, runs=[],
+                            paper={**PAPER, "tessera_rosman": TESSERA, "epochs": {"mlp": 100, "lenet5": 200}, "runs": 50})
+    if args.resume and out.exists():
+        payload["runs"] = json.loads(out.read_text())["runs"]
+    started = time.perf_counter()
+    rng = np.random.default_rng(args.seed)
+    for name in models:
+        for index in range(args.runs):
+            for cell in [c for c in args.cells.split(",") if c]:
+                params = draw(cell, name, rng)  # drawn even when the run is kept: the same draws on resume
+                if any(r["model"] == name and r["cell"] == cell and r["run"] == index for r in payload["runs"]):
+                    continue
+                payload["runs"].append(one_run(cell, name, index, params, data, args))
+                write_json(out, payload)
+    payload["total_wall_s"] = time.perf_counter() - started
+    write_json(out, payload)
+    out.with_suffix(".md").write_text(render_md(payload))
+    plot(payload["runs"], out.with_suffix(".png"))
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
