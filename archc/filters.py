@@ -87,14 +87,18 @@ def filters(gm: nn.Module) -> Iterator[Filter]:
             yield m
 
 
+def site_number(node: fx.Node) -> int:
+    """Which site of its Filter the call ``node`` (``filter(x, site)``) is."""
+    return node.args[1] if len(node.args) > 1 else node.kwargs.get("site", 0)
+
+
 def filter_sites(gm: fx.GraphModule) -> Iterator[tuple[fx.Node, Filter, int]]:
     """``(node, filter, site)`` for every Filter call in the graph."""
     for node in gm.graph.nodes:
         if node.op == "call_module":
             mod = gm.get_submodule(node.target)
             if isinstance(mod, Filter):
-                site = node.args[1] if len(node.args) > 1 else node.kwargs.get("site", 0)
-                yield node, mod, site
+                yield node, mod, site_number(node)
 
 
 def gates_by_space(gm: fx.GraphModule) -> dict[tuple[str, int], Filter]:

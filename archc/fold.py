@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .filters import Filter
+from .filters import Filter, site_number
 from .meta import DTYPE, SHAPE, tensor_shape
 from .rules import layer_fact
 from .rules.weights import scale_out_channels
@@ -47,7 +47,7 @@ def fold_filters(gm: fx.GraphModule, cc, unscaled: frozenset = frozenset()) -> N
 def _site(gm: fx.GraphModule, node: fx.Node, cc) -> tuple[fx.Node, int, int, torch.Tensor]:
     """A Filter call's input, gated dim, input rank and per-channel scale of its surviving channels."""
     gate: Filter = gm.get_submodule(node.target)
-    site = node.args[1] if len(node.args) > 1 else node.kwargs.get("site", 0)
+    site = site_number(node)
     x, rank = node.args[0], len(tensor_shape(node.args[0]))
     dim = gate.dims[site] % rank
     scale = gate.site_scale(site).detach()
@@ -102,7 +102,7 @@ def shrink_filters(gm: fx.GraphModule, cc) -> None:
     thetas: dict[str, list[fx.Node]] = {}  # gate -> its theta read by live norms (get_attr nodes)
     for node in gm.graph.nodes:
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), Filter):
-            sites.setdefault(node.target, []).append((node, node.args[1] if len(node.args) > 1 else 0))
+            sites.setdefault(node.target, []).append((node, site_number(node)))
         elif node.op == "get_attr" and node.target.endswith(".theta"):
             thetas.setdefault(node.target.rpartition(".")[0], []).append(node)
     for name, calls in sites.items():

@@ -169,18 +169,19 @@ def describe_shapes(inputs: tuple) -> str:
     return ", ".join(str(s) for s in shapes) or "()"
 
 
-def _batches(reference: nn.Module, inputs: Optional[tuple], trials: int) -> Iterator[tuple[tuple, bool]]:
-    """``(inputs, must_run)``: one random draw at each shape variant of ``reference`` (the
-    example's first), and more at the example shape until there are ``trials`` draws in all;
-    every draw has its own seed. The other variants may be refused by the reference itself."""
+def _batches(reference: nn.Module, inputs: Optional[tuple], trials: int) -> Iterator[tuple[tuple, bool, bool]]:
+    """``(inputs, must_run, top_up)``: one random draw at each shape variant of ``reference``
+    (the example's first; the others the reference may refuse), then draws at the example
+    shape (``top_up``), which the caller takes until ``trials`` checks have run. Each draw has
+    its own seed."""
     if inputs is not None:
-        yield inputs, True
+        yield inputs, True, False
         return
     variants = shape_variants(reference)
-    extra = max(trials - len(variants), 0)
     for i, sizes in enumerate(variants):
-        for seed in range(extra + 1) if i == 0 else (extra + i,):
-            yield random_inputs(reference, seed=seed, sizes=sizes or None), i == 0
+        yield random_inputs(reference, seed=i, sizes=sizes or None), i == 0, False
+    for k in range(trials):
+        yield random_inputs(reference, seed=len(variants) + k, sizes=variants[0] or None), True, True
 
 
 def assert_equivalent(
@@ -190,7 +191,7 @@ def assert_equivalent(
     """Raise :class:`CompactionError` unless ``candidate`` matches ``reference``; return the worst error.
 
     Without ``inputs``, fresh random inputs are drawn at every shape variant of ``reference``,
-    and at its example shape again until ``trials`` draws are done. A variant the reference itself
+    and at its example shape again until ``trials`` checks have run. A variant the reference itself
     cannot run is skipped; the example shape must run. The error is :func:`relative_error`;
     a miss in float32 is run again in float64 and judged by that, so rounding amplified by a
     norm does not refuse an exact rewrite. NaN or inf in either model's output is a miss.
@@ -198,14 +199,16 @@ def assert_equivalent(
 
     Example: ``assert_equivalent(gated, archc.compact(gated), rtol=1e-4)``.
     """
-    checked, skipped, worst = [], [], 0.0
-    for batch, must_run in _batches(reference, inputs, trials):
+    checked, skipped, worst, ran = [], [], 0.0, 0
+    for batch, must_run, top_up in _batches(reference, inputs, trials):
+        if top_up and ran >= trials:
+            break
         shapes = describe_shapes(batch)
         err = _check(reference, candidate, batch, rtol, shapes, must_run)
         if err is None:
             skipped.append(shapes)
             continue
-        worst = max(worst, err)
+        worst, ran = max(worst, err), ran + 1
         if shapes not in checked:
             checked.append(shapes)
     if isinstance(getattr(candidate, "meta", None), dict):

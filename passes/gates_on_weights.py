@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from archc.filters import Filter
+from archc.filters import Filter, site_number
 from archc.meta import tensor_shape
 from archc.rules import fact, layer_fact
 
@@ -62,7 +62,7 @@ def gates_on_weights(gated: fx.GraphModule, batch: int) -> fx.GraphModule:
         _move(graph, copies[site], side, [(copies[layer], dims) for layer, dims in layers])
     graph.lint()
     view = fx.GraphModule(gated, graph, type(gated).__name__)
-    view.meta = gated.meta
+    view.meta = dict(gated.meta)
     return view
 
 
@@ -77,7 +77,10 @@ def _producer(gm: fx.GraphModule, site: fx.Node) -> Optional[list[Scaled]]:
         return None
     if _channel_dim(gm, site) != layer_fact(layer, "channel_dim")(rank):
         return None
-    return [(x, tuple(layer_fact(layer, "makes")))]
+    makes = tuple(layer_fact(layer, "makes"))
+    if any(name == "weight" and getattr(layer, name) is None for name, _ in makes):
+        return None  # a norm without affine parameters: nothing to carry the gate
+    return [(x, makes)]
 
 
 def _weight_readers(gm: fx.GraphModule, site: fx.Node) -> Optional[list[Scaled]]:
@@ -106,7 +109,7 @@ def _channel_dim(gm: fx.GraphModule, site: fx.Node) -> Optional[int]:
     """The dim the gate ``site`` scales, counted from the front; None without a known rank."""
     rank = _rank(site.args[0])
     gate: Filter = gm.get_submodule(site.target)
-    return None if rank is None else gate.dims[site.args[1] if len(site.args) > 1 else 0] % rank
+    return None if rank is None else gate.dims[site_number(site)] % rank
 
 
 def _rank(node: fx.Node) -> Optional[int]:
@@ -152,7 +155,7 @@ def _parameters_are_smaller(gm: fx.GraphModule, site: fx.Node, layers: list[Scal
 
 def _move(graph: fx.Graph, site: fx.Node, side: str, layers: list[Scaled]) -> None:
     """Take the gate ``site`` out of the activations and into the layers' parameters."""
-    gate_name, number = site.target, site.args[1] if len(site.args) > 1 else 0
+    gate_name, number = site.target, site_number(site)
     with graph.inserting_before(layers[0][0] if side == "producer" else site):
         scale = graph.call_function(_site_scale, (graph.get_attr(gate_name), number))
     site.replace_all_uses_with(site.args[0])

@@ -105,3 +105,13 @@ def test_a_gate_right_after_a_batch_norm_scales_its_affine_and_the_statistics_st
     bn.load_state_dict(start)
     assert torch.allclose(view(x), want, atol=1e-5)
     assert all(torch.allclose(bn.state_dict()[k].float(), v.float()) for k, v in after_gated.items())
+
+
+def test_a_gate_after_a_norm_without_affine_parameters_stays_on_the_activations():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8, affine=False), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    gated = _gated(model.eval(), (torch.randn(2, 3, 9, 9),))
+    gated.train()
+    view = archc.passes.gates_on_weights(gated, batch=64)
+    x = torch.randn(16, 3, 9, 9)
+    assert all(n.args[0].target != "1" for n in view.graph.nodes if n.target is scaled_call)
+    assert torch.allclose(view(x), gated(x), atol=1e-5)

@@ -95,6 +95,11 @@ def test_a_variant_the_reference_cannot_run_is_skipped_and_recorded():
     assert assert_equivalent(reference, candidate) < 1e-6
     assert candidate.meta["archc.verified"] == {"shapes": ["(2, 4)"], "skipped": _variant_shapes(candidate)[1:],
                                                 "max_rel_err": pytest.approx(0.0, abs=1e-6)}
+    ran = []  # inputs of the calls the reference completed
+    reference.register_forward_hook(lambda m, args, out: ran.append(args[0]))
+    assert_equivalent(reference, candidate, trials=3)
+    assert len(ran) == 3 and all(x.shape == (2, 4) for x in ran)  # the refused shapes made up at the example's
+    assert not torch.equal(ran[0], ran[1]) and not torch.equal(ran[1], ran[2])  # fresh draws
 
 
 def test_the_reference_must_run_at_the_example_shape():
@@ -115,3 +120,29 @@ def test_compact_keeps_the_input_meta_and_checks_every_variant():
     assert small.meta["archc.inputs"] == gated.meta["archc.inputs"]
     assert small.meta["archc.symbols"] == gated.meta["archc.symbols"]
     assert small.meta["archc.verified"]["shapes"] == _variant_shapes(gated)
+
+
+class EvenBatches(nn.Module):
+    """``net`` that refuses odd batches (as a model pairing its samples would)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        if x.shape[0] % 2:
+            raise ValueError("batches come in pairs")
+        return self.net(x)
+
+
+def test_capture_checks_the_next_larger_size_the_model_takes():
+    import torch.utils._pytree as pytree
+    from archc.capture.check import check_against_model
+
+    net = _net()
+    gm = archc.trace(net, (X,))
+    gm.meta.pop("archc.shape_variants")
+    flat, spec = pytree.tree_flatten(((X,), {}))
+    check_against_model(gm, EvenBatches(net), flat, spec)
+    (symbol,) = gm.meta["archc.symbols"]
+    assert [v[symbol] for v in shape_variants(gm)] == [2, 4]  # 3 refused, then 4; no even size below 2

@@ -19,38 +19,48 @@ from torch import nn
 
 from ..errors import TraceError
 from ..meta import preserved_buffers
-from .inputs import VARIANTS, random_inputs, shape_variants
+from .inputs import VARIANTS, random_inputs, variant_candidates
 
 RTOL = 1e-4  # as compaction's own check
 
 
 def check_against_model(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, spec: pytree.TreeSpec) -> None:
-    """Raise :class:`TraceError` unless ``gm`` computes what ``model`` does at every variant."""
-    from ..verify import relative_error  # verify imports capture
-
+    """Raise :class:`TraceError` unless ``gm`` computes what ``model`` does at every variant:
+    the example's shape, and for a larger and a smaller size the first the model takes."""
     modes = {m: m.training for m in [*model.modules(), *gm.modules()]}
     kept = []
     try:
         for m in modes:
             m.training = False
         with torch.no_grad(), preserved_buffers(model), preserved_buffers(gm):
-            for i, sizes in enumerate(shape_variants(gm)):
-                tensors = random_inputs(gm, seed=11, sizes=sizes)
-                with torch.random.fork_rng(devices=[]):  # the same random draws for both (MC dropout)
-                    torch.manual_seed(0)
-                    want = _run_model(model, flat_inputs, spec, tensors, required=i == 0)
-                    if want is None:
-                        continue  # the model itself does not take this size
-                    torch.manual_seed(0)
-                    got = pytree.tree_leaves(gm(*tensors))
-                err = max((_capture_error(g, w, relative_error) for g, w in zip(got, want)), default=0.0)
-                if len(got) != len(want) or err > RTOL:
-                    raise _miss(gm, model, tensors, err, first=i == 0)
-                kept.append(sizes)
+            for i, role in enumerate(variant_candidates(gm)):
+                sizes = next((c for c in role if _matches(gm, model, flat_inputs, spec, c, first=i == 0)), None)
+                if sizes is not None and sizes not in kept:
+                    kept.append(sizes)
     finally:
         for m, training in modes.items():
             m.training = training
     gm.meta[VARIANTS] = kept
+
+
+def _matches(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, spec: pytree.TreeSpec,
+             sizes: dict, first: bool) -> bool:
+    """Whether the model runs at ``sizes`` (it must at the example's); raises where it runs and
+    the graph differs."""
+    from ..verify import relative_error  # verify imports capture
+
+    tensors = random_inputs(gm, seed=11, sizes=sizes)
+    with torch.random.fork_rng(devices=[]):  # the same random draws for both (MC dropout)
+        torch.manual_seed(0)
+        want = _run_model(model, flat_inputs, spec, tensors, required=first)
+        if want is None:
+            return False  # the model itself does not take this size
+        torch.manual_seed(0)
+        got = pytree.tree_leaves(gm(*tensors))
+    err = max((_capture_error(g, w, relative_error) for g, w in zip(got, want)), default=0.0)
+    if len(got) != len(want) or err > RTOL:
+        raise _miss(gm, model, tensors, err, first=first)
+    return True
 
 
 def _capture_error(got: torch.Tensor, want: torch.Tensor, relative_error) -> float:

@@ -68,31 +68,42 @@ def _finite(bound: Any) -> Optional[int]:
 def shape_variants(gm: fx.GraphModule, count: int = 3) -> list[dict[str, int]]:
     """Symbol sizes to verify at: the example's, one more, and about half (down to 1, below
     torch.export's range, which starts at 2 only because size 1 broadcasts; an example of 1
-    gets 2 and 3), each capped at the symbol's upper bound (a maximum sequence length).
+    gets 2 and 3), each capped at the symbol's upper bound (a maximum sequence length). After
+    capture, the variants the model itself ran at (``gm.meta[VARIANTS]``).
 
     Any size other than the example's shows a size frozen into the graph, so the variants stay
     as small as that allows: each check runs the whole model at them."""
     if VARIANTS in gm.meta:
         return list(gm.meta[VARIANTS][:count])
-    symbols = gm.meta.get(_SYMBOLS) or {}
-    if not symbols:
-        return [{}]
-    variants = [{s: e["example"] for s, e in symbols.items()}]
-    for pick in (_larger, _smaller):
-        sizes = {s: pick(e) for s, e in symbols.items()}
-        if sizes not in variants:
-            variants.append(sizes)
+    variants: list[dict[str, int]] = []
+    for role in variant_candidates(gm):
+        if role[0] not in variants:
+            variants.append(role[0])
     return variants[:count]
 
 
-def _larger(entry: dict) -> int:
-    want = entry["example"] + 1
-    return want if entry["max"] is None else min(want, entry["max"])
+def variant_candidates(gm: fx.GraphModule) -> list[list[dict[str, int]]]:
+    """``[[example], [larger...], [smaller...]]``: for each role, sizes to try in turn until
+    the model takes one (a model may need a multiple of its example's length)."""
+    symbols = gm.meta.get(_SYMBOLS) or {}
+    if not symbols:
+        return [[{}]]
+    roles = [[{s: e["example"] for s, e in symbols.items()}]]
+    for role in ("larger", "smaller"):
+        per_symbol = {s: _candidates(e, role) for s, e in symbols.items()}
+        roles.append([{s: sizes[k] for s, sizes in per_symbol.items()} for k in range(3)])
+    return roles
 
 
-def _smaller(entry: dict) -> int:
-    example = entry["example"]
-    return max(1, example // 2) if example > 1 else _larger(entry) + 1
+def _candidates(entry: dict, role: str) -> list[int]:
+    example, top = entry["example"], entry["max"]
+    if role == "larger":
+        sizes = [example + 1, example + 2, 2 * example + 1]
+    elif example > 1:
+        sizes = [max(1, example // 2), example - 1, 1]
+    else:  # nothing smaller than 1: another larger size
+        sizes = [example + 2, example + 3, 2 * example + 2]
+    return [s if top is None else min(s, top) for s in sizes]
 
 
 def _shape(spec: dict, sizes: Optional[dict]) -> list[int]:
