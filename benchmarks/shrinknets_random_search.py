@@ -165,6 +165,7 @@ def render_md(payload: dict) -> str:
 
 def plot(runs: list[dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -181,6 +182,7 @@ def plot(runs: list[dict], path: Path) -> None:
             if pts:
                 axes[1][col].scatter(*zip(*pts), marker=marker, label=cell)
         axes[1][col].set_xscale("log")
+        axes[1][col].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels on decades only
         axes[1][col].set_xlabel("parameters (compact model for shrinknets)")
         axes[1][col].set_ylabel("test accuracy (%)")
         axes[1][col].legend()
