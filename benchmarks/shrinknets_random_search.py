@@ -22,7 +22,7 @@ every run, and ``--resume`` skips the runs it holds.
 Rerun (from the repository root):
     python benchmarks/shrinknets_random_search.py --models mlp --runs 10 --epochs 30 --threads 1
     python benchmarks/shrinknets_random_search.py --models lenet5 --runs 4 --epochs 10 --threads 1
-    python benchmarks/shrinknets_random_search.py --report    # table and figure from the JSONs
+    python benchmarks/shrinknets_random_search.py --report results/a.json results/b.json   # one table and figure
 """
 from __future__ import annotations
 
@@ -206,17 +206,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default results/shrinknets_random_search_<models>.json)")
     ap.add_argument("--resume", action="store_true", help="keep the runs the JSON holds; do the rest")
     ap.add_argument("--report", nargs="*", type=Path, help="only rebuild the table and figure from these JSONs")
+    ap.add_argument("--report-out", type=Path, default=RESULTS / "shrinknets_random_search.md",
+                    help="where --report writes its table (the figure goes beside it)")
     return ap.parse_args(argv)
 
 
-def report(paths: list[Path]) -> None:
+def report(paths: list[Path], out: Path) -> None:
     """One table and figure over several JSONs (the MLP and LeNet-5 runs ran as two processes)."""
     payloads = [json.loads(p.read_text()) for p in paths]
     merged = {**payloads[0], "runs": [r for p in payloads for r in p["runs"]],
               "command": " ; ".join(p["command"] for p in payloads),
               "settings": {**payloads[0]["settings"],
                            "epochs": ", ".join(f"{p['settings']['models']} {p['settings']['epochs']}" for p in payloads)}}
-    out = RESULTS / "shrinknets_random_search.md"
     out.write_text(render_md(merged))
     plot(merged["runs"], out.with_suffix(".png"))
     print(out.read_text())
@@ -225,7 +226,7 @@ def report(paths: list[Path]) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.report is not None:
-        return report(args.report or sorted(RESULTS.glob("shrinknets_random_search_*.json")))
+        return report(args.report or sorted(RESULTS.glob("shrinknets_random_search_*.json")), args.report_out)
     torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
     out = args.out or RESULTS / f"shrinknets_random_search_{'_'.join(models)}.json"
