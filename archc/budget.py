@@ -73,6 +73,11 @@ def parse_target(text: str) -> Target:
     return Target(kind, value, relative=value < 1 and not suffix)
 
 
+def format_size(kind: str, value: float) -> str:
+    """A target or achieved size for a person: ``"2.13 ms"`` for latency, ``"120,449"`` otherwise."""
+    return f"{value:.3g} ms" if kind == "latency" else f"{value:,.0f}"
+
+
 def model_size(model: torch.nn.Module, kind: str) -> float:
     """Parameters (gates and search parameters left out: compaction folds them) or FLOPs per example."""
     if kind == "flops":

@@ -23,10 +23,10 @@ from typing import Callable, Iterator, TypeVar
 import torch
 import torch.distributed as dist
 
-T = TypeVar("T")
-
 from .errors import ArchcError, ConfigError
 from .search_guard import SearchError
+
+T = TypeVar("T")
 
 
 def world_size() -> int:

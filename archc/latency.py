@@ -64,17 +64,15 @@ class LatencyLine:
                 return
         self.points.append((float(flops), float(ms)))
 
-    def coefficients(self) -> tuple[float, float]:
+    def slope(self) -> float:
         flops, ms = self.points[-1]
-        return 0.0, ms / max(flops, 1.0)
+        return ms / max(flops, 1.0)
 
     def ms_at(self, flops: float) -> float:
-        a, b = self.coefficients()
-        return a + b * flops
+        return self.slope() * flops
 
     def flops_for(self, ms: float) -> float:
-        a, b = self.coefficients()
-        return max((ms - a) / b, 1.0)
+        return max(ms / self.slope(), 1.0)
 
 
 def compact_latency(model: torch.fx.GraphModule, inputs: tuple) -> float:

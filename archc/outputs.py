@@ -23,6 +23,7 @@ from . import flops as _flops
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint
 from .compact import FINAL, _thresholded, compaction
 from .errors import ConfigError, UserFileError
+from .budget import format_size
 from .export import export_onnx
 from .out_dirs import check_compact_out, staged_output
 from .rebuild import gated_from_checkpoint, search_options
@@ -209,8 +210,9 @@ def report_markdown(report: dict) -> str:
 
 
 def _target_line(target: dict) -> str:
-    unit = (lambda v: f"{v:.3g} ms") if target["kind"] == "latency" else (lambda v: f"{v:,.0f}")
-    return (f"- target: {target['kind']} {unit(target['target'])}; achieved {unit(target['achieved'])} "
+    kind = target["kind"]
+    return (f"- target: {kind} {format_size(kind, target['target'])}; "
+            f"achieved {format_size(kind, target['achieved'])} "
             f"({target['ratio_to_target']:.3f} of the target)")
 
 

@@ -14,6 +14,8 @@ from typing import Any, Optional
 import typer
 
 from archc import distributed
+from archc.budget import format_size
+from archc.out_dirs import BEST
 from archc.outputs import compact_checkpoint
 from archc.search import best_record, run_search, task_from_file
 from archc.search_config import SearchConfig, cli_fields, default_of
@@ -57,11 +59,11 @@ def search_cmd(model_py: Path, out_dir: Optional[Path], resume: bool, overwrite:
         best = best_record(result.history, cfg.best_by)
         if best is not last:
             out.print(f"best validation metric {best['val_metric']:.4f} at epoch {best['epoch']} "
-                      f"({best['params']:,} parameters): {result.checkpoint.parent / 'best.pt'}")
+                      f"({best['params']:,} parameters): {result.checkpoint.parent / BEST}")
     if last and last.get("budget"):
         b = last["budget"]
-        unit = (lambda v: f"{v:.3g} ms") if b["kind"] == "latency" else (lambda v: f"{v:,.0f}")
-        out.print(f"target {b['kind']} {unit(b['target'])}: {unit(b['achieved'])} ({b['ratio_to_target']:.3f} of it"
+        target, achieved = format_size(b["kind"], b["target"]), format_size(b["kind"], b["achieved"])
+        out.print(f"target {b['kind']} {target}: {achieved} ({b['ratio_to_target']:.3f} of it"
                   f"{', met' if b['met'] else ', not met yet: more epochs, or a larger --lr, get there'})")
     out.print(f"next: [bold]archc compact {result.checkpoint} -o {out_dir / 'compact'}[/bold]")
 

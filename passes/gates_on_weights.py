@@ -148,9 +148,8 @@ def _parameters_are_smaller(gm: fx.GraphModule, site: fx.Node, layers: list[Scal
     per_sample = 1
     for size in tensor_shape(site.args[0])[1:]:
         per_sample *= int(size)
-    scaled = sum(getattr(gm.get_submodule(layer.target), name).numel() for layer, dims in layers
-                 for name, _ in dims if getattr(gm.get_submodule(layer.target), name) is not None)
-    return scaled < per_sample * batch
+    values = [getattr(gm.get_submodule(layer.target), name) for layer, dims in layers for name, _ in dims]
+    return sum(v.numel() for v in values if v is not None) < per_sample * batch
 
 
 def _move(graph: fx.Graph, site: fx.Node, side: str, layers: list[Scaled]) -> None:
