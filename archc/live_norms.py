@@ -91,7 +91,9 @@ class LiveGroupNorm(_Live, nn.GroupNorm):
         count = (mask.sum() * math.prod(x.shape[2:])).clamp_min(1)
         centred = x - (x * mask).sum(dims, keepdim=True) / count
         y = centred * torch.rsqrt((centred.square() * mask).sum(dims, keepdim=True) / count + self.eps)
-        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+        if self.weight is not None:
+            y = y * self.weight.view(shape)
+        return y if self.bias is None else y + self.bias.view(shape)
 
 
 PLAIN_OF = {LiveLayerNorm: nn.LayerNorm, LiveGroupNorm: nn.GroupNorm}

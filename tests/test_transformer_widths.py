@@ -29,3 +29,27 @@ def test_transformers_models_keep_at_most_055_of_their_parameters(kind, tmp_path
 def test_timm_vision_transformers_keep_at_most_055_of_their_parameters(name):
     model = timm_model(name, img_size=32, patch_size=8)
     _compact_and_check(model, (torch.randn(2, 3, 32, 32),), max_ratio=0.55)
+
+
+def test_beit_qkv_bias_made_in_forward_is_pruned_with_its_pieces():
+    """BEiT calls ``F.linear(x, qkv.weight, cat((q_bias, k_bias, v_bias)))`` with ``k_bias`` a
+    zero buffer: the Linear is raised without its bias and the bias is added after it, so the
+    stream, heads and MLP prune (it kept 0.81 of its parameters while this linear blocked them)."""
+    model = timm_model("beit_base_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
+    gated, small = _compact_and_check(model, (torch.randn(2, 3, 32, 32),), max_ratio=0.55)
+    qkv = small.get_submodule("blocks.0.attn.qkv")
+    assert isinstance(qkv, torch.nn.Linear) and qkv.bias is None
+    assert small.get_buffer("blocks.0.attn.k_bias").shape[0] < 32, "the zero buffer shrank with its heads"
+
+
+def test_metaformer_groupnorm_without_bias_is_live():
+    """timm's ``GroupNorm1NoBias`` (PoolFormerV2) calls ``F.group_norm`` with a weight and no bias."""
+    import timm.models.metaformer as metaformer
+
+    torch.manual_seed(0)
+    model = metaformer.MetaFormer(depths=(1, 1, 1, 1), dims=(16, 16, 32, 32), norm_layers=metaformer.GroupNorm1NoBias,
+                                  use_mlp_head=False, num_classes=10).eval()
+    gated, small = _compact_and_check(model, (torch.randn(2, 3, 32, 32),), max_ratio=0.6)
+    assert any(isinstance(m, LIVE_NORMS) for m in gated.modules())
+    norms = [m for m in small.modules() if type(m) is torch.nn.GroupNorm]
+    assert norms and all(m.bias is None for m in norms)

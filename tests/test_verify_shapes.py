@@ -146,3 +146,22 @@ def test_capture_checks_the_next_larger_size_the_model_takes():
     check_against_model(gm, EvenBatches(net), flat, spec)
     (symbol,) = gm.meta["archc.symbols"]
     assert [v[symbol] for v in shape_variants(gm)] == [2, 4]  # 3 refused, then 4; no even size below 2
+
+
+def test_a_model_cast_to_float64_after_capture_is_checked_with_float64_inputs():
+    """The fresh inputs follow the parameters' dtype: compacting ``gated.double()`` folds in
+    float64, and the compact model then equals the gated one to float64 rounding."""
+    from conftest import kill_channels
+    from zoo import ZOO
+
+    from archc.capture.inputs import random_inputs
+    from archc.verify import max_relative_error
+
+    model, inputs = ZOO["resnet"]()
+    gated = archc.passes.insert_filters(archc.trace(model, inputs)).double()
+    kill_channels(gated, 0.3, seed=0)
+    assert random_inputs(gated, seed=0)[0].dtype == torch.float64
+    small = archc.compact(gated)
+    assert next(small.parameters()).dtype == torch.float64
+    for sizes in shape_variants(gated):
+        assert max_relative_error(gated, small, random_inputs(gated, seed=1, sizes=sizes), dtype=torch.float64) < 1e-12

@@ -29,8 +29,11 @@ def input_specs(gm: fx.GraphModule, exported: Any, flat_inputs: list) -> list[di
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     symbols: dict[str, dict] = {}
     specs = []
+    params_dtype = _floating_params_dtype(gm)
     for name, t, ph in zip(names, tensors, placeholders):
         spec: dict[str, Any] = {"name": name, "shape": tuple(t.shape), "dtype": t.dtype, "dims": {}}
+        if t.is_floating_point() and t.dtype == params_dtype:
+            spec["follows_params"] = True  # drawn at the parameters' dtype: gm.double() takes doubles
         if not t.is_floating_point() and t.numel():
             spec["low"], spec["high"] = int(t.min()), int(t.max())
         for d, size in enumerate(ph.meta["val"].shape):
@@ -42,6 +45,11 @@ def input_specs(gm: fx.GraphModule, exported: Any, flat_inputs: list) -> list[di
         specs.append(spec)
     gm.meta[_SYMBOLS] = symbols
     return specs
+
+
+def _floating_params_dtype(gm: fx.GraphModule) -> Optional[torch.dtype]:
+    """The dtype of ``gm``'s first floating-point parameter, or None."""
+    return next((p.dtype for p in gm.parameters() if p.is_floating_point()), None)
 
 
 def _user_input_names(exported: Any) -> set:
@@ -139,13 +147,15 @@ def random_inputs(gm: fx.GraphModule, batch: Optional[int] = None, seed: int = 0
     if specs is None:
         raise ValueError("this GraphModule was not made by archc.trace: pass example inputs explicitly")
     gen = torch.Generator().manual_seed(seed)
+    params_dtype = _floating_params_dtype(gm)
     out = []
     for spec in specs:
         shape = _shape(spec, sizes)
         if batch is not None and shape:
             shape[0] = batch
         if spec["dtype"].is_floating_point:
-            out.append(torch.randn(shape, generator=gen, dtype=spec["dtype"]))
+            dtype = params_dtype if spec.get("follows_params") and params_dtype is not None else spec["dtype"]
+            out.append(torch.randn(shape, generator=gen, dtype=dtype))
         elif spec["dtype"] == torch.bool:
             out.append(torch.randint(0, 2, shape, generator=gen).bool())
         else:

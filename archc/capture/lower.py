@@ -90,11 +90,21 @@ class Lowering:
 
     def call_layer(self, node: fx.Node, layer: nn.Module, by: fx.Node, *inputs: Any) -> fx.Node:
         """Call ``layer``, installed under the name of the module that owns the parameter ``by``
-        when that module ran the op (the same layer again when it is called twice with the same
-        settings), else under the module that ran it (a tied weight is named after one owner)."""
+        when that module ran the op, or when a module it sits in ran it and the owner is that
+        kind of layer (``attn`` calling ``F.linear(x, self.qkv.weight)`` names it ``attn.qkv``);
+        the same layer again when it is called twice with the same settings. Otherwise it is
+        named after the module that ran it (a tied weight is named after one owner)."""
         owner = by.target.rpartition(".")[0]
         ran = module_paths(node)
-        return self._call_installed(layer_name(owner if owner in ran or not ran else ran[-1], layer), layer, inputs)
+        if not ran or owner in ran or (ran[-1] and owner.startswith(ran[-1] + ".") and self._is_a(owner, layer)):
+            return self._call_installed(layer_name(owner, layer), layer, inputs)
+        return self._call_installed(layer_name(ran[-1], layer), layer, inputs)
+
+    def _is_a(self, path: str, layer: nn.Module) -> bool:
+        try:
+            return type(self.model.get_submodule(path)) is type(layer)
+        except AttributeError:
+            return False
 
     def call_new_layer(self, node: fx.Node, layer: nn.Module, *inputs: Any) -> fx.Node:
         """Call a layer without tensors (dropout), named after the user's module that ran the op."""

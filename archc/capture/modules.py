@@ -11,6 +11,8 @@ Example: ``LOWERINGS[torch.ops.aten.linear](cx, node, x, w, b)`` adds ``nn.Linea
 """
 from __future__ import annotations
 
+import inspect
+import operator
 from typing import Any, Callable, Optional
 
 import torch
@@ -61,11 +63,15 @@ def _conv_transpose(dims: int) -> Callable:
 
 
 def _linear(cx, node, x, weight, bias=None):
-    if not cx.are_parameters(weight, bias):
+    """``nn.Linear``; a bias computed in forward (BEiT's ``cat((q_bias, zeros, v_bias))``) is
+    added after a Linear without one, so its pieces keep their own parameters and buffers."""
+    if not cx.are_parameters(weight):
         return None
+    computed = bias is not None and not cx.are_parameters(bias)
     w = cx.tensor(weight)
-    layer = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None, device="meta")
-    return cx.call_layer(node, _with_tensors(layer, weight=w, bias=cx.tensor(bias)), weight, x)
+    layer = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None and not computed, device="meta")
+    out = cx.call_layer(node, _with_tensors(layer, weight=w, bias=None if computed else cx.tensor(bias)), weight, x)
+    return cx.call_function(operator.add, (out, bias), {}) if computed else out
 
 
 def _batch_norm(cx, node, x, weight, bias, mean, var, training, momentum, eps, *_):
@@ -116,9 +122,14 @@ def _rms_norm(cx, node, x, normalized_shape, weight=None, eps=None):
 
 
 def _group_norm(cx, node, x, num_groups, weight=None, bias=None, eps=1e-5, *_):
-    if weight is None or bias is None or not cx.are_parameters(weight, bias):
+    """``nn.GroupNorm``, also without a bias (timm's ``GroupNorm1NoBias``) where this torch's
+    GroupNorm takes ``bias=False``."""
+    if weight is None or not cx.are_parameters(weight, bias):
         return None
-    layer = nn.GroupNorm(num_groups, cx.tensor(weight).shape[0], eps=eps, device="meta")
+    if bias is None and "bias" not in inspect.signature(nn.GroupNorm).parameters:
+        return None
+    layer = nn.GroupNorm(num_groups, cx.tensor(weight).shape[0], eps=eps, device="meta",
+                         **({} if bias is not None else {"bias": False}))
     return cx.call_layer(node, _with_tensors(layer, weight=cx.tensor(weight), bias=cx.tensor(bias)), weight, x)
 
 

@@ -55,10 +55,11 @@ def _fold_linear(m: nn.Linear, dim: int, rank: int, s: torch.Tensor) -> bool:
 
 
 def _fold_affine(m: nn.Module, dim: int, rank: int, s: torch.Tensor) -> bool:
-    if dim != 1 or getattr(m, "weight", None) is None or getattr(m, "bias", None) is None:
+    if dim != 1 or getattr(m, "weight", None) is None:
         return False
     m.weight.data.mul_(s)
-    m.bias.data.mul_(s)
+    if getattr(m, "bias", None) is not None:
+        m.bias.data.mul_(s)
     return True
 
 
