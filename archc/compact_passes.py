@@ -30,7 +30,7 @@ from .errors import CompactionError, node_error
 from .filters import filter_sites
 from .fold import fold_filters, shrink_filters
 from .groups import channel_groups
-from .live_norms import LIVE_NORMS, live_mask, plain_norm
+from .live_norms import LIVE_NORMS, LiveReduction, live_mask, plain_norm
 from .meta import VALUE, tensor_shape
 from .rules import fact
 
@@ -172,24 +172,39 @@ def shrink_gates(c: Compaction) -> Compaction:
 
 
 def plain_norms(c: Compaction) -> Compaction:
-    """Live norms become plain ones: every channel left is open, so their statistics agree."""
+    """Live norms become plain ones, and live reductions the torch call they were: every
+    channel left is open, so their statistics agree."""
     gm = c.gm
     for node in list(gm.graph.nodes):
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), LIVE_NORMS):
-            owner, _, attr = node.target.rpartition(".")
-            holder = gm.get_submodule(owner) if owner else gm
-            live = getattr(holder, attr)
-            thetas = tuple(gm.get_parameter(t.target) for t in node.args[1:])
-            open_ = live_mask(thetas, live.live_index, torch.float32)
-            if not (bool(open_.all()) or not bool(open_.any())):  # all closed: a kept channel of zeros
-                raise node_error(CompactionError, node, "a closed channel of this norm's statistics was kept",
-                                 "report this model to archc with the node above")
+        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), (*LIVE_NORMS, LiveReduction)):
+            continue
+        owner, _, attr = node.target.rpartition(".")
+        holder = gm.get_submodule(owner) if owner else gm
+        live = getattr(holder, attr)
+        thetas = tuple(gm.get_parameter(t.target) for t in node.args[1:])
+        open_ = live_mask(thetas, live.live_index, torch.float32)
+        if not (bool(open_.all()) or not bool(open_.any())):  # all closed: a kept channel of zeros
+            raise node_error(CompactionError, node, "a closed channel of this norm's statistics was kept",
+                             "report this model to archc with the node above")
+        thetas, node.args = node.args[1:], node.args[:1]
+        if isinstance(live, LiveReduction):
+            _plain_reduction(gm, node, live)
+            delattr(holder, attr)
+        else:
             setattr(holder, attr, plain_norm(live))
-            thetas, node.args = node.args[1:], node.args[:1]
-            for theta in thetas:
-                if not theta.users:
-                    gm.graph.erase_node(theta)
+        for theta in thetas:
+            if not theta.users:
+                gm.graph.erase_node(theta)
     return c
+
+
+def _plain_reduction(gm: fx.GraphModule, node: fx.Node, live: LiveReduction) -> None:
+    function, args, kwargs = live.plain_call()
+    with gm.graph.inserting_before(node):
+        plain = gm.graph.call_function(function, (node.args[0], *args), kwargs)
+    plain.meta = dict(node.meta)
+    node.replace_all_uses_with(plain)
+    gm.graph.erase_node(node)
 
 
 def lower_grouped_convs(c: Compaction) -> Compaction:

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Optional
 
 import torch
 from torch import nn
+
+from .meta import tensor_shape
 
 _RMS_NORM = getattr(nn, "RMSNorm", None)
 
@@ -96,6 +99,46 @@ class LiveGroupNorm(_Live, nn.GroupNorm):
         return y if self.bias is None else y + self.bias.view(shape)
 
 
+class LiveReduction(nn.Module):
+    """``torch.mean``, ``torch.var`` or ``torch.std`` over one channel dim, counting the open
+    channels only: the statistics of a norm written by hand (``x.mean(1, keepdim=True)`` in
+    ConvNeXt's channels-first LayerNorm, ``torch.var(x, -1)`` in timm's SimpleNorm). Its plain
+    form, once every channel left is open, is the torch call itself (:meth:`plain_call`).
+
+    Example:
+        >>> live = LiveReduction("var", dim=-1, keepdim=True, correction=1, live_index=torch.arange(8)[None])
+        >>> live(torch.randn(2, 8), gate.theta)
+    """
+
+    CALLS = {"mean": torch.mean, "var": torch.var, "std": torch.std}
+
+    def __init__(self, op: str, dim: int, keepdim: bool, correction: float, live_index: torch.Tensor) -> None:
+        super().__init__()
+        self.op, self.dim, self.keepdim, self.correction = op, dim, keepdim, correction
+        self.register_buffer("live_index", live_index.long().reshape(-1, live_index.shape[-1]).clone(),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor, *thetas: torch.Tensor) -> torch.Tensor:
+        shape = [1] * x.dim()
+        shape[self.dim] = -1
+        mask = live_mask(thetas, self.live_index, x.dtype).view(shape)
+        count = mask.sum()
+        out = (x * mask).sum(self.dim, keepdim=True) / count
+        if self.op != "mean":  # the spread about the open channels' mean, as torch.var divides it
+            out = ((x - out).square() * mask).sum(self.dim, keepdim=True) / (count - self.correction)
+            out = out.sqrt() if self.op == "std" else out
+        return out if self.keepdim else out.squeeze(self.dim)
+
+    def plain_call(self) -> tuple:
+        """``(function, args, kwargs)`` of the plain reduction, without the input."""
+        kwargs = {"keepdim": self.keepdim} if self.op == "mean" else {"correction": self.correction,
+                                                                      "keepdim": self.keepdim}
+        return self.CALLS[self.op], (self.dim,), kwargs
+
+    def extra_repr(self) -> str:
+        return f"{self.op}, dim={self.dim}, keepdim={self.keepdim}"
+
+
 PLAIN_OF = {LiveLayerNorm: nn.LayerNorm, LiveGroupNorm: nn.GroupNorm}
 if _RMS_NORM is not None:
     PLAIN_OF[LiveRMSNorm] = _RMS_NORM
@@ -112,8 +155,29 @@ def can_live(norm: nn.Module) -> bool:
 
 
 def live_dim(norm: nn.Module, rank: int) -> int:
-    """The dim of the channels a (live) norm normalises: 1 for GroupNorm, else the last."""
+    """The dim of the channels a (live) norm normalises: 1 for GroupNorm, a live reduction's
+    own dim, else the last."""
+    if isinstance(norm, LiveReduction):
+        return norm.dim % rank
     return 1 if isinstance(norm, nn.GroupNorm) else rank - 1
+
+
+def reduced_channel_dim(node) -> Optional[int]:
+    """The one dim a plain ``torch.mean``/``var``/``std`` node reduces (non-negative), else None."""
+    if node.op != "call_function" or node.target not in LiveReduction.CALLS.values() or len(node.args) < 2:
+        return None
+    dims = node.args[1]
+    dims = [dims] if isinstance(dims, int) else list(dims) if isinstance(dims, (list, tuple)) else []
+    shape = tensor_shape(node.args[0])
+    rank = len(shape) if shape else 0
+    return dims[0] % rank if len(dims) == 1 and rank else None
+
+
+def live_reduction(node, live_index: torch.Tensor) -> LiveReduction:
+    """The live form of the plain reduction ``node`` (see :func:`reduced_channel_dim`)."""
+    op = next(name for name, fn in LiveReduction.CALLS.items() if fn is node.target)
+    keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+    return LiveReduction(op, reduced_channel_dim(node), bool(keepdim), node.kwargs.get("correction", 1), live_index)
 
 
 def plain_norm(live: nn.Module) -> nn.Module:

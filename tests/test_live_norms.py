@@ -1,5 +1,7 @@
 """Live-channel norms: a gated LayerNorm/RMSNorm takes its statistics over open channels, so a
 closed residual-stream channel compacts away exactly and the compact model has a plain norm."""
+import operator
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,15 +105,20 @@ def test_a_convnext_stream_through_channels_last_layernorms_prunes():
     assert n_params(small) < 0.7 * n_params(model)  # 0.78 while its LayerNorms kept the stream whole
 
 
-class PoolFormerStyle(nn.Module):
-    """Residual blocks of 1x1 convs read through GroupNorm(1, C), as PoolFormer writes them."""
+def _one_group_norm(width: int) -> nn.Module:
+    return nn.GroupNorm(1, width)
 
-    def __init__(self, width: int = 12) -> None:
+
+class PoolFormerStyle(nn.Module):
+    """Residual blocks of 1x1 convs read through GroupNorm(1, C), as PoolFormer writes them
+    (or through another norm over dim 1)."""
+
+    def __init__(self, width: int = 12, norm=_one_group_norm) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, width, 3, padding=1)
-        self.blocks = nn.ModuleList([nn.ModuleDict({"norm": nn.GroupNorm(1, width), "fc1": nn.Conv2d(width, 24, 1),
+        self.blocks = nn.ModuleList([nn.ModuleDict({"norm": norm(width), "fc1": nn.Conv2d(width, 24, 1),
                                                     "fc2": nn.Conv2d(24, width, 1)}) for _ in range(2)])
-        self.final_norm, self.head = nn.GroupNorm(1, width), nn.Linear(width, 4)
+        self.final_norm, self.head = norm(width), nn.Linear(width, 4)
 
     def forward(self, x):
         x = self.stem(x)
@@ -132,3 +139,66 @@ def test_a_one_group_groupnorm_over_a_closed_stream_channel_compacts_exactly():
     for sizes in shape_variants(gated):
         inputs = random_inputs(gated, seed=4, sizes=sizes)
         assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-6
+
+
+class ChannelsFirstLayerNorm(nn.Module):
+    """ConvNeXt's own LayerNorm for (N, C, H, W), written out with two means over dim 1."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(width)), nn.Parameter(torch.randn(width))
+
+    def forward(self, x):
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        return self.weight[:, None, None] * ((x - u) / torch.sqrt(s + 1e-6)) + self.bias[:, None, None]
+
+
+class SimpleNorm2d(nn.Module):
+    """timm's SimpleNorm2d: ``x * rsqrt(var(x) + eps) * weight`` over channels last."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(width))
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = x * torch.rsqrt(torch.var(x, dim=-1, keepdim=True) + 1e-5) * self.weight
+        return x.permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("norm", [ChannelsFirstLayerNorm, SimpleNorm2d])
+def test_a_norm_written_by_hand_over_a_closed_stream_channel_compacts_exactly(norm):
+    """Its mean and variance count the open channels only while gated (LiveReduction); the
+    compact model computes the plain torch.mean / torch.var over the survivors."""
+    from archc.emit import python_source
+    from archc.live_norms import LiveReduction
+
+    torch.manual_seed(0)
+    model = PoolFormerStyle(norm=norm).eval()
+    gm = archc.trace(model, (torch.randn(2, 3, 8, 8),))
+    assert archc.report(gm).prunable_channels == 60, "only the 4 logits stay"
+    gated = archc.passes.insert_filters(gm).double()  # in float64, so folding adds no rounding
+    assert any(isinstance(m, LiveReduction) for m in gated.modules())
+    (stream,) = [f for f in archc.filters(gated) if f.size == 12]
+    with torch.no_grad():
+        stream.theta[[0, 4, 7]] = -1.0
+    small = archc.compact(gated)
+    assert not any(isinstance(m, LiveReduction) for m in small.modules())
+    for sizes in shape_variants(gated):
+        inputs = random_inputs(gated, seed=4, sizes=sizes)
+        assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-12
+    assert small.get_parameter("final_norm.weight").shape == (9,)
+    assert ("torch.var" if norm is SimpleNorm2d else "torch.mean") in python_source(small)
+
+
+def test_a_mean_subtracted_channel_is_not_taken_for_zero():
+    """``x - x.mean(1)`` of a closed (zero) channel is ``-mean``: the gate must act after the
+    subtraction, so the analysis must not let the zero flow through it."""
+    from archc.analysis import Analysis  # noqa: F401  (the rule under test is pointwise.add)
+    from archc.depgraph import analyse
+
+    gm = archc.trace(PoolFormerStyle(norm=ChannelsFirstLayerNorm).eval(), (torch.randn(2, 3, 8, 8),))
+    an = analyse(gm)
+    subs = [n for n in gm.graph.nodes if n.target in (operator.sub, torch.sub)]
+    assert subs and all(((n.args[0].name, 1), (n.name, 1)) not in an.flows for n in subs)

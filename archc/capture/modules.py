@@ -108,15 +108,21 @@ def _instance_norm(cx, node, x, weight, bias, mean, var, use_input_stats, moment
 
 
 def _layer_norm(cx, node, x, normalized_shape, weight=None, bias=None, eps=1e-5, *_):
-    if weight is None or not cx.are_parameters(weight, bias):
+    """``nn.LayerNorm``; without a weight (a norm followed by its own modulation) one with
+    ``elementwise_affine=False``, so that it gets a live form too."""
+    if not cx.are_parameters(weight, bias) or (weight is None and bias is not None):
         return None
+    if weight is None:
+        return cx.call_new_layer(node, nn.LayerNorm(list(normalized_shape), eps=eps, elementwise_affine=False), x)
     layer = nn.LayerNorm(list(normalized_shape), eps=eps, bias=bias is not None, device="meta")
     return cx.call_layer(node, _with_tensors(layer, weight=cx.tensor(weight), bias=cx.tensor(bias)), weight, x)
 
 
 def _rms_norm(cx, node, x, normalized_shape, weight=None, eps=None):
-    if weight is None or not cx.are_parameters(weight) or not hasattr(nn, "RMSNorm"):
+    if not cx.are_parameters(weight) or not hasattr(nn, "RMSNorm"):
         return None
+    if weight is None:
+        return cx.call_new_layer(node, nn.RMSNorm(list(normalized_shape), eps=eps, elementwise_affine=False), x)
     layer = nn.RMSNorm(list(normalized_shape), eps=eps, device="meta")
     return cx.call_layer(node, _with_tensors(layer, weight=cx.tensor(weight)), weight, x)
 

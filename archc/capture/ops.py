@@ -108,6 +108,27 @@ def _reduction(target: Callable) -> Callable:
     return lower
 
 
+def _spread(target: Callable) -> Callable:
+    """``var``/``std`` over the given dims with an explicit correction (``unbiased`` is 1 or 0);
+    over every dim it stays the ATen call."""
+
+    def lower(cx, node, x, *args, correction=None, keepdim=False):
+        overload = node.target._overloadname
+        if overload == "dim":  # (x, dim, unbiased=True, keepdim=False)
+            dim, unbiased, keepdim = (list(args) + [None, True, False][len(args):])[:3]
+            correction = 1 if unbiased else 0
+        elif overload == "correction":  # (x, dim=None, *, correction=None, keepdim=False)
+            dim = args[0] if args else None
+            correction = 1 if correction is None else correction
+        else:
+            return None
+        if dim is None or dim == [] or dim == ():
+            return None
+        return cx.call_function(target, (x, dim), {"correction": correction, "keepdim": keepdim})
+
+    return lower
+
+
 def _softmax(target: Callable) -> Callable:
     def lower(cx, node, x, dim, dtype_or_half=None):
         if isinstance(dtype_or_half, torch.dtype):
@@ -119,10 +140,12 @@ def _softmax(target: Callable) -> Callable:
 
 def _to(cx, node, x, *args, **kwargs):
     """Casts keep only the dtype: a device fixed at capture would pin the model to it. A copy
-    (``_to_copy``, ``copy=True``) stays a copy, so a later in-place write cannot reach ``x``."""
+    (``_to_copy``, ``copy=True``) stays a copy, so a later in-place write cannot reach ``x``.
+    A parameter cast to its own dtype (``self.weight.to(x.dtype)``) is the parameter, so the
+    layer reading it is raised to its ``torch.nn`` form."""
     dtype = kwargs.get("dtype") or next((a for a in args if isinstance(a, torch.dtype)), None)
     copy = node.target.overloadpacket is aten._to_copy or kwargs.get("copy") or (len(args) > 2 and args[2] is True)
-    if dtype is None:
+    if dtype is None or (not copy and cx.are_parameters(x) and cx.tensor(x).dtype == dtype):
         return cx.call_method("clone", (x,), {}) if copy else x
     return cx.call_method("to", (x, dtype), {"copy": True} if copy else {})
 
@@ -211,7 +234,7 @@ _register({
     aten.sym_size: _method("size"),
     # reductions, softmax, contractions
     aten.mean: _reduction(torch.mean), aten.sum: _reduction(torch.sum), aten.amax: _reduction(torch.amax),
-    aten.amin: _reduction(torch.amin),
+    aten.amin: _reduction(torch.amin), aten.var: _spread(torch.var), aten.std: _spread(torch.std),
     aten.softmax: _softmax(F.softmax), aten._softmax: _softmax(F.softmax),
     aten.log_softmax: _softmax(F.log_softmax), aten._log_softmax: _softmax(F.log_softmax),
     aten.matmul: _function(torch.matmul), aten.mm: _function(torch.matmul), aten.bmm: _function(torch.bmm),

@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..live_norms import reduced_channel_dim
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, permutation_rule, shrink_rule
 from ._util import arg, norm_dims
@@ -97,17 +98,22 @@ REDUCTIONS = {"sum": "consume", "mean": "block", "amax": "block", "amin": "block
 _FLOW = {"sum", "mean", "amax", "amin", "std", "var", "norm"}
 
 
-@analyse_rule(torch.sum, torch.mean, torch.amax, torch.amin, shrink=NA, **WEIGHTLESS)
+@analyse_rule(torch.sum, torch.mean, torch.amax, torch.amin, torch.var, torch.std, shrink=NA, **WEIGHTLESS)
 def reduction(node, ctx) -> None:
+    """A sum mixes the reduced channels (removed ones must be zero). A mean, variance or
+    standard deviation over one channel dim is a hand-written norm's statistics: gating makes
+    it live (:class:`archc.live_norms.LiveReduction`, counting open channels only); in a model
+    already gated it counts every channel and blocks the dim, as any other reduction does."""
     x = node.args[0]
     name = node.target if isinstance(node.target, str) else node.target.__name__
     rank = len(tensor_shape(x))
     reduced = norm_dims(arg(node, 1, "dim"), rank)
     keepdim = arg(node, 2, "keepdim", False)
+    live = reduced_channel_dim(node) is not None and not ctx.gated
     out = 0
     for d in range(rank):
         if d in reduced:
-            if REDUCTIONS[name] == "consume":
+            if REDUCTIONS[name] == "consume" or live:
                 ctx.consume(x, d)
             else:
                 ctx.block(x, d, f"{name} over this dim would change if channels were removed")
@@ -120,4 +126,4 @@ def reduction(node, ctx) -> None:
 
 
 # softmax and reductions over *other* dims; a reordered summed dim sums the same terms
-permutation_rule(F.softmax, F.log_softmax, torch.sum, torch.mean, torch.amax, torch.amin)
+permutation_rule(F.softmax, F.log_softmax, torch.sum, torch.mean, torch.amax, torch.amin, torch.var, torch.std)

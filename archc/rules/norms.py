@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..live_norms import LIVE_NORMS, can_live, live_dim
+from ..live_norms import LIVE_NORMS, LiveReduction, can_live, live_dim
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, shrink_rule
 from ._util import couple_same, module
@@ -100,3 +100,30 @@ def functional_norm(node, ctx) -> None:
     else:
         normalised = set(range(rank - len(node.args[1]), rank))
     _block_statistics(ctx, node, x, normalised, node.target.__name__)
+
+
+@analyse_rule(LiveReduction, permutes=NA, **WEIGHTLESS)
+def live_reduction(node, ctx) -> None:
+    """Statistics over the open channels of one dim; the other dims go with the output's."""
+    m, x = module(node), node.args[0]
+    rank = len(tensor_shape(x))
+    dim, out = m.dim % rank, 0
+    ctx.consume(x, dim)
+    for d in range(rank):
+        if d != dim:
+            ctx.couple(x, d, node, out, flow=True)
+        elif m.keepdim:
+            ctx.handle(node, out)
+        out += d != dim or m.keepdim
+    for theta in node.args[1:]:
+        ctx.handle(theta, 0)
+
+
+@shrink_rule(LiveReduction)
+def shrink_live_reduction(node, cc) -> None:
+    m = module(node)
+    keep = cc.keep(node.args[0], m.dim % len(tensor_shape(node.args[0])))
+    if keep is None:
+        return
+    index = m.live_index[:, _index(keep, m.live_index.shape[1])]
+    cc.replace_module(node, LiveReduction(m.op, m.dim, m.keepdim, m.correction, index))

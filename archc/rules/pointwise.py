@@ -70,15 +70,21 @@ def power(node, ctx) -> None:
     couple_same(ctx, node.args[0], node, flow=isinstance(exponent, (int, float)) and exponent > 0)
 
 
-def broadcast(node, ctx, operands, flow_from) -> None:
-    """Couple each operand dim with the output dim it broadcasts to (aligned from the right)."""
+def broadcast(node, ctx, operands, flow_from, summed: bool = False) -> None:
+    """Couple each operand dim with the output dim it broadcasts to (aligned from the right).
+
+    ``summed``: the operands are added, so along a dim where one of them is broadcast
+    (``x - x.mean(1, keepdim=True)``) a zero channel of another comes out as that operand's
+    value, not zero: no flow there."""
     out = tensor_shape(node)
-    for i, x in enumerate(operands):
-        shape = tensor_shape(x)
+    shapes = [tensor_shape(x) for x in operands]
+    spread = {d for d in range(len(out)) if summed and any(
+        d < len(out) - len(shape) or shape[d - len(out) + len(shape)] != out[d] for shape in shapes)}
+    for i, (x, shape) in enumerate(zip(operands, shapes)):
         offset = len(out) - len(shape)
         for d, size in enumerate(shape):
             if size == out[d + offset]:
-                ctx.couple(x, d, node, d + offset, flow=i in flow_from)
+                ctx.couple(x, d, node, d + offset, flow=i in flow_from and d + offset not in spread)
             else:
                 ctx.handle(x, d)  # a broadcast size-1 dim carries no channel
     for d in range(len(out)):
@@ -94,7 +100,7 @@ def add(node, ctx) -> None:
     ops = _operands(node)
     scalars = [a for a in node.args[:2] if not is_tensor(a)]
     keeps_zero = all(s == 0 for s in scalars if isinstance(s, (int, float)))
-    broadcast(node, ctx, ops, flow_from=set(range(len(ops))) if keeps_zero else set())
+    broadcast(node, ctx, ops, flow_from=set(range(len(ops))) if keeps_zero else set(), summed=True)
 
 
 @analyse_rule(operator.mul, torch.mul)
