@@ -202,3 +202,18 @@ def test_a_mean_subtracted_channel_is_not_taken_for_zero():
     an = analyse(gm)
     subs = [n for n in gm.graph.nodes if n.target in (operator.sub, torch.sub)]
     assert subs and all(((n.args[0].name, 1), (n.name, 1)) not in an.flows for n in subs)
+
+
+@pytest.mark.parametrize("name", [
+    "convnext_zepto_rms",  # SimpleNorm2d: x * rsqrt(var(x, -1) + eps) * weight
+    "convnextv2_atto",     # GRN: a vector norm over space, divided by its mean over channels
+])
+def test_timm_models_with_norms_written_by_hand_prune_their_stream(name):
+    from real_models import timm_model  # before timm: it imports the torchvision shim
+    from test_real_models import _compact_and_check
+
+    from archc.live_norms import LiveReduction
+
+    pytest.importorskip("timm")
+    gated, _ = _compact_and_check(timm_model(name), (torch.randn(2, 3, 32, 32),), max_ratio=0.55)
+    assert any(isinstance(m, LiveReduction) for m in gated.modules())

@@ -129,6 +129,21 @@ def _spread(target: Callable) -> Callable:
     return lower
 
 
+def _vector_norm(cx, node, x, ord=2, dim=None, keepdim=False, *, dtype=None):
+    """``torch.linalg.vector_norm`` over given dims (ConvNeXt-V2's GRN: the L2 norm over space)."""
+    if dim is None or dtype is not None:
+        return None
+    return cx.call_function(torch.linalg.vector_norm, (x,), {"ord": ord, "dim": dim, "keepdim": keepdim})
+
+
+def _addcmul(cx, node, x, a, b, *, value=1):
+    """``x + value * a * b``: a product and a sum, which the channel rules read."""
+    product = cx.call_function(operator.mul, (a, b), {})
+    if value != 1:
+        product = cx.call_function(operator.mul, (product, value), {})
+    return cx.call_function(operator.add, (x, product), {})
+
+
 def _softmax(target: Callable) -> Callable:
     def lower(cx, node, x, dim, dtype_or_half=None):
         if isinstance(dtype_or_half, torch.dtype):
@@ -238,7 +253,7 @@ _register({
     aten.softmax: _softmax(F.softmax), aten._softmax: _softmax(F.softmax),
     aten.log_softmax: _softmax(F.log_softmax), aten._log_softmax: _softmax(F.log_softmax),
     aten.matmul: _function(torch.matmul), aten.mm: _function(torch.matmul), aten.bmm: _function(torch.bmm),
-    aten.addmm: _addmm,
+    aten.addmm: _addmm, aten.addcmul: _addcmul, aten.linalg_vector_norm: _vector_norm,
     aten.scaled_dot_product_attention: _sdpa,
     # pooling, resizing, padding
     aten.adaptive_avg_pool1d: _function(F.adaptive_avg_pool1d),

@@ -94,11 +94,12 @@ def softmax(node, ctx) -> None:
 
 
 REDUCTIONS = {"sum": "consume", "mean": "block", "amax": "block", "amin": "block", "std": "block",
-              "var": "block", "logsumexp": "block", "prod": "block", "norm": "block"}
-_FLOW = {"sum", "mean", "amax", "amin", "std", "var", "norm"}
+              "var": "block", "logsumexp": "block", "prod": "block", "norm": "block", "linalg_vector_norm": "block"}
+_FLOW = {"sum", "mean", "amax", "amin", "std", "var", "norm", "linalg_vector_norm"}
 
 
-@analyse_rule(torch.sum, torch.mean, torch.amax, torch.amin, torch.var, torch.std, shrink=NA, **WEIGHTLESS)
+@analyse_rule(torch.sum, torch.mean, torch.amax, torch.amin, torch.var, torch.std, torch.linalg.vector_norm,
+              shrink=NA, **WEIGHTLESS)
 def reduction(node, ctx) -> None:
     """A sum mixes the reduced channels (removed ones must be zero). A mean, variance or
     standard deviation over one channel dim is a hand-written norm's statistics: gating makes
@@ -126,4 +127,5 @@ def reduction(node, ctx) -> None:
 
 
 # softmax and reductions over *other* dims; a reordered summed dim sums the same terms
-permutation_rule(F.softmax, F.log_softmax, torch.sum, torch.mean, torch.amax, torch.amin, torch.var, torch.std)
+permutation_rule(F.softmax, F.log_softmax, torch.sum, torch.mean, torch.amax, torch.amin, torch.var, torch.std,
+                 torch.linalg.vector_norm)
