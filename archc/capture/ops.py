@@ -144,6 +144,21 @@ def _addcmul(cx, node, x, a, b, *, value=1):
     return cx.call_function(operator.add, (x, product), {})
 
 
+def _reshape_as(cx, node, x, other):
+    """``x.reshape_as(other)``: ``x`` itself when the two have one shape (LeViT's
+    ``bn(x.flatten(0, 1)).reshape_as(x)`` after a flatten), else the method call."""
+    if [str(d) for d in node.args[0].meta["val"].shape] == [str(d) for d in node.args[1].meta["val"].shape]:
+        return x
+    return cx.call_method("reshape_as", (x, other), {})
+
+
+def _repeat_interleave(cx, node, x, repeats, dim=None, *, output_size=None):
+    """``torch.repeat_interleave`` of a tensor by a number along a dim (GCViT's global query)."""
+    if not isinstance(repeats, int) or dim is None:
+        return None
+    return cx.call_function(torch.repeat_interleave, (x, repeats, dim), {})
+
+
 def _softmax(target: Callable) -> Callable:
     def lower(cx, node, x, dim, dtype_or_half=None):
         if isinstance(dtype_or_half, torch.dtype):
@@ -254,6 +269,7 @@ _register({
     aten.log_softmax: _softmax(F.log_softmax), aten._log_softmax: _softmax(F.log_softmax),
     aten.matmul: _function(torch.matmul), aten.mm: _function(torch.matmul), aten.bmm: _function(torch.bmm),
     aten.addmm: _addmm, aten.addcmul: _addcmul, aten.linalg_vector_norm: _vector_norm,
+    aten.reshape_as: _reshape_as, aten.repeat_interleave: _repeat_interleave,
     aten.scaled_dot_product_attention: _sdpa,
     # pooling, resizing, padding
     aten.adaptive_avg_pool1d: _function(F.adaptive_avg_pool1d),

@@ -143,3 +143,15 @@ def expand(node, ctx) -> None:
             ctx.handle(x, d)
     for d in range(len(out)):
         ctx.handle(node, d)
+
+
+@analyse_rule(torch.repeat_interleave, shrink=NA, permutes=NA, **WEIGHTLESS)
+def repeat_interleave(node, ctx) -> None:
+    """Each index of the repeated dim becomes ``repeats`` consecutive ones: a source channel
+    lives and dies with its copies (a number of repeats stays right after removals)."""
+    x, repeats, dim = node.args[0], node.args[1], node.args[2]
+    rank = len(tensor_shape(x))
+    dim %= rank
+    copies = np.arange(tensor_shape(x)[dim] * repeats)
+    couple_same(ctx, x, node, flow=True, skip=(dim,))
+    ctx.couple(x, dim, node, dim, ia=copies // repeats, ib=copies, flow=True)

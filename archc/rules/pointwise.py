@@ -6,6 +6,7 @@ without flow, so a gate goes after it when a later op needs the channel to be ze
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -56,9 +57,13 @@ def clamp(node, ctx) -> None:
     names = ("min_val", "max_val") if node.target is F.hardtanh else ("min", "max")
     defaults = (-1.0, 1.0) if node.target is F.hardtanh else (None, None)
     lo, hi = arg(node, 1, names[0], defaults[0]), arg(node, 2, names[1], defaults[1])
-    if isinstance(lo, fx.Node) or isinstance(hi, fx.Node):
-        return  # tensor bounds: default-deny blocks every dim
-    keeps_zero = (lo is None or lo <= 0) and (hi is None or hi >= 0)
+    if any(isinstance(b, fx.Node) and (tensor_shape(b) is None or math.prod(tensor_shape(b)) != 1) for b in (lo, hi)):
+        return  # per-element tensor bounds: default-deny blocks every dim
+    for b in (lo, hi):  # one-element tensor bounds (Gemma 4's clipped inputs) go with no dim
+        for d in range(len(tensor_shape(b) or ()) if isinstance(b, fx.Node) else 0):
+            ctx.handle(b, d)
+    # zero stays zero only for number bounds around it; a tensor bound's value may change
+    keeps_zero = all(not isinstance(b, fx.Node) for b in (lo, hi)) and (lo is None or lo <= 0) and (hi is None or hi >= 0)
     couple_same(ctx, node.args[0], node, flow=keeps_zero)
 
 

@@ -106,6 +106,14 @@ def reshape(node, ctx) -> None:
                 ctx.block(node, d, "a reshape regroups dims in a way archc does not prune through")
 
 
+@analyse_rule("reshape_as", shrink=NA, **WEIGHTLESS)
+def reshape_as(node, ctx) -> None:
+    """``x.reshape_as(other)``: a reshape whose sizes are ``other``'s, which therefore keeps
+    the same channels as the result (its values are not read: no flow)."""
+    reshape(node, ctx)
+    couple_same(ctx, node.args[1], node, flow=False)
+
+
 def _size_args(node) -> tuple[list, bool]:
     """The explicit sizes of view/reshape/expand and whether they were passed as one sequence."""
     rest = list(node.args[1:]) or [node.kwargs.get("shape", node.kwargs.get("size"))]
@@ -232,5 +240,5 @@ def shrink_getitem(node, cc) -> None:
 
 # reshapes whose size arguments only count channels; archc.das.permute still requires every
 # reordered channel to stay one contiguous run (the channel as the outer factor of a flatten)
-permutation_rule(*RESHAPES)
+permutation_rule(*RESHAPES, "reshape_as")
 declare(torch.flatten, torch.squeeze, torch.unsqueeze, shrink=NA)  # no sizes to fix

@@ -1,0 +1,72 @@
+"""Ops that real models use and that once blocked their channels: each prunes, and the
+compact model equals the gated one at three input shapes."""
+import torch
+from torch import nn
+from test_real_models import _compact_and_check
+
+
+class LinearNorm(nn.Module):
+    """LeViT's ``Linear`` + ``BatchNorm1d`` over tokens: ``bn(x.flatten(0, 1)).reshape_as(x)``."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.fc1, self.bn, self.fc2 = nn.Linear(6, 2 * width), nn.BatchNorm1d(2 * width), nn.Linear(2 * width, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.fc2(torch.relu(self.bn(h.flatten(0, 1)).reshape_as(h)))
+
+
+class RepeatedChannels(nn.Module):
+    """Each channel used twice in a row (``repeat_interleave``), as GCViT repeats its query."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)).repeat_interleave(2, dim=1))
+
+
+class ClippedInputs(nn.Module):
+    """Gemma 4's vision encoder clips a layer's input and output to one-element buffers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 16), nn.Linear(16, 3)
+        self.register_buffer("low", torch.tensor(-0.5))
+        self.register_buffer("high", torch.tensor(0.75))
+
+    def forward(self, x):
+        return self.b(torch.clamp(self.a(x), self.low, self.high))
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt-V2's GRN: an L2 norm over space, over its mean across channels, via addcmul."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 4, 1)
+        self.gamma, self.beta = nn.Parameter(torch.randn(1, 16, 1, 1)), nn.Parameter(torch.randn(1, 16, 1, 1))
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        g = torch.linalg.vector_norm(h, dim=(2, 3), keepdim=True)
+        return self.b(h + torch.addcmul(self.beta, self.gamma, h * (g / (g.mean(1, keepdim=True) + 1e-6))))
+
+
+def test_reshape_as_after_a_flatten_prunes_the_channels_it_keeps():
+    _compact_and_check(LinearNorm().eval(), (torch.randn(2, 5, 6),), max_ratio=0.8)
+
+
+def test_repeat_interleave_keeps_a_channel_with_its_copies():
+    gated, small = _compact_and_check(RepeatedChannels().eval(), (torch.randn(2, 3, 8, 8),), max_ratio=0.8)
+    assert small.get_submodule("b").in_channels == 2 * small.get_submodule("a").out_channels
+
+
+def test_clamp_to_one_element_buffers_prunes_with_the_gate_after_it():
+    _compact_and_check(ClippedInputs().eval(), (torch.randn(4, 6),), max_ratio=0.8)
+
+
+def test_global_response_norm_prunes_with_a_live_mean_over_channels():
+    _compact_and_check(GlobalResponseNorm().eval(), (torch.randn(2, 3, 8, 8),), max_ratio=0.8)
