@@ -1,8 +1,11 @@
 """Ops that real models use and that once blocked their channels: each prunes, and the
 compact model equals the gated one at three input shapes."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 from test_real_models import _compact_and_check
+
+import archc
 
 
 class LinearNorm(nn.Module):
@@ -70,3 +73,44 @@ def test_clamp_to_one_element_buffers_prunes_with_the_gate_after_it():
 
 def test_global_response_norm_prunes_with_a_live_mean_over_channels():
     _compact_and_check(GlobalResponseNorm().eval(), (torch.randn(2, 3, 8, 8),), max_ratio=0.8)
+
+
+class CosineMixer(nn.Module):
+    """Swin V2's cosine attention normalises over channels, XCiT's over tokens (per channel),
+    both with ``F.normalize`` (a clamped norm, expanded); a tiled copy of the channels, a roll
+    over positions and a functional dropout sit beside them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 16), nn.Linear(32, 3)
+
+    def forward(self, x):
+        h = torch.roll(self.a(x), shifts=1, dims=1)
+        over_channels = F.normalize(h, dim=-1)
+        over_tokens = F.normalize(h, dim=1)
+        mixed = F.dropout((over_channels + over_tokens), p=0.1, training=False)
+        return self.b(mixed.repeat(1, 1, 2))
+
+
+class SplitAttentionStyle(nn.Module):
+    """ResNeSt: an in-place ReLU on a norm's output, then a reshape of the result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Conv2d(8, 4, 1)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        h = self.act(self.bn(self.conv(x)))
+        b, c, hh, ww = h.shape
+        return self.head(h.reshape(b, 2, c // 2, hh, ww).sum(1))
+
+
+def test_normalize_roll_repeat_and_functional_dropout_prune():
+    _compact_and_check(CosineMixer().eval(), (torch.randn(2, 5, 6),), max_ratio=0.8)
+
+
+def test_an_inplace_relu_whose_result_is_reshaped_is_functional_and_prunes():
+    gm = archc.trace(SplitAttentionStyle().eval(), (torch.randn(2, 3, 8, 8),))
+    assert not any("relu_" in str(n.target) for n in gm.graph.nodes)
+    _compact_and_check(SplitAttentionStyle().eval(), (torch.randn(2, 3, 8, 8),), max_ratio=0.9)

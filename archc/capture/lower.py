@@ -57,7 +57,7 @@ class Lowering:
         self._layers: dict[str, nn.Module] = {}
         self._current: Optional[fx.Node] = None
         self._device: Optional[fx.Node] = None
-        self._aliased: dict[fx.Node, bool] = {}  # alias root -> whether any view of it exists
+        self._order = {n: i for i, n in enumerate(exported.graph.nodes)}
 
     # -- what lowerings read ---------------------------------------------------------------
     def tensor(self, node: Any) -> Optional[torch.Tensor]:
@@ -189,16 +189,16 @@ class Lowering:
         return {**kwargs, "device": self._device}
 
     def _can_functionalise(self, node: fx.Node, mutated: Any) -> bool:
-        """A write into a tensor that nothing aliases: no view of it (or of an earlier in-place
-        result on it) exists anywhere, and it is no input, parameter or view itself."""
+        """A write into a tensor that nothing aliases yet: no view of it (or of an earlier
+        in-place result on it) was taken before this write, and it is no input, parameter or
+        view itself. Views taken after it read the written value in both forms (ResNeSt's
+        ``relu_`` followed by a reshape)."""
         if not isinstance(mutated, fx.Node):
             return False
         root = _alias_root(mutated)
         if root.op in ("get_attr", "placeholder") or is_view_op(root.target) or _is_piece_of_view(root):
             return False
-        if root not in self._aliased:
-            self._aliased[root] = _has_views(root)
-        return not self._aliased[root]
+        return not _has_views(root, before=self._order[node], order=self._order)
 
     def _keep(self, node: fx.Node) -> Any:
         if node.op == "call_function" and node.args and getattr(node.args[0], "op", None) == "get_attr" \
@@ -250,14 +250,15 @@ def _alias_root(node: fx.Node) -> fx.Node:
     return node
 
 
-def _has_views(root: fx.Node) -> bool:
-    """Whether any view of ``root``, or of an in-place result on it, is taken anywhere."""
+def _has_views(root: fx.Node, before: int, order: dict[fx.Node, int]) -> bool:
+    """Whether a view of ``root``, or of an in-place result on it, is taken before the node at
+    position ``before`` (in ``order``)."""
     family, todo = {root}, [root]
     while todo:
         for user in todo.pop().users:
             if user in family:
                 continue
-            if is_view_op(user.target) or _is_piece_of_view(user):
+            if (is_view_op(user.target) or _is_piece_of_view(user)) and order[user] < before:
                 return True
             if functional_variant(user.target) is not None and user.args[0] in family:
                 family.add(user)

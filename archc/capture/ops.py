@@ -269,7 +269,9 @@ _register({
     aten.log_softmax: _softmax(F.log_softmax), aten._log_softmax: _softmax(F.log_softmax),
     aten.matmul: _function(torch.matmul), aten.mm: _function(torch.matmul), aten.bmm: _function(torch.bmm),
     aten.addmm: _addmm, aten.addcmul: _addcmul, aten.linalg_vector_norm: _vector_norm,
-    aten.reshape_as: _reshape_as, aten.repeat_interleave: _repeat_interleave,
+    aten.reshape_as: _reshape_as, aten.repeat_interleave: _repeat_interleave, aten.repeat: _method("repeat", 2),
+    aten.clamp_min: _function(torch.clamp, 2), aten.expand_as: _method("expand_as", 2),
+    aten.roll: _function(torch.roll),
     aten.scaled_dot_product_attention: _sdpa,
     # pooling, resizing, padding
     aten.adaptive_avg_pool1d: _function(F.adaptive_avg_pool1d),

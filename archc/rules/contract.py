@@ -111,10 +111,12 @@ def reduction(node, ctx) -> None:
     reduced = norm_dims(arg(node, 1, "dim"), rank)
     keepdim = arg(node, 2, "keepdim", False)
     live = reduced_channel_dim(node) is not None and not ctx.gated
+    # a p-norm, p > 0 (F.normalize's), is unchanged by zero channels, as a sum is
+    sums = REDUCTIONS[name] == "consume" or (name == "linalg_vector_norm" and arg(node, 1, "ord", 2) > 0)
     out = 0
     for d in range(rank):
         if d in reduced:
-            if REDUCTIONS[name] == "consume" or live:
+            if sums or live:
                 ctx.consume(x, d)
             else:
                 ctx.block(x, d, f"{name} over this dim would change if channels were removed")

@@ -131,6 +131,14 @@ def unbind(node, ctx) -> None:
             ctx.described_by_producer.add(u.name)
 
 
+@analyse_rule("expand_as", shrink=NA, permutes=NA, **WEIGHTLESS)
+def expand_as(node, ctx) -> None:
+    """``x.expand_as(other)``: an expand to ``other``'s sizes, which keeps ``other``'s channels
+    (its values are not read: no flow)."""
+    expand(node, ctx)
+    couple_same(ctx, node.args[1], node, flow=False)
+
+
 @analyse_rule("expand", permutes=NA, **WEIGHTLESS)
 def expand(node, ctx) -> None:
     x = node.args[0]
@@ -155,3 +163,33 @@ def repeat_interleave(node, ctx) -> None:
     copies = np.arange(tensor_shape(x)[dim] * repeats)
     couple_same(ctx, x, node, flow=True, skip=(dim,))
     ctx.couple(x, dim, node, dim, ia=copies // repeats, ib=copies, flow=True)
+
+
+@analyse_rule("repeat", shrink=NA, permutes=NA, **WEIGHTLESS)
+def repeat(node, ctx) -> None:
+    """``x.repeat(sizes)`` tiles ``x``: index ``j`` of a tiled dim is index ``j % n`` of ``x``'s,
+    so a channel lives and dies with its tiles (the tile counts stay right after removals)."""
+    x = node.args[0]
+    src, out = tensor_shape(x), tensor_shape(node)
+    offset = len(out) - len(src)
+    for d in range(offset):
+        ctx.handle(node, d)
+    for d, size in enumerate(src):
+        tiles = np.arange(out[d + offset])
+        ctx.couple(x, d, node, d + offset, ia=tiles % size, ib=tiles, flow=True)
+
+
+@analyse_rule(torch.roll, shrink=NA, permutes=NA, **WEIGHTLESS)
+def roll(node, ctx) -> None:
+    """A cyclic shift along given dims (Swin's shifted windows): those dims stay whole (the shift
+    is relative to their size), the others go with the output's."""
+    x, dims = node.args[0], arg(node, 2, "dims", ())
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    rank = len(tensor_shape(x))
+    if not dims:
+        return  # rolled as one flat vector: default-deny blocks every dim
+    shifted = {d % rank for d in dims}
+    for d in shifted:
+        ctx.block(x, d, "rolled along this dim")
+        ctx.block(node, d, "rolled along this dim")
+    couple_same(ctx, x, node, flow=True, skip=shifted)

@@ -22,8 +22,10 @@ from ._util import arg, couple_same, is_tensor, module
 
 # the ops archc.capture lowers element-wise ATen ops to, and archc's own gate
 ZERO_PRESERVING_MODULES = (nn.Dropout, nn.PReLU, Filter, BlockGate)
+# aten.dropout: F.dropout in user code, kept with the mode it was captured in (a mask and a scale)
 ZERO_PRESERVING_FUNCTIONS = (F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.mish,
-                             torch.tanh, torch.neg, torch.abs, torch.sqrt, torch.sin, torch.square)
+                             torch.tanh, torch.neg, torch.abs, torch.sqrt, torch.sin, torch.square,
+                             torch.ops.aten.dropout.default)
 OTHER_FUNCTIONS = (torch.sigmoid, F.hardsigmoid, torch.exp, torch.cos, F.softplus, torch.log, torch.rsqrt,
                    torch.erf, torch.reciprocal)
 CASTS = ("contiguous", "clone", "to", "type_as", "detach")  # tensor methods that keep every value
@@ -123,12 +125,33 @@ def div(node, ctx) -> None:
     broadcast(node, ctx, ops, flow_from={0} if numerator_is_tensor else set())
     denominator = node.args[1]
     if is_tensor(denominator) and denominator.op != "get_attr":
-        # a closed channel reaching a computed denominator (x / x.sum(2)) divides zero by zero
+        # a closed channel reaching a computed denominator (x / x.sum(2)) divides zero by zero;
+        # one value expanded along a dim is no channel of it, and F.normalize's clamped norm is never 0
         out = tensor_shape(node)
         shape = tensor_shape(denominator)
         for d, size in enumerate(shape):
-            if size != 1 and size == out[d + len(out) - len(shape)]:
+            if size != 1 and size == out[d + len(out) - len(shape)] and not _expanded_from_one(denominator, d) \
+                    and not _at_least_positive(denominator):
                 ctx.block(denominator, d, "divides by this dim's values: a closed channel would divide by zero")
+
+
+def _at_least_positive(node) -> bool:
+    """Whether ``node`` is ``clamp(x, min=m)`` with a number ``m > 0`` (maybe expanded)."""
+    if node.op == "call_method" and node.target in ("expand", "expand_as"):
+        node = node.args[0]
+    if node.op != "call_function" or node.target is not torch.clamp:
+        return False
+    low = arg(node, 1, "min")
+    return isinstance(low, (int, float)) and low > 0
+
+
+def _expanded_from_one(node, dim: int) -> bool:
+    """Whether ``node`` is an ``expand``/``expand_as`` of a tensor of size 1 along ``dim``."""
+    if node.op != "call_method" or node.target not in ("expand", "expand_as"):
+        return False
+    src, out = tensor_shape(node.args[0]), tensor_shape(node)
+    d = dim - (len(out) - len(src))
+    return d < 0 or src[d] == 1
 
 
 @analyse_rule(torch.where)
