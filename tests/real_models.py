@@ -54,6 +54,9 @@ def transformers_model(kind: str) -> tuple[torch.nn.Module, dict]:
     if kind == "qwen2":
         cfg = T.Qwen2Config(**_TINY, num_key_value_heads=2)
         return T.Qwen2ForCausalLM(cfg).eval(), {"input_ids": ids, "attention_mask": mask}
+    if kind == "gemma":  # RMSNorm by hand with (1 + weight), computed in float32
+        cfg = T.GemmaConfig(**_TINY, num_key_value_heads=2, head_dim=8)
+        return T.GemmaForCausalLM(cfg).eval(), {"input_ids": ids, "attention_mask": mask}
     if kind == "vit":
         cfg = T.ViTConfig(image_size=32, patch_size=8, num_labels=10, **_VISION)
         return T.ViTForImageClassification(cfg).eval(), {"pixel_values": torch.randn(2, 3, 32, 32)}

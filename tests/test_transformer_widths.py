@@ -53,3 +53,23 @@ def test_metaformer_groupnorm_without_bias_is_live():
     assert any(isinstance(m, LIVE_NORMS) for m in gated.modules())
     norms = [m for m in small.modules() if type(m) is torch.nn.GroupNorm]
     assert norms and all(m.bias is None for m in norms)
+
+
+def test_gemma_norm_with_one_plus_weight_is_live_and_the_lm_keeps_at_most_055():
+    """Gemma's RMSNorm, ``x * rsqrt(mean(x**2) + eps) * (1 + weight)`` in float32, is not the
+    raised pattern (the weight is computed): its mean over the stream becomes a live reduction.
+    Gemma casts to float32 itself, so it is compared in float32."""
+    from conftest import kill_channels, n_params
+
+    from archc.capture.inputs import random_inputs, shape_variants
+    from archc.live_norms import LiveReduction
+    from archc.verify import max_relative_error
+
+    model, kwargs = transformers_model("gemma")
+    gated = archc.passes.insert_filters(archc.trace(model, kwargs=kwargs))
+    assert sum(isinstance(m, LiveReduction) for m in gated.modules()) == 5  # 2 per layer + final
+    kill_channels(gated, 0.3, seed=0)
+    small = archc.compact(gated)
+    for sizes in shape_variants(gated):
+        assert max_relative_error(gated, small, random_inputs(gated, seed=5, sizes=sizes)) < 1e-5
+    assert n_params(small) < 0.55 * n_params(model)

@@ -34,6 +34,9 @@ CASTS = ("contiguous", "clone", "to", "type_as", "detach")  # tensor methods tha
 @analyse_rule(*ZERO_PRESERVING_MODULES, *ZERO_PRESERVING_FUNCTIONS, *CASTS)
 def zero_preserving(node, ctx) -> None:
     couple_same(ctx, node.args[0], node, flow=True)
+    if node.target == "type_as" and is_tensor(node.args[1]):  # only its dtype is read (Gemma's norm)
+        for d in range(len(tensor_shape(node.args[1]))):
+            ctx.handle(node.args[1], d)
 
 
 @shrink_rule(nn.PReLU)
