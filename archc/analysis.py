@@ -122,6 +122,12 @@ class Analysis:
         """Whether a reshape of channels into (heads, head_dim) keeps whole heads here."""
         return self.gm.meta.get("archc.split_channels", "heads") == "heads" and node.name not in self.largest_factor_at
 
+    @property
+    def grouped_queries(self) -> str:
+        """How grouped-query attention is pruned: ``"kv"`` (a key/value head with its query
+        heads) or ``"query"`` (the same query head of every key/value group)."""
+        return self.gm.meta.get("archc.grouped_queries", "kv")
+
     @functools.cached_property
     def gated(self) -> bool:
         """Whether the graph already holds gates (then a plain norm's statistics count every channel)."""

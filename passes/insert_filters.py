@@ -13,7 +13,8 @@ from archc.meta import DTYPE, SHAPE
 from .make_norms_live import make_norms_live, norm_inputs
 
 
-def insert_filters(gm: fx.GraphModule, init: str = "uniform", *, split_channels: str = "heads") -> fx.GraphModule:
+def insert_filters(gm: fx.GraphModule, init: str = "uniform", *, split_channels: str = "heads",
+                   grouped_queries: str = "kv") -> fx.GraphModule:
     """Gate every prunable channel group of ``gm`` with an ``archc.Filter``; returns ``gm``.
 
     Each group gets one Filter (``theta`` of the group's size) called at every place the
@@ -25,7 +26,10 @@ def insert_filters(gm: fx.GraphModule, init: str = "uniform", *, split_channels:
 
     Attention is pruned by whole heads; ``split_channels="largest"`` prunes the head dim
     uniformly across heads instead (recorded in ``gm.meta["archc.split_channels"]``, which
-    every later analysis of ``gm`` reads).
+    every later analysis of ``gm`` reads). With grouped-query attention a key/value head goes
+    with its query heads; ``grouped_queries="query"`` prunes query heads while every key/value
+    head stays: query head ``r`` of each group goes at once, so the groups stay equal
+    (``gm.meta["archc.grouped_queries"]``).
 
     Example:
         >>> gm = archc.passes.insert_filters(archc.trace(model, (x,)))
@@ -34,7 +38,11 @@ def insert_filters(gm: fx.GraphModule, init: str = "uniform", *, split_channels:
     if split_channels not in ("heads", "largest"):
         raise ConfigError(f"split_channels must be 'heads' or 'largest', got {split_channels!r}\n"
                           "  fix: insert_filters(gm, split_channels='heads')")
+    if grouped_queries not in ("kv", "query"):
+        raise ConfigError(f"grouped_queries must be 'kv' or 'query', got {grouped_queries!r}\n"
+                          "  fix: insert_filters(gm, grouped_queries='query')")
     gm.meta["archc.split_channels"] = split_channels
+    gm.meta["archc.grouped_queries"] = grouped_queries
     an = analyse(gm)
     sites = gate_sites(an)
     norms = norm_inputs(gm)

@@ -68,6 +68,40 @@ def test_removing_a_key_value_head_removes_its_query_heads():
     assert n_params(small) < n_params(model)
 
 
+@pytest.mark.parametrize("query_heads", [4, 8])  # 2 or 4 query heads per key/value head
+def test_with_grouped_queries_query_a_query_head_goes_while_its_key_value_head_stays(query_heads):
+    """``grouped_queries="query"``: the gate entry ``r`` covers query head ``r`` of every
+    key/value group, so the groups stay equal (``repeat_kv`` repeats one fewer time) and every
+    key/value head is kept."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=query_heads, num_key_value_heads=2,
+                        intermediate_size=64, vocab_size=100, max_position_embeddings=64)
+    model = T.LlamaForCausalLM(cfg).eval()
+    kwargs = {"input_ids": torch.randint(0, 100, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    gated = archc.passes.insert_filters(archc.trace(model, (), kwargs), grouped_queries="query")
+    head_dim, per_group = 64 // query_heads, query_heads // 2
+    slots = [f for f in archc.filters(gated) if f.size == per_group]
+    assert len(slots) == cfg.num_hidden_layers
+    with torch.no_grad():
+        slots[0].theta[1] = -1.0
+    small = archc.compact(gated)
+    closed, other = (small.get_submodule(f"model.layers.{i}.self_attn") for i in (0, 1))
+    if closed.q_proj.out_features == query_heads * head_dim:  # the first gate found was layer 1's
+        closed, other = other, closed
+    assert closed.q_proj.out_features == closed.o_proj.in_features == (query_heads - 2) * head_dim
+    assert closed.k_proj.out_features == closed.v_proj.out_features == 2 * head_dim  # every key/value head
+    assert other.q_proj.out_features == query_heads * head_dim
+    _exact_at_every_shape(gated, small)
+
+
+def test_grouped_queries_takes_kv_or_query_only():
+    model, kwargs = transformers_model("llama")
+    with pytest.raises(archc.ConfigError, match="grouped_queries='query'"):
+        archc.passes.insert_filters(archc.trace(model, (), kwargs), grouped_queries="heads")
+
+
 @pytest.mark.parametrize("kind", ["bert_classifier", "t5", "swin"])
 def test_heads_close_exactly_with_per_head_position_biases_and_masks(kind):
     """BERT's padding mask, T5's per-head relative position bias, Swin's relative position

@@ -9,8 +9,11 @@ lives and dies with its index along that factor, the other factors are blocked.
   Where that factor turns out unprunable (``analyse`` finds its channels blocked), the
   reshape falls back to the rule below; ``gm.meta["archc.split_channels"] = "largest"`` asks
   for the fallback everywhere (the head dim pruned uniformly across heads).
-* Otherwise the *largest* factor is kept; a merge skips factors already blocked (a dim an
-  ``expand`` made: ``repeat_kv``'s copies of a key/value head follow that head).
+* Merging the copies an ``expand`` made (``repeat_kv``: ``(kv_heads, n_rep)`` into query
+  heads) keeps the key/value heads factor, so a key/value head goes with its query heads; with
+  ``gm.meta["archc.grouped_queries"] = "query"`` it keeps the copies factor instead: query
+  head ``r`` of every group goes at once and the key/value heads stay (``n_rep`` shrinks).
+* Otherwise the *largest* factor is kept; a merge skips factors already blocked.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
+from ..filters import Filter
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, declare, permutation_rule, shrink_rule
 from ._util import arg, couple_same, is_tensor
@@ -67,10 +71,29 @@ def _kept_factor(ctx, node, x, dims: list[int], shape: tuple, split: bool, singl
         ctx.head_factors[node.name] = ((node if split else x).name, heads)
         return heads
     if not split:
+        copies = _expanded_dims(x, dims)
+        if copies and len(copies) < len(dims):  # repeat_kv: key/value heads or their copies
+            wanted = copies if ctx.grouped_queries == "query" else [d for d in dims if d not in copies]
+            free = [d for d in wanted if not ctx.is_blocked(x, d)]
+            if free:
+                return _largest(free, shape, prefer_last=False)
         free = [d for d in dims if not ctx.is_blocked(x, d)]
         if free:
             return _largest(free, shape, prefer_last=False)
     return _largest(dims, shape, prefer_last=split)
+
+
+def _expanded_dims(x, dims: list[int]) -> list[int]:
+    """The dims among ``dims`` that ``x``, an ``expand`` (maybe gated since), broadcast from
+    size 1 (copies)."""
+    while isinstance(x, fx.Node) and x.op == "call_module" and isinstance(
+            x.graph.owning_module.get_submodule(x.target), Filter):
+        x = x.args[0]  # a gate on the copies (grouped_queries="query") keeps their layout
+    if not isinstance(x, fx.Node) or x.op != "call_method" or x.target != "expand":
+        return []
+    src, out = tensor_shape(x.args[0]), tensor_shape(x)
+    offset = len(out) - len(src)
+    return [d for d in dims if out[d] > 1 and (d < offset or src[d - offset] == 1)]
 
 
 @analyse_rule(*RESHAPES, **WEIGHTLESS)
