@@ -217,3 +217,22 @@ def test_timm_models_with_norms_written_by_hand_prune_their_stream(name):
     pytest.importorskip("timm")
     gated, _ = _compact_and_check(timm_model(name), (torch.randn(2, 3, 32, 32),), max_ratio=0.55)
     assert any(isinstance(m, LiveReduction) for m in gated.modules())
+
+
+@pytest.mark.parametrize("norm", [ChannelsFirstLayerNorm, SimpleNorm2d])
+def test_a_norm_written_by_hand_stays_live_through_a_shrink_during_training(norm):
+    """Shrinking while searching keeps the live reductions (over the survivors); channels
+    closed later still compact exactly."""
+    from archc.live_norms import LiveReduction
+
+    torch.manual_seed(0)
+    model = PoolFormerStyle(norm=norm).eval()
+    gated = archc.passes.insert_filters(archc.trace(model, (torch.randn(2, 3, 8, 8),))).double()
+    kill_channels(gated, 0.3, seed=0)
+    live = shrink_live(gated).gm
+    assert any(isinstance(m, LiveReduction) for m in live.modules())
+    variants = [random_inputs(gated, seed=1, sizes=sizes) for sizes in shape_variants(gated)]
+    assert all(max_relative_error(gated, live, inputs, dtype=torch.float64) < 1e-12 for inputs in variants)
+    kill_channels(live, 0.3, seed=1)
+    small = archc.compact(live)
+    assert all(max_relative_error(live, small, inputs, dtype=torch.float64) < 1e-12 for inputs in variants)
