@@ -112,28 +112,30 @@ class LiveReduction(nn.Module):
 
     CALLS = {"mean": torch.mean, "var": torch.var, "std": torch.std}
 
-    def __init__(self, op: str, dim: int, keepdim: bool, correction: float, live_index: torch.Tensor) -> None:
+    def __init__(self, op: str, dim: int, keepdim: bool, correction: float, live_index: torch.Tensor,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
-        self.op, self.dim, self.keepdim, self.correction = op, dim, keepdim, correction
+        self.op, self.dim, self.keepdim, self.correction, self.dtype = op, dim, keepdim, correction, dtype
         self.register_buffer("live_index", live_index.long().reshape(-1, live_index.shape[-1]).clone(),
                              persistent=False)
 
     def forward(self, x: torch.Tensor, *thetas: torch.Tensor) -> torch.Tensor:
+        x = x if self.dtype is None else x.to(self.dtype)  # torch.mean(x, dtype=...) accumulates so
         shape = [1] * x.dim()
         shape[self.dim] = -1
         mask = live_mask(thetas, self.live_index, x.dtype).view(shape)
-        count = mask.sum()
-        out = (x * mask).sum(self.dim, keepdim=True) / count
+        count = mask.sum()  # at least 1, as LiveLayerNorm's: a wholly closed group stays finite
+        out = (x * mask).sum(self.dim, keepdim=True) / count.clamp_min(1)
         if self.op != "mean":  # the spread about the open channels' mean, as torch.var divides it
-            out = ((x - out).square() * mask).sum(self.dim, keepdim=True) / (count - self.correction)
+            out = ((x - out).square() * mask).sum(self.dim, keepdim=True) / (count - self.correction).clamp_min(1)
             out = out.sqrt() if self.op == "std" else out
         return out if self.keepdim else out.squeeze(self.dim)
 
     def plain_call(self) -> tuple:
         """``(function, args, kwargs)`` of the plain reduction, without the input."""
-        kwargs = {"keepdim": self.keepdim} if self.op == "mean" else {"correction": self.correction,
-                                                                      "keepdim": self.keepdim}
-        return self.CALLS[self.op], (self.dim,), kwargs
+        if self.op != "mean":
+            return self.CALLS[self.op], (self.dim,), {"correction": self.correction, "keepdim": self.keepdim}
+        return torch.mean, (self.dim,), {"keepdim": self.keepdim, **({"dtype": self.dtype} if self.dtype else {})}
 
     def extra_repr(self) -> str:
         return f"{self.op}, dim={self.dim}, keepdim={self.keepdim}"
@@ -177,7 +179,8 @@ def live_reduction(node, live_index: torch.Tensor) -> LiveReduction:
     """The live form of the plain reduction ``node`` (see :func:`reduced_channel_dim`)."""
     op = next(name for name, fn in LiveReduction.CALLS.items() if fn is node.target)
     keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
-    return LiveReduction(op, reduced_channel_dim(node), bool(keepdim), node.kwargs.get("correction", 1), live_index)
+    return LiveReduction(op, reduced_channel_dim(node), bool(keepdim), node.kwargs.get("correction", 1), live_index,
+                         node.kwargs.get("dtype"))
 
 
 def plain_norm(live: nn.Module) -> nn.Module:

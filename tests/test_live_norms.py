@@ -236,3 +236,28 @@ def test_a_norm_written_by_hand_stays_live_through_a_shrink_during_training(norm
     kill_channels(live, 0.3, seed=1)
     small = archc.compact(live)
     assert all(max_relative_error(live, small, inputs, dtype=torch.float64) < 1e-12 for inputs in variants)
+
+
+class MeanInFloat64(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.c = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        s = y.mean(1, keepdim=True, dtype=torch.float64)
+        return self.c(y - s.float()), s
+
+
+def test_a_live_mean_keeps_its_dtype_and_a_wholly_closed_group_stays_finite():
+    model, x = MeanInFloat64().eval(), torch.randn(2, 3, 4, 4)
+    gated = archc.passes.insert_filters(archc.trace(model, (x,)))
+    (gate,) = archc.filters(gated)
+    assert gated(x)[1].dtype == torch.float64
+    with torch.no_grad():
+        gate.theta[:] = -1.0  # the search may close a whole group: statistics over no channel
+    out = gated(x)
+    assert all(torch.isfinite(t).all() for t in out)
+    small = archc.compact(gated)
+    assert small(x)[1].dtype == torch.float64
+    assert max_relative_error(gated, small, (x,), dtype=torch.float64) < 1e-12

@@ -126,4 +126,4 @@ def shrink_live_reduction(node, cc) -> None:
     if keep is None:
         return
     index = m.live_index[:, _index(keep, m.live_index.shape[1])]
-    cc.replace_module(node, LiveReduction(m.op, m.dim, m.keepdim, m.correction, index))
+    cc.replace_module(node, LiveReduction(m.op, m.dim, m.keepdim, m.correction, index, m.dtype))
