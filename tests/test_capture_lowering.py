@@ -141,3 +141,21 @@ def test_hardtanh_that_moves_zero_is_gated_after_and_clamp_with_tensor_bounds_bl
     archc.compact(gated)  # exact, so not refused
     bounds = nn.Sequential(nn.Linear(4, 8), Fn(lambda h: torch.clamp(h, torch.zeros(8))), nn.Linear(8, 2))
     assert archc.report(archc.trace(bounds, (torch.randn(3, 4),))).prunable_channels == 0
+
+
+def test_a_weight_cast_to_its_own_dtype_is_the_layers_and_elsewhere_the_cast_stays():
+    """``F.rms_norm(x, shape, self.weight.to(x.dtype))`` (DeepSeek-ViT) raises to ``nn.RMSNorm``;
+    ``x * (1.0 + self.scale.float())`` (Gemma) keeps its cast, so a ``.half()`` model still adds
+    in float32."""
+    class CastWeights(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.scale = nn.Parameter(torch.randn(8)), nn.Parameter(torch.randn(8))
+
+        def forward(self, x):
+            y = torch.nn.functional.rms_norm(x, (8,), self.weight.to(x.dtype))
+            return y * (1.0 + self.scale.float())
+
+    gm = archc.trace(CastWeights(), (torch.randn(3, 8),))
+    assert any(isinstance(m, nn.RMSNorm) for m in gm.modules())
+    assert sum(n.op == "call_method" and n.target == "to" for n in gm.graph.nodes) == 1

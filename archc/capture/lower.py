@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import TraceError, node_error
 from .install import install_layer, install_tensor, layer_name, module_paths, resolve, same_layer
+from .modules import MODULE_LOWERINGS
 from .ops import LOWERINGS
 
 _COPIED_META = ("stack_trace", "nn_module_stack", "val")
@@ -167,7 +168,10 @@ class Lowering:
             if not self._can_functionalise(node, mutated):
                 return self._keep(node)
             target = functional
-        lowering = LOWERINGS.get(getattr(target, "overloadpacket", None))
+        packet = getattr(target, "overloadpacket", None)
+        lowering = LOWERINGS.get(packet)
+        if packet in MODULE_LOWERINGS:
+            args = tuple(self._uncast(a) for a in args)
         value = lowering(self, node, *args, **kwargs) if lowering is not None else None
         if value is None:
             value = self.call_function(target, args, kwargs)
@@ -175,6 +179,17 @@ class Lowering:
             return None
         if mutated is not None:
             self.env[mutated] = value  # later readers of the written tensor see the new value
+        return value
+
+    def _uncast(self, value: Any) -> Any:
+        """A parameter cast to its own dtype (``self.weight.to(x.dtype)``, DeepSeek-ViT's norms)
+        is the parameter, when a layer reads it: the raised layer casts as its module does.
+        Elsewhere (Gemma's ``1.0 + self.weight.float()``) the cast stays: after ``.half()`` it
+        still computes in float32."""
+        if isinstance(value, fx.Node) and value.op == "call_method" and value.target == "to" \
+                and not value.kwargs and self.are_parameters(value.args[0]) \
+                and self.tensor(value.args[0]).dtype == value.args[1]:
+            return value.args[0]
         return value
 
     def _portable(self, kwargs: dict) -> dict:

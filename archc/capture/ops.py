@@ -170,12 +170,10 @@ def _softmax(target: Callable) -> Callable:
 
 def _to(cx, node, x, *args, **kwargs):
     """Casts keep only the dtype: a device fixed at capture would pin the model to it. A copy
-    (``_to_copy``, ``copy=True``) stays a copy, so a later in-place write cannot reach ``x``.
-    A parameter cast to its own dtype (``self.weight.to(x.dtype)``) is the parameter, so the
-    layer reading it is raised to its ``torch.nn`` form."""
+    (``_to_copy``, ``copy=True``) stays a copy, so a later in-place write cannot reach ``x``."""
     dtype = kwargs.get("dtype") or next((a for a in args if isinstance(a, torch.dtype)), None)
     copy = node.target.overloadpacket is aten._to_copy or kwargs.get("copy") or (len(args) > 2 and args[2] is True)
-    if dtype is None or (not copy and cx.are_parameters(x) and cx.tensor(x).dtype == dtype):
+    if dtype is None:
         return cx.call_method("clone", (x,), {}) if copy else x
     return cx.call_method("to", (x, dtype), {"copy": True} if copy else {})
 
