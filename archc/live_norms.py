@@ -50,12 +50,19 @@ class _Live:
         """The live form of ``norm`` (same parameters, same state_dict keys plus ``live_index``)."""
         live = cls.__new__(cls)
         live.__dict__.update({k: (copy.copy(v) if isinstance(v, (dict, set)) else v) for k, v in norm.__dict__.items()})
-        live.register_buffer("live_index", live_index.long().reshape(-1, live_index.shape[-1]).clone(),
-                             persistent=False)
+        _register_live_index(live, live_index)
         return live
 
-    def _masked_mean(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return (values * mask).sum(-1, keepdim=True) / mask.sum().clamp_min(1)
+
+def _register_live_index(module: nn.Module, live_index: torch.Tensor) -> None:
+    module.register_buffer("live_index", live_index.long().reshape(-1, live_index.shape[-1]).clone(),
+                           persistent=False)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """The mean over ``dim`` of the channels where ``mask`` is 1 (of at least one channel, so a
+    wholly closed group stays finite)."""
+    return (values * mask).sum(dim, keepdim=True) / mask.sum().clamp_min(1)
 
 
 class LiveLayerNorm(_Live, nn.LayerNorm):
@@ -63,8 +70,8 @@ class LiveLayerNorm(_Live, nn.LayerNorm):
 
     def forward(self, x: torch.Tensor, *thetas: torch.Tensor) -> torch.Tensor:
         mask = live_mask(thetas, self.live_index, x.dtype)
-        centred = x - self._masked_mean(x, mask)
-        y = centred * torch.rsqrt(self._masked_mean(centred.square(), mask) + self.eps)
+        centred = x - _masked_mean(x, mask)
+        y = centred * torch.rsqrt(_masked_mean(centred.square(), mask) + self.eps)
         if self.weight is not None:
             y = y * self.weight
         if self.bias is not None:
@@ -79,7 +86,7 @@ if _RMS_NORM is not None:
         def forward(self, x: torch.Tensor, *thetas: torch.Tensor) -> torch.Tensor:
             mask = live_mask(thetas, self.live_index, x.dtype)
             eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-            y = x * torch.rsqrt(self._masked_mean(x.square(), mask) + eps)
+            y = x * torch.rsqrt(_masked_mean(x.square(), mask) + eps)
             return y if self.weight is None else y * self.weight
 
 
@@ -116,18 +123,17 @@ class LiveReduction(nn.Module):
                  dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         self.op, self.dim, self.keepdim, self.correction, self.dtype = op, dim, keepdim, correction, dtype
-        self.register_buffer("live_index", live_index.long().reshape(-1, live_index.shape[-1]).clone(),
-                             persistent=False)
+        _register_live_index(self, live_index)
 
     def forward(self, x: torch.Tensor, *thetas: torch.Tensor) -> torch.Tensor:
         x = x if self.dtype is None else x.to(self.dtype)  # torch.mean(x, dtype=...) accumulates so
         shape = [1] * x.dim()
         shape[self.dim] = -1
         mask = live_mask(thetas, self.live_index, x.dtype).view(shape)
-        count = mask.sum()  # at least 1, as LiveLayerNorm's: a wholly closed group stays finite
-        out = (x * mask).sum(self.dim, keepdim=True) / count.clamp_min(1)
+        out = _masked_mean(x, mask, self.dim)
         if self.op != "mean":  # the spread about the open channels' mean, as torch.var divides it
-            out = ((x - out).square() * mask).sum(self.dim, keepdim=True) / (count - self.correction).clamp_min(1)
+            spread = ((x - out).square() * mask).sum(self.dim, keepdim=True)
+            out = spread / (mask.sum() - self.correction).clamp_min(1)
             out = out.sqrt() if self.op == "std" else out
         return out if self.keepdim else out.squeeze(self.dim)
 

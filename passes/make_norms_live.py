@@ -26,8 +26,8 @@ def norm_inputs(gm: fx.GraphModule) -> dict[fx.Node, SpaceKey]:
         if node.op == "call_module" and can_live(gm.get_submodule(node.target)):
             x = node.args[0]
             out[node] = (x.name, live_dim(gm.get_submodule(node.target), len(tensor_shape(x))))
-        elif reduced_channel_dim(node) is not None:
-            out[node] = (node.args[0].name, reduced_channel_dim(node))
+        elif (dim := reduced_channel_dim(node)) is not None:
+            out[node] = (node.args[0].name, dim)
     return out
 
 

@@ -144,14 +144,6 @@ def _addcmul(cx, node, x, a, b, *, value=1):
     return cx.call_function(operator.add, (x, product), {})
 
 
-def _reshape_as(cx, node, x, other):
-    """``x.reshape_as(other)``: ``x`` itself when the two have one shape (LeViT's
-    ``bn(x.flatten(0, 1)).reshape_as(x)`` after a flatten), else the method call."""
-    if [str(d) for d in node.args[0].meta["val"].shape] == [str(d) for d in node.args[1].meta["val"].shape]:
-        return x
-    return cx.call_method("reshape_as", (x, other), {})
-
-
 def _repeat_interleave(cx, node, x, repeats, dim=None, *, output_size=None):
     """``torch.repeat_interleave`` of a tensor by a number along a dim (GCViT's global query)."""
     if not isinstance(repeats, int) or dim is None:
@@ -267,7 +259,7 @@ _register({
     aten.log_softmax: _softmax(F.log_softmax), aten._log_softmax: _softmax(F.log_softmax),
     aten.matmul: _function(torch.matmul), aten.mm: _function(torch.matmul), aten.bmm: _function(torch.bmm),
     aten.addmm: _addmm, aten.addcmul: _addcmul, aten.linalg_vector_norm: _vector_norm,
-    aten.reshape_as: _reshape_as, aten.repeat_interleave: _repeat_interleave, aten.repeat: _method("repeat", 2),
+    aten.reshape_as: _method("reshape_as", 2), aten.repeat_interleave: _repeat_interleave, aten.repeat: _method("repeat", 2),
     aten.clamp_min: _function(torch.clamp, 2), aten.expand_as: _method("expand_as", 2),
     aten.roll: _function(torch.roll),
     aten.scaled_dot_product_attention: _sdpa,

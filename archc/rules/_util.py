@@ -37,3 +37,13 @@ def norm_dims(dims: Any, rank: int) -> list[int]:
     if isinstance(dims, int):
         dims = [dims]
     return sorted(d % rank for d in dims)
+
+
+def expanded_dims(node: Any) -> set[int]:
+    """The dims of ``node`` that an ``expand``/``expand_as`` broadcast from size 1: along them
+    every index holds a copy of one value (``repeat_kv``'s key/value copies, an expanded norm)."""
+    if not isinstance(node, fx.Node) or node.op != "call_method" or node.target not in ("expand", "expand_as"):
+        return set()
+    src, out = tensor_shape(node.args[0]), tensor_shape(node)
+    offset = len(out) - len(src)
+    return {d for d in range(len(out)) if out[d] > 1 and (d < offset or src[d - offset] == 1)}

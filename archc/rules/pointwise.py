@@ -18,7 +18,7 @@ from ..block_gates import BlockGate
 from ..filters import Filter
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, declare, permutation_rule, shrink_rule
-from ._util import arg, couple_same, is_tensor, module
+from ._util import arg, couple_same, expanded_dims, is_tensor, module
 
 # the ops archc.capture lowers element-wise ATen ops to, and archc's own gate
 ZERO_PRESERVING_MODULES = (nn.Dropout, nn.PReLU, Filter, BlockGate)
@@ -133,7 +133,7 @@ def div(node, ctx) -> None:
         out = tensor_shape(node)
         shape = tensor_shape(denominator)
         for d, size in enumerate(shape):
-            if size != 1 and size == out[d + len(out) - len(shape)] and not _expanded_from_one(denominator, d) \
+            if size != 1 and size == out[d + len(out) - len(shape)] and d not in expanded_dims(denominator) \
                     and not _at_least_positive(denominator):
                 ctx.block(denominator, d, "divides by this dim's values: a closed channel would divide by zero")
 
@@ -146,15 +146,6 @@ def _at_least_positive(node) -> bool:
         return False
     low = arg(node, 1, "min")
     return isinstance(low, (int, float)) and low > 0
-
-
-def _expanded_from_one(node, dim: int) -> bool:
-    """Whether ``node`` is an ``expand``/``expand_as`` of a tensor of size 1 along ``dim``."""
-    if node.op != "call_method" or node.target not in ("expand", "expand_as"):
-        return False
-    src, out = tensor_shape(node.args[0]), tensor_shape(node)
-    d = dim - (len(out) - len(src))
-    return d < 0 or src[d] == 1
 
 
 @analyse_rule(torch.where)

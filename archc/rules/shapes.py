@@ -26,7 +26,7 @@ import torch.fx as fx
 from ..filters import Filter
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, declare, permutation_rule, shrink_rule
-from ._util import arg, couple_same, is_tensor
+from ._util import arg, couple_same, expanded_dims, is_tensor, module
 from .indexing import index_tensor, shrink_index
 
 RESHAPES = ("view", "reshape", torch.flatten, torch.squeeze, torch.unsqueeze)
@@ -71,7 +71,7 @@ def _kept_factor(ctx, node, x, dims: list[int], shape: tuple, split: bool, singl
         ctx.head_factors[node.name] = ((node if split else x).name, heads)
         return heads
     if not split:
-        copies = _expanded_dims(x, dims)
+        copies = [d for d in dims if d in expanded_dims(_ungated(x))]
         if copies and len(copies) < len(dims):  # repeat_kv: key/value heads or their copies
             wanted = copies if ctx.grouped_queries == "query" else [d for d in dims if d not in copies]
             free = [d for d in wanted if not ctx.is_blocked(x, d)]
@@ -83,17 +83,12 @@ def _kept_factor(ctx, node, x, dims: list[int], shape: tuple, split: bool, singl
     return _largest(dims, shape, prefer_last=split)
 
 
-def _expanded_dims(x, dims: list[int]) -> list[int]:
-    """The dims among ``dims`` that ``x``, an ``expand`` (maybe gated since), broadcast from
-    size 1 (copies)."""
-    while isinstance(x, fx.Node) and x.op == "call_module" and isinstance(
-            x.graph.owning_module.get_submodule(x.target), Filter):
-        x = x.args[0]  # a gate on the copies (grouped_queries="query") keeps their layout
-    if not isinstance(x, fx.Node) or x.op != "call_method" or x.target != "expand":
-        return []
-    src, out = tensor_shape(x.args[0]), tensor_shape(x)
-    offset = len(out) - len(src)
-    return [d for d in dims if out[d] > 1 and (d < offset or src[d - offset] == 1)]
+def _ungated(x):
+    """``x`` before the gates on it: a gate on the copies (``grouped_queries="query"``) keeps
+    their layout."""
+    while isinstance(x, fx.Node) and x.op == "call_module" and isinstance(module(x), Filter):
+        x = x.args[0]
+    return x
 
 
 @analyse_rule(*RESHAPES, **WEIGHTLESS)
