@@ -173,7 +173,7 @@ def main(argv=None) -> dict:
         args.mlp_lams, args.lenet_lams, args.limit = "1e-3", "1e-3", args.limit or 10000
     out = args.out or RESULTS / ("mnist_mlp_lenet_quick.json" if args.quick else "mnist_mlp_lenet.json")
     torch.set_num_threads(args.threads)
-    data = mnist_datasets(args.data, seed=args.seed, limit=args.limit)
+    data = mnist_datasets(args.data, seed=args.seed, limit=args.limit, standardise=args.standardise)
     plan = {"mlp": ([float(x) for x in args.mlp_lams.split(",") if x], args.mlp_epochs),
             "lenet5": ([float(x) for x in args.lenet_lams.split(",") if x], args.lenet_epochs)}
     payload = mnist_payload("shrinknets_mnist_mlp_lenet5", args, data, runs=[],

@@ -233,7 +233,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     lams = [float(x) for x in args.lams.split(",") if x]
     noshrink = [float(x) for x in args.noshrink_lams.split(",") if x]
-    data = mnist_datasets(args.data, seed=args.seed, limit=args.limit)
+    data = mnist_datasets(args.data, seed=args.seed, limit=args.limit, standardise=args.standardise)
     payload = mnist_payload(
         "shrinknets_convergence_mnist", args, data, settings={"lams": lams, "noshrink_lams": noshrink},
         paper={"units_after_100_epochs_batch256": {f"{k:g}": v for k, v in PAPER_UNITS_100.items()},

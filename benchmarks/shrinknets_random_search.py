@@ -22,6 +22,8 @@ every run, and ``--resume`` skips the runs it holds.
 Rerun (from the repository root):
     python benchmarks/shrinknets_random_search.py --models mlp --runs 10 --epochs 30 --threads 1
     python benchmarks/shrinknets_random_search.py --models lenet5 --runs 4 --epochs 10 --threads 1
+    python benchmarks/shrinknets_random_search.py --models mlp --runs 10 --epochs 100 --standardise \
+        --out benchmarks/results/shrinknets_random_search_mlp_e100_std.json
     python benchmarks/shrinknets_random_search.py --report results/a.json results/b.json   # one table and figure
 """
 from __future__ import annotations
@@ -137,7 +139,8 @@ def render_md(payload: dict) -> str:
     lines = ["### ShrinkNets §3.2 random search on MNIST (archc.search against fixed-size networks)", "",
              f"Command: `{payload['command']}`", "",
              f"{s['epochs']} epochs per run (the paper: 100 MLP / 200 LeNet-5), Adam lr {s['lr']:g}, batch "
-             f"{s['batch_size']}, train {s['n_train']} / validation {s['n_val']} / test {s['n_test']}; every run is "
+             f"{s['batch_size']}, train {s['n_train']} / validation {s['n_val']} / test {s['n_test']}, inputs "
+             f"{'standardised by the training split' if s.get('standardise') else 'in [0, 1]'}; every run is "
              "measured on the test set at its best validation epoch. Machine: "
              f"{payload['machine']['cpu']}, {payload['machine']['cpu_count']} CPUs, {s['threads']} torch thread(s), "
              f"torch {payload['machine']['torch']}.", "",
@@ -230,7 +233,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
     out = args.out or RESULTS / f"shrinknets_random_search_{'_'.join(models)}.json"
-    data = mnist_datasets(args.data, seed=args.seed, limit=args.limit)
+    data = mnist_datasets(args.data, seed=args.seed, limit=args.limit, standardise=args.standardise)
     payload = mnist_payload("shrinknets_random_search", args, data, runs=[],
                             paper={**PAPER, "tessera_rosman": TESSERA, "epochs": {"mlp": 100, "lenet5": 200}, "runs": 50})
     if args.resume and out.exists():
