@@ -114,3 +114,22 @@ def test_an_inplace_relu_whose_result_is_reshaped_is_functional_and_prunes():
     gm = archc.trace(SplitAttentionStyle().eval(), (torch.randn(2, 3, 8, 8),))
     assert not any("relu_" in str(n.target) for n in gm.graph.nodes)
     _compact_and_check(SplitAttentionStyle().eval(), (torch.randn(2, 3, 8, 8),), max_ratio=0.9)
+
+
+class TransposedWeights(nn.Linear):
+    """Falcon's ``FalconLinear``: ``x @ self.weight.T + self.bias``; a batched ``.mT`` beside it."""
+
+    def __init__(self) -> None:
+        super().__init__(6, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.relu(x @ self.weight.T + self.bias)
+        return self.out(h.unsqueeze(-1).mT.squeeze(1) + h)
+
+
+def test_a_weight_read_through_dot_t_prunes_like_a_linear():
+    gm = archc.trace(TransposedWeights().eval(), (torch.randn(2, 6),))
+    assert not any("numpy_T" in str(n.target) or "mT" in str(n.target) for n in gm.graph.nodes)
+    gated, small = _compact_and_check(TransposedWeights().eval(), (torch.randn(2, 6),), max_ratio=0.8)
+    assert small.get_parameter("weight").shape[0] < 16

@@ -210,6 +210,15 @@ def _mul(cx, node, a, b):
     return rms_norm_by_hand(cx, node) or cx.call_function(operator.mul, (a, b), {})
 
 
+def _reversed_dims(cx, node, x):
+    """``x.T`` (every dim reversed; Falcon's ``input @ self.weight.T``): ``torch.t`` for a matrix,
+    a permute otherwise, both of which the channel rules read."""
+    rank = len(cx.example_shape(node))
+    if rank <= 2:
+        return cx.call_function(torch.t, (x,), {})
+    return cx.call_function(torch.permute, (x, tuple(reversed(range(rank)))), {})
+
+
 def _drop(cx, node, *args, **kwargs):
     """torch.export's dtype and device asserts: a device fixed at capture would pin the model
     to it. Asserts on sizes (``_assert_scalar``) stay in the graph."""
@@ -242,7 +251,8 @@ _register({
     aten.flatten: _function(torch.flatten), aten.unflatten: _function(torch.unflatten),
     aten.squeeze: _function(torch.squeeze), aten.unsqueeze: _function(torch.unsqueeze),
     aten.permute: _function(torch.permute), aten.transpose: _function(torch.transpose),
-    aten.t: _function(torch.t), aten.expand: _method("expand", 2),
+    aten.t: _function(torch.t), aten.numpy_T: _reversed_dims,
+    aten.mT: lambda cx, node, x: cx.call_function(torch.transpose, (x, -2, -1), {}), aten.expand: _method("expand", 2),
     aten.contiguous: _method("contiguous", 1), aten.clone: _method("clone", 1), aten.alias: _identity,
     aten.detach: _method("detach", 1),  # not the identity: it stops gradients (straight-through estimators)
     aten.lift_fresh_copy: _method("clone", 1),  # a constant made in forward: a fresh copy each call
