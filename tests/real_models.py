@@ -57,6 +57,9 @@ def transformers_model(kind: str) -> tuple[torch.nn.Module, dict]:
     if kind == "gemma":  # RMSNorm by hand with (1 + weight), computed in float32
         cfg = T.GemmaConfig(**_TINY, num_key_value_heads=2, head_dim=8)
         return T.GemmaForCausalLM(cfg).eval(), {"input_ids": ids, "attention_mask": mask}
+    if kind == "mixtral":  # experts through transformers' grouped_mm_fallback op
+        cfg = T.MixtralConfig(**_TINY, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2)
+        return T.MixtralForCausalLM(cfg).eval(), {"input_ids": ids, "attention_mask": mask}
     if kind == "vit":
         cfg = T.ViTConfig(image_size=32, patch_size=8, num_labels=10, **_VISION)
         return T.ViTForImageClassification(cfg).eval(), {"pixel_values": torch.randn(2, 3, 32, 32)}

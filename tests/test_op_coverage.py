@@ -1,5 +1,7 @@
 """Ops that real models use and that once blocked their channels: each prunes, and the
 compact model equals the gated one at three input shapes."""
+import operator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -133,3 +135,23 @@ def test_a_weight_read_through_dot_t_prunes_like_a_linear():
     assert not any("numpy_T" in str(n.target) or "mT" in str(n.target) for n in gm.graph.nodes)
     gated, small = _compact_and_check(TransposedWeights().eval(), (torch.randn(2, 6),), max_ratio=0.8)
     assert small.get_parameter("weight").shape[0] < 16
+
+
+class GatheredTokens(nn.Module):
+    """Mixtral's experts read their tokens as ``x[order]``: a computed index over tokens; the
+    channels pass through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))  # (batch, 16)
+        order = torch.argsort(h.sum(-1))
+        return self.b(h[order])
+
+
+def test_a_gather_over_tokens_prunes_the_channels_it_carries():
+    gm = archc.trace(GatheredTokens().eval(), (torch.randn(4, 6),))
+    assert any(n.target is operator.getitem for n in gm.graph.nodes)
+    _compact_and_check(GatheredTokens().eval(), (torch.randn(4, 6),), max_ratio=0.8)

@@ -75,3 +75,26 @@ def test_gemma_norm_with_one_plus_weight_is_live_and_the_lm_keeps_at_most_055():
     for sizes in shape_variants(gated):
         assert max_relative_error(gated, small, random_inputs(gated, seed=5, sizes=sizes)) < 1e-5
     assert n_params(small) < 0.55 * n_params(model)
+
+
+def test_mixture_of_experts_prunes_every_experts_hidden_width():
+    """Mixtral's experts are 3-d parameters multiplied by transformers' own grouped matmul op:
+    their hidden width prunes (one channel index across all experts), the experts stay.
+    The model casts to its weights' dtype itself, so it is compared in float32."""
+    from conftest import kill_channels, n_params
+
+    from archc.capture.inputs import random_inputs, shape_variants
+    from archc.verify import max_relative_error
+
+    model, kwargs = transformers_model("mixtral")
+    gated = archc.passes.insert_filters(archc.trace(model, kwargs=kwargs))
+    kill_channels(gated, 0.3, seed=0)
+    small = archc.compact(gated)
+    for sizes in shape_variants(gated):
+        assert max_relative_error(gated, small, random_inputs(gated, seed=5, sizes=sizes)) < 1e-5
+    assert n_params(small) < 0.55 * n_params(model)  # the residual stream too (0.97 before)
+    for layer in range(2):
+        experts = f"model.layers.{layer}.mlp.experts"
+        gate_up, down = (small.get_parameter(f"{experts}.{p}") for p in ("gate_up_proj", "down_proj"))
+        assert gate_up.shape[0] == down.shape[0] == 4  # every expert kept
+        assert gate_up.shape[1] < 2 * 64 and down.shape[2] == gate_up.shape[1] // 2

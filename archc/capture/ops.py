@@ -94,6 +94,16 @@ def _select(cx, node, x, dim, index):
     return cx.call_function(operator.getitem, (x, (slice(None),) * dim + (index,)), {})
 
 
+def _gather(cx, node, x, indices):
+    """``x[:, idx]``: ``aten.index`` with one integer index tensor (Mixtral gathers each expert's
+    tokens, Falcon its key and value heads). Several, or a boolean mask, stay the ATen call."""
+    given = [(d, t) for d, t in enumerate(indices) if t is not None]
+    if len(given) != 1 or given[0][1].meta["val"].dtype == torch.bool:
+        return None
+    dim, index = given[0]
+    return cx.call_function(operator.getitem, (x, (slice(None),) * dim + (index,)), {})
+
+
 def _reduction(target: Callable) -> Callable:
     """``mean``/``sum``/``amax`` over dims: the dtype argument is kept only when given."""
 
@@ -260,7 +270,7 @@ _register({
     aten.cat: _function(torch.cat), aten.concat: _function(torch.cat), aten.stack: _function(torch.stack),
     aten.split: _function(torch.split), aten.split_with_sizes: _function(torch.split),
     aten.chunk: _function(torch.chunk), aten.unbind: _function(torch.unbind),
-    aten.slice: _slice, aten.select: _select,
+    aten.slice: _slice, aten.select: _select, aten.index: _gather,
     aten.sym_size: _method("size"),
     # reductions, softmax, contractions
     aten.mean: _reduction(torch.mean), aten.sum: _reduction(torch.sum), aten.amax: _reduction(torch.amax),

@@ -41,6 +41,22 @@ def matmul(node, ctx) -> None:
     ctx.couple(b, -1, node, -1, flow=True)
 
 
+@analyse_rule("transformers::grouped_mm_fallback", shrink=NA, permutes=NA, fold=NA, makes=NA, cost=NA,
+              channel_dim=NA)
+def grouped_matmul(node, ctx) -> None:
+    """transformers' mixture of experts: ``x (tokens, in)`` sorted by expert, times
+    ``weight (experts, in, out)``, ``offs`` tokens per expert. Token ``t``'s row is
+    ``x[t] @ weight[expert(t)]``: a matmul whose right factor each row picks by expert, so the
+    in and out dims couple as a matmul's do; the experts dim is counted by ``offs``."""
+    x, weight, offs = node.args[:3]
+    ctx.couple(x, 0, node, 0, flow=True)
+    ctx.consume(x, 1)  # the contracted dim: zero in one factor is enough
+    ctx.couple(x, 1, weight, 1)
+    ctx.couple(weight, 2, node, 1, flow=True)
+    ctx.block(weight, 0, "the experts dim: offs counts each expert's tokens")
+    ctx.block(offs, 0, "the experts dim: offs counts each expert's tokens")
+
+
 @analyse_rule(F.scaled_dot_product_attention, permutes=NA, fold=NA, makes=NA, cost=NA, channel_dim=NA)
 def attention(node, ctx) -> None:
     q, k, v = node.args[:3]

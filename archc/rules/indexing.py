@@ -5,6 +5,7 @@ import operator
 
 import numpy as np
 import torch
+import torch.fx as fx
 
 from ..meta import SHAPE, tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, shrink_rule
@@ -28,16 +29,32 @@ def _simple(item) -> bool:
     return item is None or isinstance(item, int)
 
 
+def _gathered(items: list) -> bool:
+    """One integer index tensor among simple items (``x[:, idx]``), which torch places where it
+    stands; several index tensors, or a mask, are left to default-deny."""
+    tensors = [i for i in items if isinstance(i, fx.Node)]
+    return (len(tensors) == 1 and tensor_shape(tensors[0]) is not None
+            and tensors[0].meta["val"].dtype != torch.bool
+            and all(_simple(i) for i in items if not isinstance(i, fx.Node)))
+
+
 def index_tensor(node, ctx) -> None:
-    """``x[...]`` with ints, slices, None and Ellipsis; anything else is left to default-deny."""
+    """``x[...]`` with ints, slices, None, Ellipsis and one index tensor; anything else is left
+    to default-deny. The dim an index tensor gathers along is blocked: its order is computed."""
     x = node.args[0]
     shape = tensor_shape(x)
     items = _expand_index(node.args[1], len(shape))
-    if not all(_simple(i) for i in items):
+    if not (all(_simple(i) for i in items) or _gathered(items)):
         return
     i = o = 0
     for item in items:
-        if item is None:
+        if isinstance(item, fx.Node):
+            ctx.block(x, i, "gathered by a computed index")
+            for k in range(len(tensor_shape(item))):
+                ctx.handle(item, k)
+                ctx.handle(node, o + k)
+            i, o = i + 1, o + len(tensor_shape(item))
+        elif item is None:
             ctx.handle(node, o)
             o += 1
         elif isinstance(item, int):
@@ -61,8 +78,9 @@ def shrink_index(node, cc) -> None:
     new, i = [], 0
     for item in items:
         keep = cc.keep(x, i) if item is not None else None
-        if item is None:
-            new.append(None)
+        if item is None or isinstance(item, fx.Node):  # a gathered dim is blocked: kept whole
+            new.append(item)
+            i += item is not None
             continue
         if keep is not None and isinstance(item, int):
             item = int(np.searchsorted(keep, item % tensor_shape(x)[i]))

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional
 
+import torch
 import torch.fx as fx
 from torch import nn
 
@@ -91,7 +92,10 @@ def key_candidates(node: fx.Node, gm: fx.GraphModule) -> list:
     if node.op == "call_method":
         return [node.target, node.target.rstrip("_")]  # in-place variants share an entry
     if node.op == "call_function":
-        return [node.target]
+        # a library's own op (transformers' grouped_mm_fallback) by its qualified name, so that
+        # archc need not import the library to state its facts
+        qualified = node.target.name() if isinstance(node.target, torch._ops.OpOverload) else None
+        return [node.target, qualified] if qualified else [node.target]
     return [node.op]  # placeholder, get_attr, output
 
 
