@@ -129,6 +129,20 @@ class Analysis:
         return self.gm.meta.get("archc.grouped_queries", "kv")
 
     @functools.cached_property
+    def _from_parameters(self) -> frozenset:
+        found: set[str] = set()
+        for n in self.gm.graph.nodes:
+            inputs = n.all_input_nodes
+            if n.op == "get_attr" or (n.op.startswith("call") and inputs and all(i.name in found for i in inputs)):
+                found.add(n.name)
+        return frozenset(found)
+
+    def from_parameters(self, node: fx.Node) -> bool:
+        """Whether ``node`` is computed from parameters and buffers alone (a weight made in
+        forward, as weight standardisation makes it), whatever the model's inputs."""
+        return node.name in self._from_parameters
+
+    @functools.cached_property
     def gated(self) -> bool:
         """Whether the graph already holds gates (then a plain norm's statistics count every channel)."""
         from .filters import Filter

@@ -2,12 +2,14 @@
 compact model equals the gated one at three input shapes."""
 import operator
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from test_real_models import _compact_and_check
 
 import archc
+from archc.live_norms import LiveReduction
 
 
 class LinearNorm(nn.Module):
@@ -155,3 +157,22 @@ def test_a_gather_over_tokens_prunes_the_channels_it_carries():
     gm = archc.trace(GatheredTokens().eval(), (torch.randn(4, 6),))
     assert any(n.target is operator.getitem for n in gm.graph.nodes)
     _compact_and_check(GatheredTokens().eval(), (torch.randn(4, 6),), max_ratio=0.8)
+
+
+def test_weight_standardised_convs_prune_their_inputs_with_live_statistics():
+    """timm's StdConv2d / ScaledStdConv2d (NF-Nets, BiT) standardise each output channel's
+    weights over the fan-in: the mean over input channels is live, so closed inputs go."""
+    timm_layers = pytest.importorskip("timm.layers")
+
+    class StandardisedNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = timm_layers.ScaledStdConv2d(3, 16, 3, padding=1)
+            self.b, self.c = timm_layers.StdConv2d(16, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+    gated, small = _compact_and_check(StandardisedNet().eval(), (torch.randn(2, 3, 8, 8),), max_ratio=0.7)
+    assert sum(isinstance(m, LiveReduction) for m in gated.modules()) == 2  # b's mean and variance
+    assert small.get_parameter("b.weight").shape[1] < 16

@@ -9,6 +9,7 @@ Example: ``check_against_model(gm, model, flat_inputs, spec)`` raises TraceError
 """
 from __future__ import annotations
 
+import copy
 import operator
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..meta import preserved_buffers
 from .inputs import VARIANTS, random_inputs, variant_candidates
 
 RTOL = 1e-4  # as compaction's own check
+ROUNDING = 1e-2  # a float32 miss below this is judged again in float64
 
 
 def check_against_model(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, spec: pytree.TreeSpec) -> None:
@@ -58,9 +60,35 @@ def _matches(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, spec: pytr
         torch.manual_seed(0)
         got = pytree.tree_leaves(gm(*tensors))
     err = max((_capture_error(g, w, relative_error) for g, w in zip(got, want)), default=0.0)
-    if len(got) != len(want) or err > RTOL:
+    if len(got) != len(want) or (err > RTOL and not _same_in_float64(gm, model, flat_inputs, spec, tensors, err)):
         raise _miss(gm, model, tensors, err, first=first)
     return True
+
+
+def _same_in_float64(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, spec: pytree.TreeSpec,
+                     tensors: tuple, err: float) -> bool:
+    """Whether a float32 miss below ``ROUNDING`` is rounding only: float64 copies of the graph
+    and the model agree. A deep model can turn a last-bit difference in one weight (the graph
+    computes weight standardisation with means, the model with batch_norm) into 1e-4 at its
+    output; a wrong lowering or a kept branch differs in float64 as much."""
+    floating = [p for p in model.parameters() if p.is_floating_point()]
+    if err >= ROUNDING or not floating or any(p.dtype != torch.float32 for p in floating):
+        return False
+    from ..verify import relative_error
+
+    wide = tuple(t.double() if t.is_floating_point() else t for t in tensors)
+    model64, gm64 = copy.deepcopy(model).double(), copy.deepcopy(gm).double()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        want = _run_model(model64, flat_inputs, spec, wide, required=False)
+        torch.manual_seed(0)
+        try:
+            got = pytree.tree_leaves(gm64(*wide))
+        except Exception:  # noqa: BLE001 - a graph that fixed a float32 dtype: the miss stands
+            return False
+    if want is None or len(got) != len(want):
+        return False
+    return max((_capture_error(g, w, relative_error) for g, w in zip(got, want)), default=0.0) <= RTOL
 
 
 def _capture_error(got: torch.Tensor, want: torch.Tensor, relative_error) -> float:

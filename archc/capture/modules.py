@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from .norm_patterns import weight_standardisation
+
 aten = torch.ops.aten
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_TRANSPOSES = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -81,7 +83,7 @@ def _batch_norm(cx, node, x, weight, bias, mean, var, training, momentum, eps, *
     ATen call, whose mode was fixed at capture."""
     owner = cx.running_module(node)
     if not isinstance(owner, nn.modules.batchnorm._BatchNorm) or owner.training != cx.model.training:
-        return None
+        return weight_standardisation(cx, x, weight, bias, mean, var, training, eps)
     if not cx.are_parameters(weight, bias) or (mean is None) != (var is None):
         return None
     shape = cx.example_shape(node)

@@ -10,10 +10,16 @@ hidden dim; raised to ``nn.RMSNorm`` it gets the same live-channel treatment as 
 Only the exact form is recognised (a cast to the tensor's own dtype may sit in between); the
 captured graph is checked against the model afterwards, as every capture is.
 
+Weight standardisation (timm's ``StdConv2d`` and ``ScaledStdConv2d``: NF-Nets, BiT) is a norm
+of a conv's weight, written as ``batch_norm(w.reshape(1, out, -1), gain, training=True)``. It is
+rewritten as means over the kernel and then over input channels, so that the mean over input
+channels becomes live (:mod:`archc.live_norms`) when a gate covers them.
+
 Example: ``rms_norm_by_hand(cx, node)`` returns the ``nn.RMSNorm`` call, or None.
 """
 from __future__ import annotations
 
+import operator
 from typing import Optional
 
 import torch
@@ -68,3 +74,49 @@ def rms_norm_by_hand(cx, node: fx.Node) -> Optional[fx.Node]:
             layer._parameters["weight"] = w
             return cx.call_layer(node, layer, cx.env[weight], cx.env[x])
     return None
+
+
+def weight_standardisation(cx, x, weight, bias, mean, var, training, eps) -> Optional[fx.Node]:
+    """``batch_norm(w.reshape(1, out, -1), weight, bias, training=True)`` on a parameter ``w``:
+    each output channel's weights shifted and scaled by their mean and (biased) variance over
+    the fan-in, then by ``weight`` and ``bias``; as means the channel rules read, or None.
+
+    Removing a closed input channel leaves the live statistics as they were, where the
+    batch_norm form would count its weights in every output channel's mean."""
+    if not training or mean is not None or var is not None or not _is_method(x, ("reshape", "view")):
+        return None
+    w = x.args[0]
+    if not (isinstance(w, fx.Node) and cx.are_parameters(w)):
+        return None
+    shape = tuple(cx.tensor(w).shape)
+    if len(shape) < 2 or list(x.args[1]) != [1, shape[0], -1]:
+        return None
+    kernel = list(range(2, len(shape)))
+
+    def mean_over_fan_in(t: fx.Node) -> fx.Node:  # over the kernel, then over input channels
+        if kernel:
+            t = cx.call_function(torch.mean, (t, kernel), {"keepdim": True})
+        return cx.call_function(torch.mean, (t, 1), {"keepdim": True})
+
+    # as ATen's batch_norm does it on the CPU, so that a deep NF-Net's output does not move:
+    # statistics accumulated in float64, then w * alpha + beta in the weight's dtype
+    exact = cx.call_method("to", (w, torch.float64), {})
+    mean = mean_over_fan_in(exact)
+    variance = mean_over_fan_in(cx.call_function(torch.square, (cx.call_function(operator.sub, (exact, mean), {}),), {}))
+    inv_std = cx.call_function(torch.rsqrt, (cx.call_function(operator.add, (variance, eps), {}),), {})
+    alpha = cx.call_method("type_as", (inv_std, w), {})
+    per_channel = [shape[0]] + [1] * (len(shape) - 1)
+    if weight is not None:
+        alpha = cx.call_function(operator.mul, (alpha, cx.call_method("reshape", (weight, per_channel), {})), {})
+    shift = cx.call_function(operator.mul, (cx.call_method("type_as", (mean, w), {}), alpha), {})
+    scaled = cx.call_function(operator.mul, (w, alpha), {})
+    if bias is None:
+        out = cx.call_function(operator.sub, (scaled, shift), {})
+    else:
+        beta = cx.call_function(operator.sub, (cx.call_method("reshape", (bias, per_channel), {}), shift), {})
+        out = cx.call_function(operator.add, (scaled, beta), {})
+    return cx.call_method("reshape", (out, [1, shape[0], -1]), {})
+
+
+def _is_method(x, names: tuple) -> bool:
+    return isinstance(x, fx.Node) and x.op == "call_method" and x.target in names

@@ -41,8 +41,8 @@ def matmul(node, ctx) -> None:
     ctx.couple(b, -1, node, -1, flow=True)
 
 
-@analyse_rule("transformers::grouped_mm_fallback", shrink=NA, permutes=NA, fold=NA, makes=NA, cost=NA,
-              channel_dim=NA)
+@analyse_rule("transformers::grouped_mm_fallback", shrink=NA, permutes=NA, fold=NA, makes=NA, reads=NA, cost=NA,
+              flops=NA, channel_dim=NA, scale_commutes=NA)
 def grouped_matmul(node, ctx) -> None:
     """transformers' mixture of experts: ``x (tokens, in)`` sorted by expert, times
     ``weight (experts, in, out)``, ``offs`` tokens per expert. Token ``t``'s row is
@@ -127,12 +127,16 @@ def reduction(node, ctx) -> None:
     reduced = norm_dims(arg(node, 1, "dim"), rank)
     keepdim = arg(node, 2, "keepdim", False)
     live = reduced_channel_dim(node) is not None and not ctx.gated
+    # a live mean of weights (weight standardisation) reads the gates; the weights stay nonzero
+    statistics_of_weights = live and ctx.from_parameters(x)
     # a p-norm, p > 0 (F.normalize's), is unchanged by zero channels, as a sum is
     sums = REDUCTIONS[name] == "consume" or (name == "linalg_vector_norm" and arg(node, 1, "ord", 2) > 0)
     out = 0
     for d in range(rank):
         if d in reduced:
-            if sums or live:
+            if statistics_of_weights:
+                ctx.handle(x, d)
+            elif sums or live:
                 ctx.consume(x, d)
             else:
                 ctx.block(x, d, f"{name} over this dim would change if channels were removed")

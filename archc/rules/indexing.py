@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from ..meta import SHAPE, tensor_shape
+from ..meta import DTYPE, SHAPE, tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, shrink_rule
 from ._util import arg, couple_same
 
@@ -34,7 +34,7 @@ def _gathered(items: list) -> bool:
     stands; several index tensors, or a mask, are left to default-deny."""
     tensors = [i for i in items if isinstance(i, fx.Node)]
     return (len(tensors) == 1 and tensor_shape(tensors[0]) is not None
-            and tensors[0].meta["val"].dtype != torch.bool
+            and tensors[0].meta.get(DTYPE) != torch.bool
             and all(_simple(i) for i in items if not isinstance(i, fx.Node)))
 
 

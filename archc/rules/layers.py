@@ -11,7 +11,7 @@ from torch.nn.utils import parametrize
 
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, declare, permutation_rule, shrink_rule
-from ._util import couple_same, module
+from ._util import arg, couple_same, module
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
@@ -40,6 +40,30 @@ def conv(node, ctx) -> None:
         in_per, out_per = m.in_channels // m.groups, m.out_channels // m.groups
         ctx.couple(x, 1, node, 1, np.arange(m.in_channels), np.arange(m.in_channels) // in_per * out_per)
         ctx.couple(node, 1, node, 1, np.arange(m.out_channels), np.arange(m.out_channels) // out_per * out_per)
+
+
+@analyse_rule(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
+              aten.conv2d.padding, aten.conv3d.padding, shrink=NA)
+def computed_weight_conv(node, ctx) -> None:
+    """A conv whose weight is computed in forward (weight standardisation): its input channels
+    go with the weight's dim 1, its output channels are made here (a gate after it stays a
+    multiply: the weight it would fold into is computed). Grouped ones are left to
+    default-deny."""
+    x, w = node.args[:2]
+    if arg(node, 6, "groups", 1) != 1:
+        return
+    ctx.couple(x, 0, node, 0)
+    _block_spatial(ctx, x, "conv")
+    _block_spatial(ctx, node, "conv")
+    for d in range(2, len(tensor_shape(w))):
+        ctx.block(w, d, "kernel dim of a computed weight")
+    ctx.consume(x, 1)
+    ctx.couple(x, 1, w, 1)
+    ctx.couple(w, 0, node, 1)
+    ctx.produce(node, 1)
+    bias = arg(node, 2, "bias")
+    if bias is not None:
+        ctx.couple(bias, 0, node, 1)
 
 
 def _param(t: torch.Tensor, like: nn.Parameter) -> nn.Parameter:

@@ -108,7 +108,10 @@ def live_reduction(node, ctx) -> None:
     m, x = module(node), node.args[0]
     rank = len(tensor_shape(x))
     dim, out = m.dim % rank, 0
-    ctx.consume(x, dim)
+    if ctx.from_parameters(x):  # statistics of weights: they read the gates, the weights stay
+        ctx.handle(x, dim)
+    else:
+        ctx.consume(x, dim)
     for d in range(rank):
         if d != dim:
             ctx.couple(x, d, node, out, flow=True)

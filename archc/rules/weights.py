@@ -164,9 +164,11 @@ declare(torch.matmul, torch.bmm, reads=NA, flops=_matmul_flops)
 declare(F.scaled_dot_product_attention, reads=NA, flops=_attention_flops)
 declare(*CONVS, nn.Linear, *BATCH_NORMS, nn.GroupNorm, nn.Embedding, *STAT_NORMS, *LIVE_NORMS, torch.matmul, torch.bmm,
         F.scaled_dot_product_attention, scale_commutes=NA)  # they mix channels, or normalise them
-# convs whose weight is computed: captured convs with a weight norm (kept as ATen calls) and
-# the per-pattern convs of archc.das.grouped_lowering; no channel rule, so they block
+# convs whose weight is computed: captured convs with a weight norm (kept as ATen calls, with
+# a channel rule in .layers) and the per-pattern convs of archc.das.grouped_lowering (no
+# channel rule, so they block)
+declare(F.conv1d, F.conv2d, F.conv3d, analyse=NA, shrink=NA)
 declare(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
         aten.conv2d.padding, aten.conv3d.padding, F.conv1d, F.conv2d, F.conv3d,
-        analyse=NA, shrink=NA, permutes=NA, fold=NA, makes=NA, reads=NA, cost=NA, channel_dim=NA, flops=_functional_conv_flops,
+        permutes=NA, fold=NA, makes=NA, reads=NA, cost=NA, channel_dim=NA, flops=_functional_conv_flops,
         scale_commutes=NA)
