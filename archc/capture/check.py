@@ -49,8 +49,6 @@ def _matches(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, spec: pytr
              sizes: dict, first: bool) -> bool:
     """Whether the model runs at ``sizes`` (it must at the example's); raises where it runs and
     the graph differs."""
-    from ..verify import relative_error  # verify imports capture
-
     tensors = random_inputs(gm, seed=11, sizes=sizes)
     with torch.random.fork_rng(devices=[]):  # the same random draws for both (MC dropout)
         torch.manual_seed(0)
@@ -59,7 +57,7 @@ def _matches(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, spec: pytr
             return False  # the model itself does not take this size
         torch.manual_seed(0)
         got = pytree.tree_leaves(gm(*tensors))
-    err = max((_capture_error(g, w, relative_error) for g, w in zip(got, want)), default=0.0)
+    err = _largest_error(got, want)
     if len(got) != len(want) or (err > RTOL and not _same_in_float64(gm, model, flat_inputs, spec, tensors, err)):
         raise _miss(gm, model, tensors, err, first=first)
     return True
@@ -74,8 +72,6 @@ def _same_in_float64(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, sp
     floating = [p for p in model.parameters() if p.is_floating_point()]
     if err >= ROUNDING or not floating or any(p.dtype != torch.float32 for p in floating):
         return False
-    from ..verify import relative_error
-
     wide = tuple(t.double() if t.is_floating_point() else t for t in tensors)
     model64, gm64 = copy.deepcopy(model).double(), copy.deepcopy(gm).double()
     with torch.random.fork_rng(devices=[]):
@@ -88,7 +84,13 @@ def _same_in_float64(gm: fx.GraphModule, model: nn.Module, flat_inputs: list, sp
             return False
     if want is None or len(got) != len(want):
         return False
-    return max((_capture_error(g, w, relative_error) for g, w in zip(got, want)), default=0.0) <= RTOL
+    return _largest_error(got, want) <= RTOL
+
+
+def _largest_error(got: list, want: list) -> float:
+    from ..verify import relative_error  # verify imports capture
+
+    return max((_capture_error(g, w, relative_error) for g, w in zip(got, want)), default=0.0)
 
 
 def _capture_error(got: torch.Tensor, want: torch.Tensor, relative_error) -> float:

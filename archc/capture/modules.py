@@ -80,7 +80,8 @@ def _batch_norm(cx, node, x, weight, bias, mean, var, training, momentum, eps, *
     """A BatchNorm layer when a BatchNorm module (timm's BatchNormAct2d too) ran the op and
     follows the model's train/eval mode: then the layer switches as the user's did. A frozen
     BatchNorm (``bn.eval()`` in a training model) or ``F.batch_norm`` in user code stays the
-    ATen call, whose mode was fixed at capture."""
+    ATen call, whose mode was fixed at capture. A batch_norm of a conv's weight is weight
+    standardisation (:func:`.norm_patterns.weight_standardisation`)."""
     owner = cx.running_module(node)
     if not isinstance(owner, nn.modules.batchnorm._BatchNorm) or owner.training != cx.model.training:
         return weight_standardisation(cx, x, weight, bias, mean, var, training, eps)

@@ -101,14 +101,14 @@ def weight_standardisation(cx, x, weight, bias, mean, var, training, eps) -> Opt
     # as ATen's batch_norm does it on the CPU, so that a deep NF-Net's output does not move:
     # statistics accumulated in float64, then w * alpha + beta in the weight's dtype
     exact = cx.call_method("to", (w, torch.float64), {})
-    mean = mean_over_fan_in(exact)
-    variance = mean_over_fan_in(cx.call_function(torch.square, (cx.call_function(operator.sub, (exact, mean), {}),), {}))
+    centre = mean_over_fan_in(exact)
+    variance = mean_over_fan_in(cx.call_function(torch.square, (cx.call_function(operator.sub, (exact, centre), {}),), {}))
     inv_std = cx.call_function(torch.rsqrt, (cx.call_function(operator.add, (variance, eps), {}),), {})
     alpha = cx.call_method("type_as", (inv_std, w), {})
     per_channel = [shape[0]] + [1] * (len(shape) - 1)
     if weight is not None:
         alpha = cx.call_function(operator.mul, (alpha, cx.call_method("reshape", (weight, per_channel), {})), {})
-    shift = cx.call_function(operator.mul, (cx.call_method("type_as", (mean, w), {}), alpha), {})
+    shift = cx.call_function(operator.mul, (cx.call_method("type_as", (centre, w), {}), alpha), {})
     scaled = cx.call_function(operator.mul, (w, alpha), {})
     if bias is None:
         out = cx.call_function(operator.sub, (scaled, shift), {})

@@ -229,6 +229,11 @@ def _reversed_dims(cx, node, x):
     return cx.call_function(torch.permute, (x, tuple(reversed(range(rank)))), {})
 
 
+def _last_two_swapped(cx, node, x):
+    """``x.mT``: the last two dims transposed."""
+    return cx.call_function(torch.transpose, (x, -2, -1), {})
+
+
 def _drop(cx, node, *args, **kwargs):
     """torch.export's dtype and device asserts: a device fixed at capture would pin the model
     to it. Asserts on sizes (``_assert_scalar``) stay in the graph."""
@@ -262,7 +267,7 @@ _register({
     aten.squeeze: _function(torch.squeeze), aten.unsqueeze: _function(torch.unsqueeze),
     aten.permute: _function(torch.permute), aten.transpose: _function(torch.transpose),
     aten.t: _function(torch.t), aten.numpy_T: _reversed_dims,
-    aten.mT: lambda cx, node, x: cx.call_function(torch.transpose, (x, -2, -1), {}), aten.expand: _method("expand", 2),
+    aten.mT: _last_two_swapped, aten.expand: _method("expand", 2),
     aten.contiguous: _method("contiguous", 1), aten.clone: _method("clone", 1), aten.alias: _identity,
     aten.detach: _method("detach", 1),  # not the identity: it stops gradients (straight-through estimators)
     aten.lift_fresh_copy: _method("clone", 1),  # a constant made in forward: a fresh copy each call

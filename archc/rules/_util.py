@@ -31,6 +31,17 @@ def couple_same(ctx, a: fx.Node, b: fx.Node, flow: bool, skip=()) -> None:
             ctx.couple(a, d, b, d, flow=flow)
 
 
+def live_statistics(ctx, x: fx.Node, dim: int) -> None:
+    """``x``'s dim ``dim`` feeds statistics that count open channels only (a live norm or
+    reduction). Of activations, removed channels must still be zero there (``consume``); of
+    weights (weight standardisation), the statistics read the gates and the weights of a closed
+    channel stay nonzero, so nothing asks for a gate on them."""
+    if ctx.from_parameters(x):
+        ctx.handle(x, dim)
+    else:
+        ctx.consume(x, dim)
+
+
 def norm_dims(dims: Any, rank: int) -> list[int]:
     if dims is None:
         return list(range(rank))

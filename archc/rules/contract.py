@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ..live_norms import reduced_channel_dim
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, permutation_rule, shrink_rule
-from ._util import arg, norm_dims
+from ._util import arg, live_statistics, norm_dims
 
 
 def _couple_batch(ctx, x, out, n_trailing: int, flow: bool) -> None:
@@ -127,16 +127,14 @@ def reduction(node, ctx) -> None:
     reduced = norm_dims(arg(node, 1, "dim"), rank)
     keepdim = arg(node, 2, "keepdim", False)
     live = reduced_channel_dim(node) is not None and not ctx.gated
-    # a live mean of weights (weight standardisation) reads the gates; the weights stay nonzero
-    statistics_of_weights = live and ctx.from_parameters(x)
     # a p-norm, p > 0 (F.normalize's), is unchanged by zero channels, as a sum is
     sums = REDUCTIONS[name] == "consume" or (name == "linalg_vector_norm" and arg(node, 1, "ord", 2) > 0)
     out = 0
     for d in range(rank):
         if d in reduced:
-            if statistics_of_weights:
-                ctx.handle(x, d)
-            elif sums or live:
+            if live:
+                live_statistics(ctx, x, d)
+            elif sums:
                 ctx.consume(x, d)
             else:
                 ctx.block(x, d, f"{name} over this dim would change if channels were removed")

@@ -77,10 +77,13 @@ def shrink_index(node, cc) -> None:
     items = _expand_index(node.args[1], len(tensor_shape(x)))
     new, i = [], 0
     for item in items:
-        keep = cc.keep(x, i) if item is not None else None
-        if item is None or isinstance(item, fx.Node):  # a gathered dim is blocked: kept whole
+        if item is None:
+            new.append(None)
+            continue
+        keep = cc.keep(x, i)
+        if isinstance(item, fx.Node):  # a gathered dim is blocked: kept whole
             new.append(item)
-            i += item is not None
+            i += 1
             continue
         if keep is not None and isinstance(item, int):
             item = int(np.searchsorted(keep, item % tensor_shape(x)[i]))

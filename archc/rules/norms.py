@@ -16,7 +16,7 @@ from torch import nn
 from ..live_norms import LIVE_NORMS, LiveReduction, can_live, live_dim
 from ..meta import tensor_shape
 from . import NA, WEIGHTLESS, analyse_rule, shrink_rule
-from ._util import couple_same, module
+from ._util import couple_same, live_statistics, module
 from .layers import FUNCTIONAL_NORMS, STAT_NORMS, _index, _with_sliced_affine
 
 
@@ -108,10 +108,7 @@ def live_reduction(node, ctx) -> None:
     m, x = module(node), node.args[0]
     rank = len(tensor_shape(x))
     dim, out = m.dim % rank, 0
-    if ctx.from_parameters(x):  # statistics of weights: they read the gates, the weights stay
-        ctx.handle(x, dim)
-    else:
-        ctx.consume(x, dim)
+    live_statistics(ctx, x, dim)
     for d in range(rank):
         if d != dim:
             ctx.couple(x, d, node, out, flow=True)
