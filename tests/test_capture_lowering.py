@@ -159,3 +159,32 @@ def test_a_weight_cast_to_its_own_dtype_is_the_layers_and_elsewhere_the_cast_sta
     gm = archc.trace(CastWeights(), (torch.randn(3, 8),))
     assert any(isinstance(m, nn.RMSNorm) for m in gm.modules())
     assert sum(n.op == "call_method" and n.target == "to" for n in gm.graph.nodes) == 1
+
+
+def test_the_graph_reads_the_models_own_parameters_buffers_and_constants():
+    """Lowering reads the exported program's lifted placeholders itself (not through
+    ``ExportedProgram.module()``): each parameter, buffer (persistent or not) and constant
+    tensor becomes the model's own tensor at its path, a tied weight stays one tensor, and an
+    in-place write to a buffer still happens."""
+    class Lifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Linear(4, 4), nn.Linear(4, 4, bias=False)
+            self.head.weight = self.emb.weight
+            self.register_buffer("calls", torch.zeros(()))
+            self.register_buffer("shift", torch.randn(4), persistent=False)
+            self.const = torch.randn(4)
+
+        def forward(self, x):
+            self.calls.add_(1)
+            return self.head(self.emb(x)) + self.shift + self.const
+
+    model, x = Lifted(), torch.randn(3, 4)
+    gm = _same(model, x)
+    own = {id(t) for t in [*model.parameters(), *model.buffers(), model.const]}
+    held = {id(t) for t in [*gm.parameters(), *gm.buffers()]}
+    assert {id(model.emb.weight), id(model.shift), id(model.calls)} <= held <= own
+    assert sum(p is model.emb.weight for p in gm.parameters()) == 1  # named once: still tied
+    before = float(model.calls)
+    gm(x)
+    assert float(model.calls) == before + 1

@@ -65,8 +65,7 @@ def trace(model: nn.Module, args: Any = (), kwargs: Optional[dict] = None, *,
         for m, training in modes.items():
             m.training = training
     flat_inputs, spec = pytree.tree_flatten((args, kwargs))
-    unlifted = exported.module()
-    gm = Lowering(unlifted, model, flat_inputs).run(unlifted._out_spec, type(model).__name__)
+    gm = Lowering(exported, model, flat_inputs).run(type(model).__name__)
     gm.train(model.training)
     gm.meta["archc.inputs"] = input_specs(gm, exported, flat_inputs)
     record_shapes(gm, tuple(t for t in flat_inputs if isinstance(t, torch.Tensor)))

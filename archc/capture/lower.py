@@ -6,7 +6,12 @@ structure the model returns (a ``ModelOutput`` or other mapping becomes a plain 
 In-place ops on tensors nothing else aliases become their functional form; a write into a
 view (``x[:, 0] = y``) stays an ATen call, which the channel analysis blocks.
 
-Example: ``gm = lower_exported(ep.module(), model, out_spec, example_leaves)``.
+It reads the exported program's own (lifted) graph: a placeholder for a parameter, buffer or
+constant becomes a ``get_attr`` of the tensor at its path in the model. Unlifting with
+``ExportedProgram.module()`` would do the same, but takes time quadratic in the children of one
+module (a ``Sequential`` of 2500 blocks: most of a minute).
+
+Example: ``gm = Lowering(exported, model, flat_inputs).run(type(model).__name__)``.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch import nn
+from torch.export import ExportedProgram
 
 from ..errors import TraceError, node_error
 from .install import install_layer, install_tensor, layer_name, module_paths, resolve, same_layer
@@ -49,8 +55,10 @@ class Lowering:
 
     DROP = object()  # a lowering's answer for "this op disappears"
 
-    def __init__(self, exported: fx.GraphModule, model: nn.Module, flat_inputs: list) -> None:
-        self.old, self.model = exported, model
+    def __init__(self, exported: ExportedProgram, model: nn.Module, flat_inputs: list) -> None:
+        self.old, self.model = exported.graph_module, model
+        self.out_spec = exported.call_spec.out_spec
+        self.lifted, self.tensors = lifted_tensors(exported)
         self._inputs = iter(flat_inputs)
         self.graph = fx.Graph()
         self.root = nn.Module()
@@ -58,17 +66,20 @@ class Lowering:
         self._layers: dict[str, nn.Module] = {}
         self._current: Optional[fx.Node] = None
         self._device: Optional[fx.Node] = None
-        self._order = {n: i for i, n in enumerate(exported.graph.nodes)}
+        self._order = {n: i for i, n in enumerate(self.old.graph.nodes)}
 
     # -- what lowerings read ---------------------------------------------------------------
     def tensor(self, node: Any) -> Optional[torch.Tensor]:
         """The parameter or buffer behind a get_attr node of the new graph (None stays None)."""
-        return None if node is None else resolve(self.old, node.target)
+        return None if node is None else self._attr(node.target)
+
+    def _attr(self, path: str) -> Any:
+        return self.tensors[path] if path in self.tensors else resolve(self.old, path)
 
     def are_parameters(self, *nodes: Any) -> bool:
         """Whether each of ``nodes`` is None or a parameter read straight from the model."""
         return all(n is None or (isinstance(n, fx.Node) and n.op == "get_attr"
-                                 and isinstance(resolve(self.old, n.target), nn.Parameter)) for n in nodes)
+                                 and isinstance(self._attr(n.target), nn.Parameter)) for n in nodes)
 
     def running_module(self, node: fx.Node) -> Optional[nn.Module]:
         """The user's innermost module that was running when ``node`` was captured."""
@@ -134,11 +145,13 @@ class Lowering:
         return new
 
     # -- the rewrite ------------------------------------------------------------------------
-    def run(self, out_spec: pytree.TreeSpec, name: str) -> fx.GraphModule:
-        for node in self.old.graph.nodes:
+    def run(self, name: str) -> fx.GraphModule:
+        nodes = list(self.old.graph.nodes)
+        inputs = [n for n in nodes if n.op == "placeholder" and n.name not in self.lifted]
+        for node in inputs + [n for n in nodes if n not in set(inputs)]:  # placeholders first
             self._current = node
             if node.op == "output":
-                self._output(node, out_spec)
+                self._output(node, self.out_spec)
             else:
                 self.env[node] = self._lower(node)
         self._install_attrs()
@@ -149,13 +162,13 @@ class Lowering:
         return gm
 
     def _lower(self, node: fx.Node) -> Any:
+        if node.op == "placeholder" and node.name in self.lifted:
+            return self._stamp(self.graph.get_attr(self.lifted[node.name]))
         if node.op == "placeholder":  # a non-tensor input was specialised: its example value
             value = next(self._inputs)
             return self._stamp(self.graph.placeholder(node.name)) if isinstance(value, torch.Tensor) else value
         if node.op == "get_attr":
             return self._stamp(self.graph.get_attr(node.target))
-        if node.op == "call_module" and node.target == "_guards_fn":
-            return None  # torch.export's input guards: trace checks the graph against the model instead
         if node.op == "call_module":
             raise node_error(TraceError, node, "torch.export left a module call archc cannot lower",
                              "report this model to archc with the node above")
@@ -216,8 +229,8 @@ class Lowering:
         return not _has_views(root, before=self._order[node], order=self._order)
 
     def _keep(self, node: fx.Node) -> Any:
-        if node.op == "call_function" and node.args and getattr(node.args[0], "op", None) == "get_attr" \
-                and node.args[0].target.endswith("num_batches_tracked"):
+        if node.op == "call_function" and node.args and isinstance(node.args[0], fx.Node) \
+                and self.lifted.get(node.args[0].name, "").endswith("num_batches_tracked"):
             return None  # the raised BatchNorm counts its own batches
         args = fx.node.map_arg(node.args, self.env.__getitem__)
         kwargs = fx.node.map_arg(node.kwargs, self.env.__getitem__)
@@ -235,7 +248,31 @@ class Lowering:
             if not n.users:
                 self.graph.erase_node(n)
                 continue
-            n.target = install_tensor(self.root, n.target, resolve(self.old, n.target))
+            n.target = install_tensor(self.root, n.target, self._attr(n.target))
+
+
+def lifted_tensors(exported: ExportedProgram) -> tuple[dict[str, str], dict[str, Any]]:
+    """``({placeholder: path}, {path: tensor})`` for the parameters, buffers and constants
+    torch.export lifted into placeholders. The tensors are the model's own (not copies).
+    Mutations stay in the graph as in-place ops (torch.export's training IR); an exported
+    program that returns them as extra outputs instead is refused, not guessed at."""
+    signature = exported.graph_signature
+    lifted, tensors = {}, {}
+    for spec in signature.input_specs:
+        kind = spec.kind.name
+        if kind == "USER_INPUT":
+            continue
+        if kind not in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR", "CUSTOM_OBJ"):
+            raise TraceError(f"torch.export gave {spec.arg.name} the input kind {kind}, which archc "
+                             "does not lower\n  fix: report this model to archc")
+        held = exported.state_dict if kind in ("PARAMETER", "BUFFER") and spec.persistent is not False \
+            else exported.constants
+        lifted[spec.arg.name], tensors[spec.target] = spec.target, held[spec.target]
+    kinds = {s.kind.name for s in signature.output_specs} - {"USER_OUTPUT"}
+    if kinds:
+        raise TraceError(f"torch.export returned {', '.join(sorted(kinds))} outputs, which archc does not "
+                         "lower\n  fix: report this model to archc")
+    return lifted, tensors
 
 
 def plain_structure(leaves: list, spec: pytree.TreeSpec) -> Any:

@@ -62,8 +62,8 @@ def rms_norm_by_hand(cx, node: fx.Node) -> Optional[fx.Node]:
         return None
     for weight, normed in (node.args, node.args[::-1]):
         normed = _skip_casts(normed)
-        if not (cx.are_parameters(weight) and isinstance(weight, fx.Node) and _is(normed, aten.mul.Tensor)):
-            continue
+        if not (isinstance(weight, fx.Node) and cx.are_parameters(cx.env[weight]) and _is(normed, aten.mul.Tensor)):
+            continue  # (``weight`` is a node of the captured graph; are_parameters reads the new one)
         w = cx.tensor(cx.env[weight])
         for x, r in (normed.args, normed.args[::-1]):
             x = _skip_casts(x)
