@@ -67,7 +67,16 @@ def computed_weight_conv(node, ctx) -> None:
 
 
 def _param(t: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
-    return nn.Parameter(t.detach().clone(), requires_grad=like.requires_grad)
+    """``t`` as a parameter like ``like``; ``t`` is a slice by an index tensor, a fresh copy
+    already (advanced indexing never returns a view), so it is not copied again."""
+    return nn.Parameter(t.detach(), requires_grad=like.requires_grad)
+
+
+def _copy_sharing(m: nn.Module, *replaced: str) -> nn.Module:
+    """A deep copy of ``m`` that shares, rather than copies, its own tensors named ``replaced``:
+    the caller gives the copy sliced ones at once (a copy of every weight, only to be dropped)."""
+    own = {**m._parameters, **m._buffers}
+    return copy.deepcopy(m, {id(t): t for name in replaced if (t := own.get(name)) is not None})
 
 
 def _set_weight(new: nn.Module, target: str, cc, slicer, keeps: list, ki=None, ko=None) -> None:
@@ -93,7 +102,7 @@ def _replace_sliced(node, cc, slicer, keeps: list, ki, ko, **sizes) -> None:
     """Replace ``node``'s layer by a copy with its weight sliced by ``slicer`` (``keeps`` per
     weight dim, for the optimizer), its bias by ``ko``, and the size attributes ``sizes``."""
     m = module(node)
-    new = copy.deepcopy(m)
+    new = _copy_sharing(m, "weight", "bias")
     _set_weight(new, node.target, cc, slicer, keeps, ki, ko)
     if m.bias is not None:
         new.bias = _param(m.bias[ko], m.bias)
@@ -148,7 +157,7 @@ def batch_norm(node, ctx) -> None:
 def _with_sliced_affine(node, cc, k: torch.Tensor) -> nn.Module:
     """A copy of ``node``'s norm with its per-channel weight and bias (if any) kept at ``k``."""
     m = module(node)
-    new = copy.deepcopy(m)
+    new = _copy_sharing(m, "weight", "bias")
     for name in ("weight", "bias"):
         if getattr(m, name, None) is not None:
             setattr(new, name, _param(getattr(m, name)[k], getattr(m, name)))
@@ -194,7 +203,7 @@ def shrink_embedding(node, cc) -> None:
     m, keep = module(node), cc.keep(node, -1)
     if keep is None:
         return
-    new = copy.deepcopy(m)
+    new = _copy_sharing(m, "weight")
     new.weight = _param(m.weight[:, _index(keep, m.embedding_dim)], m.weight)
     cc.note(f"{node.target}.weight", [None, keep])
     new.embedding_dim = len(keep)
