@@ -2,12 +2,15 @@
 
 archc, per model (the existing pipeline):
 
-* trace    -- ``archc.trace(model, args, kwargs)`` (torch.export, non-strict, lowered to nn layers)
+* trace    -- ``archc.trace(model, args, kwargs)`` (torch.export, non-strict, lowered to nn layers),
+  ending with the graph's check against the model at every shape variant (``trace_check``
+  under ``--trace-split``)
 * analyse  -- ``archc.analyse(gm)`` + ``archc.channel_groups(an)``
 * gate     -- ``archc.passes.insert_filters(gm)`` (it runs its own analysis)
 * compact  -- ``archc.compact(gated)`` after closing 30% of every gate's channels at random
   (fixed seed); it includes compact's own verification on random inputs, reported as is
-  (``verify_in_compact``: the same check timed again on its own, to read archc without it).
+  (``verify_in_compact``: the same check timed again on its own). "w/o verify" is archc without
+  these two checks: what it spends on running the models, against what it spends on the graph.
 
 Torch-Pruning (``import torch_pruning as tp``), its default use, on a fresh deep copy of the same
 model: ``tp.pruner.MagnitudePruner(model, example_inputs, importance=
@@ -68,7 +71,7 @@ STAGES = ("trace", "analyse", "gate", "compact")
 # not a stage: the same check compact ends with, timed again on its own (part of "compact")
 VERIFY = "verify_in_compact"
 TP_STAGES = ("tp_build", "tp_prune")
-SPLIT = ("trace_export", "trace_lower_tensor", "trace_rest")  # --trace-split
+SPLIT = ("trace_export", "trace_lower_tensor", "trace_check", "trace_rest")  # --trace-split
 CHAIN_SIZES = (100, 300, 1000, 3000, 10000)
 CHAIN_INPUT = (1, 3, 16, 16)
 IMAGENET_INPUT = (1, 3, 224, 224)
@@ -80,18 +83,21 @@ Case = tuple[str, str, Callable[[], tuple], tuple[str, ...], bool]
 
 
 class TraceSplit:
-    """``--trace-split``: where ``archc.trace`` spends its time, by timing (monkeypatching) two of
+    """``--trace-split``: where ``archc.trace`` spends its time, by timing (monkeypatching) three of
     archc's internals while it runs: ``archc.capture.capture._export`` (torch.export with
-    archc's dynamic shapes) and the lowering's ``tensor()`` lookup (one per parameter read);
+    archc's dynamic shapes), the lowering's ``tensor()`` lookup (one per parameter read) and
+    ``check_against_model`` (the captured graph run against the model at every shape variant);
     the rest of trace is archc's other lowering work. Empty where those names are gone."""
 
     def __init__(self) -> None:
         import archc.capture.capture as capture
         import archc.capture.lower as lower
 
-        self.seconds = {"trace_export": 0.0, "trace_lower_tensor": 0.0}
+        self.seconds = {"trace_export": 0.0, "trace_lower_tensor": 0.0, "trace_check": 0.0}
         owners = [c for c in vars(lower).values() if isinstance(c, type) and "tensor" in vars(c)]
-        self.patches = ([(capture, "_export", "trace_export")] if hasattr(capture, "_export") else []) \
+        in_capture = [(name, key) for name, key in (("_export", "trace_export"), ("check_against_model", "trace_check"))
+                      if hasattr(capture, name)]
+        self.patches = [(capture, name, key) for name, key in in_capture] \
             + [(c, "tensor", "trace_lower_tensor") for c in owners[:1]]
 
     def __enter__(self) -> "TraceSplit":
@@ -377,7 +383,8 @@ def _summarise(row: dict[str, Any], max_other: float) -> None:
         row[s] = statistics.median(x[s] for x in use)
     row["total"] = sum(row[s] for s in STAGES)
     row["total_min"] = min(sum(x[s] for s in STAGES) for x in use)
-    row["total_without_verify"] = row["total"] - row[VERIFY]
+    # without both checks on random inputs: compact's, and (timed under --trace-split) trace's
+    row["total_without_verify"] = row["total"] - row[VERIFY] - row.get("trace_check", 0.0)
     row["repeats"] = len(use)
 
 
@@ -502,7 +509,8 @@ def print_table(rows: list[dict], fit: Optional[dict]) -> None:
     console.print(table)
     console.print("other = median share of the CPUs used by other processes meanwhile "
                   "(! = every sample was contended: the figure may be inflated); "
-                  "archc includes compact's verification (w/o verify: without it); "
+                  "archc includes its verification (w/o verify: without compact's check and, under "
+                  "--trace-split, trace's check against the model); "
                   "TP verifies nothing")
     for r in rows:
         if "error" in r:
