@@ -9,7 +9,7 @@ archc, per model (the existing pipeline):
 * gate     -- ``archc.passes.insert_filters(gm)`` (it runs its own analysis)
 * compact  -- ``archc.compact(gated)`` after closing 30% of every gate's channels at random
   (fixed seed); it includes compact's own verification on random inputs, reported as is
-  (``verify_in_compact``: the same check timed again on its own). "w/o verify" is archc without
+  (``verify_in_compact``: the same check timed again on its own). "w/o checks" is archc without
   these two checks: what it spends on running the models, against what it spends on the graph.
 
 Torch-Pruning (``import torch_pruning as tp``), its default use, on a fresh deep copy of the same
@@ -95,9 +95,8 @@ class TraceSplit:
 
         self.seconds = {"trace_export": 0.0, "trace_lower_tensor": 0.0, "trace_check": 0.0}
         owners = [c for c in vars(lower).values() if isinstance(c, type) and "tensor" in vars(c)]
-        in_capture = [(name, key) for name, key in (("_export", "trace_export"), ("check_against_model", "trace_check"))
-                      if hasattr(capture, name)]
-        self.patches = [(capture, name, key) for name, key in in_capture] \
+        timed_in_capture = (("_export", "trace_export"), ("check_against_model", "trace_check"))
+        self.patches = [(capture, name, key) for name, key in timed_in_capture if hasattr(capture, name)] \
             + [(c, "tensor", "trace_lower_tensor") for c in owners[:1]]
 
     def __enter__(self) -> "TraceSplit":
@@ -488,8 +487,8 @@ def print_table(rows: list[dict], fit: Optional[dict]) -> None:
         console.print(f"chain growth, log-log slope of seconds vs nodes: {slopes}")
 
     table = Table(title="archc vs Torch-Pruning (seconds, median; same process, alternating)")
-    for col in ("model", "TP variant", "archc", "archc w/o verify", "TP build", "TP prune",
-                "TP total", "archc/TP", "w/o verify /TP", "params kept archc", "params kept TP",
+    for col in ("model", "TP variant", "archc", "archc w/o checks", "TP build", "TP prune",
+                "TP total", "archc/TP", "w/o checks /TP", "params kept archc", "params kept TP",
                 "archc result", "TP result", "other archc/TP"):
         table.add_column(col, justify="left" if col in ("model", "TP variant", "archc result",
                                                         "TP result") else "right")
@@ -509,7 +508,7 @@ def print_table(rows: list[dict], fit: Optional[dict]) -> None:
     console.print(table)
     console.print("other = median share of the CPUs used by other processes meanwhile "
                   "(! = every sample was contended: the figure may be inflated); "
-                  "archc includes its verification (w/o verify: without compact's check and, under "
+                  "archc includes its verification (w/o checks: without compact's check and, under "
                   "--trace-split, trace's check against the model); "
                   "TP verifies nothing")
     for r in rows:

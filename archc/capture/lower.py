@@ -148,7 +148,8 @@ class Lowering:
     def run(self, name: str) -> fx.GraphModule:
         nodes = list(self.old.graph.nodes)
         inputs = [n for n in nodes if n.op == "placeholder" and n.name not in self.lifted]
-        for node in inputs + [n for n in nodes if n not in set(inputs)]:  # placeholders first
+        first = set(inputs)
+        for node in inputs + [n for n in nodes if n not in first]:  # placeholders before get_attrs
             self._current = node
             if node.op == "output":
                 self._output(node, self.out_spec)

@@ -174,7 +174,7 @@ def shrink_batch_norm(node, cc) -> None:
     new = _with_sliced_affine(node, cc, k)
     for name in ("running_mean", "running_var"):
         if getattr(m, name, None) is not None:
-            setattr(new, name, getattr(m, name)[k].clone())
+            setattr(new, name, getattr(m, name)[k])  # a slice by an index tensor: a copy already
     new.num_features = len(k)
     cc.replace_module(node, new)
 
