@@ -1,7 +1,8 @@
 """``archc compact checkpoint.pt -o DIR``: from a search checkpoint to a deployable folder.
 
 DIR receives ``model.py`` (plain PyTorch, no archc needed) with ``weights.safetensors``,
-``model.onnx`` (verified in onnxruntime), ``report.json``, ``report.md``, and two plots:
+``model.onnx`` (verified in onnxruntime), ``report.json``, ``report.md`` (with the metric on the
+model file's ``test_data()`` when it defines one), and two plots:
 ``widths.png`` (per layer, before and after) and ``width_history.png`` (over training).
 
 Example:
@@ -124,6 +125,7 @@ def compact_checkpoint(
         onnx = export_onnx(small, flat_inputs, stage / "model.onnx", reference=reference)
         report = _report(original, small, flops_before, evaluate(small, val, spec.metric_fn or accuracy), onnx,
                          result.search_report)
+        report.update({"epoch": state["epoch"], "test_metric": _test_metric(small, spec, settings["batch_size"])})
         if state.get("budget"):
             report["target"] = _target_report(state["budget"], report, small, flat_inputs)
         report["blocks_removed"] = result.removed_blocks
@@ -132,6 +134,12 @@ def compact_checkpoint(
                        "search": {k: settings[k] for k in _search_keys(settings) if k in settings}})
         _write_reports(stage, report, list(state["history"]))
     return report
+
+
+def _test_metric(small: nn.Module, spec: UserSpec, batch_size: int) -> Optional[float]:
+    """The compact model's metric on the file's held-out ``test_data()``; None when it has none."""
+    test = spec.test_set()
+    return None if test is None else evaluate(small, loader(test, batch_size, False), spec.metric_fn or accuracy)
 
 
 def _report(original: nn.Module, small: fx.GraphModule, flops_before: int, metric: float, onnx: Any,
@@ -195,6 +203,8 @@ def report_markdown(report: dict) -> str:
         f"- FLOPs per example: {report['flops_before']:,} -> {report['flops_after']:,}",
         f"- validation metric of the compact model: {report['metric']:.4f}"
         + (f" (after {report['finetune_epochs']} fine-tuning epochs)" if report["finetune_epochs"] else ""),
+        *([f"- test metric of the compact model (`test_data()`): {report['test_metric']:.4f}"]
+          if report.get("test_metric") is not None else []),
         *([_target_line(report["target"])] if report.get("target") else []),
         *([f"- residual branches removed: {len(report['blocks_removed'])}"] if report.get("blocks_removed") else []),
         f"- search: {report['search']}", "",

@@ -3,10 +3,12 @@
 Each trial is one search (``archc search``) and its compaction (``archc compact``) in
 ``DIR/trials/NNNN``; it returns the compact model's metric and its parameters (or FLOPs). The
 search space is λ (log-uniform), the learning rate (log-uniform) and, when the model file's
-``model()`` takes ``width_multiplier``, the starting width. TPE by default, random search as
-in the papers (ShrinkNets §3.2, Tessera & Rosman) on request. A single objective
-(``--objective metric``) lets optuna's median pruner stop hopeless trials after an epoch;
-optuna does not prune multi-objective studies.
+``model()`` takes ``width_multiplier``, the starting width; a range of one value fixes that
+setting. TPE by default, random search as in the papers (ShrinkNets §3.2, Tessera & Rosman) on
+request. Each trial scores its last epoch, or with ``pick="best"`` its best validation epoch
+(the papers' protocol); a model file with ``test_data()`` also gets each trial's held-out
+metric. A single objective (``--objective metric``) lets optuna's median pruner stop hopeless
+trials after an epoch; optuna does not prune multi-objective studies.
 
 The study lives in ``--storage``: by default a journal file in DIR (rerunning the command
 resumes it), or a database URL that workers on many machines share
@@ -32,6 +34,7 @@ from .out_dirs import ensure_writable_dir
 
 OBJECTIVES = ("metric", "metric,params", "metric,flops")
 SAMPLERS = ("tpe", "random")
+PICKS = ("last", "best")  # which epoch of a trial's search is compacted and scored
 
 
 @dataclass
@@ -49,9 +52,10 @@ class TuneConfig:
     workers: int = 1
     lam_range: tuple = (1e-5, 1e-1)
     lr_range: tuple = (1e-4, 1e-2)
-    width_range: tuple = (0.5, 2.0)
+    width_range: tuple = (0.5, 2.0)  # a range (lo, lo) fixes that setting
     batch_size: int = 128
     seed: int = 0
+    pick: str = "last"             # best: the best validation epoch (best.pt), as the papers' protocol
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -59,6 +63,11 @@ class TuneConfig:
                               "  fix: pass --objective metric,params (or metric,flops, or metric)")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}\n  fix: pass --sampler tpe")
+        if self.pick not in PICKS:
+            raise ConfigError(f"pick must be one of {PICKS}, got {self.pick!r}\n  fix: pass --pick best "
+                              "(the best validation epoch) or --pick last")
+        for name in ("lam_range", "lr_range", "width_range"):
+            _check_range(name, getattr(self, name))
         for name in ("trials", "epochs", "workers", "batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be a positive whole number, got {getattr(self, name)!r}\n"
@@ -67,6 +76,16 @@ class TuneConfig:
     @property
     def size_kind(self) -> Optional[str]:
         return self.objective.split(",")[1] if "," in self.objective else None
+
+
+def _check_range(name: str, bounds: Any) -> None:
+    """A search range is two positive finite numbers, low first (equal numbers fix the setting)."""
+    ok = (isinstance(bounds, (tuple, list)) and len(bounds) == 2
+          and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 < b < float("inf") for b in bounds)
+          and bounds[0] <= bounds[1])
+    if not ok:
+        raise ConfigError(f"{name} must be two positive numbers, low first, got {bounds!r}\n"
+                          f"  fix: pass --{name.replace('_', '-')} 1e-5,1e-2 (or one number to fix it)")
 
 
 def storage_url(cfg: TuneConfig) -> Any:

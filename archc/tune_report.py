@@ -1,8 +1,9 @@
 """What ``archc tune`` writes: every trial as a table, the Pareto front as a table and a plot.
 
-``DIR/trials.md`` and ``DIR/trials.json`` list every trial (settings, metric, size, state,
-folder); ``DIR/pareto.md`` the trials no other trial beats on both the metric and the size;
-``DIR/pareto.png`` plots the metric against the size, the front joined, the dense baseline
+``DIR/trials.md`` and ``DIR/trials.json`` list every trial (settings, the epoch scored, metric,
+test metric when the model file has ``test_data()``, size, state, folder) and the medians over
+the complete trials; ``DIR/pareto.md`` the trials no other trial beats on both the metric and
+the size; ``DIR/pareto.png`` plots the metric against the size, the front joined, the dense baseline
 marked.
 
 Example:
@@ -11,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
@@ -21,10 +23,20 @@ def trial_rows(study, size_kind: str) -> list[dict]:
     """One row per trial: its number, state, settings, metric, size and folder."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        rows.append({"trial": t.number, "state": t.state.name, **t.params,
-                     "metric": t.user_attrs.get("metric"), "size": t.user_attrs.get(size_kind),
-                     "folder": t.user_attrs.get("folder"), "note": t.user_attrs.get("diverged", "")})
+        rows.append({"trial": t.number, "state": t.state.name, **t.params, "epoch": t.user_attrs.get("epoch"),
+                     "metric": t.user_attrs.get("metric"), "test": t.user_attrs.get("test_metric"),
+                     "size": t.user_attrs.get(size_kind),
+                     "folder": t.user_attrs.get("folder"), "note": t.user_attrs.get("diverged", ""),
+                     "widths": t.user_attrs.get("widths")})
     return rows
+
+
+def medians(rows: list[dict]) -> dict:
+    """The median metric, test metric and size over the complete trials: a random search's
+    figure (ShrinkNets §3.2 compares methods by the median test accuracy over its runs)."""
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["metric"] is not None]
+    return {key: statistics.median(r[key] for r in done) if done and all(r[key] is not None for r in done) else None
+            for key in ("metric", "test", "size")} | {"trials": len(done)}
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -46,21 +58,35 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+_PICK_WORDS = {"last": "last epoch", "best": "best validation epoch"}
+
+
+def median_line(m: dict, size_kind: str) -> str:
+    """``medians(rows)`` as one sentence (trials.md and the CLI's summary)."""
+    if not m["trials"]:
+        return "No trial has completed yet."
+    test = f", test {m['test']:.4f}" if m["test"] is not None else ""
+    return (f"Medians over the {m['trials']} complete trials: metric {m['metric']:.4f}{test}, "
+            f"{m['size']:,.0f} {size_kind}.")
+
+
 def write_tune_report(study, cfg, baseline: dict) -> dict:
     """Write trials.json/.md, pareto.md and pareto.png into ``cfg.out``; return the summary."""
     size_kind = cfg.size_kind or "params"
     rows = trial_rows(study, size_kind)
     front = pareto_front(rows)
     out = Path(cfg.out)
+    tested = any(r["test"] is not None for r in rows)
     columns = ["trial", "state", *sorted({k for r in rows for k in ("lam", "lr", "width_multiplier") if k in r}),
-               "metric", "size", "folder", "note"]
-    summary = {"objective": cfg.objective, "size": size_kind, "baseline": baseline, "trials": rows,
-               "pareto": [r["trial"] for r in front]}
+               "epoch", "metric", *(["test"] if tested else []), "size", "folder", "note"]
+    summary = {"objective": cfg.objective, "size": size_kind, "pick": cfg.pick, "baseline": baseline,
+               "medians": medians(rows), "trials": rows, "pareto": [r["trial"] for r in front]}
     atomic_write_bytes(out / "trials.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     header = (f"# archc tune: {cfg.model_file}\n\nObjective: {cfg.objective} ({cfg.sampler} sampler); each trial "
-              f"searched {cfg.epochs} epochs and was compacted. Size: {size_kind}.\n\n"
-              f"Dense baseline (no penalty, lr {baseline['lr']:.3g}): metric {baseline['metric']:.4f}, "
-              f"{baseline[size_kind]:,} {size_kind}.\n\n")
+              f"searched {cfg.epochs} epochs and its {_PICK_WORDS[cfg.pick]} was compacted. Size: {size_kind}.\n\n"
+              f"Dense baseline (no penalty, lr {baseline['lr']:.3g}): metric {baseline['metric']:.4f}"
+              + (f", test {baseline['test_metric']:.4f}" if baseline.get("test_metric") is not None else "")
+              + f", {baseline[size_kind]:,} {size_kind}.\n\n{median_line(summary['medians'], size_kind)}\n\n")
     atomic_write_bytes(out / "trials.md", lambda f: f.write((header + _table(rows, columns) + "\n").encode()))
     pareto = header + "## Pareto front\n\n" + _table(front, columns) + "\n\n![pareto](pareto.png)\n"
     atomic_write_bytes(out / "pareto.md", lambda f: f.write(pareto.encode()))

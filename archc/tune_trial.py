@@ -11,11 +11,14 @@ import os
 from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
+from .out_dirs import BEST, CHECKPOINT
 from .outputs import compact_checkpoint
-from .search import run_search, task_from_file, task_from_spec
+from .search import best_record, run_search, task_from_file, task_from_spec
 from .search_config import SearchConfig
 from .search_guard import DivergedError
 from .userfile import load_user_file
+
+PICKED = {"last": CHECKPOINT, "best": BEST}  # TuneConfig.pick -> the checkpoint a trial compacts
 
 
 def suggest_settings(trial, cfg, accepts_width: bool) -> dict:
@@ -51,17 +54,22 @@ def run_trial(trial, cfg):
     except DivergedError as exc:  # a setting that diverges is a bad region, not a broken study
         trial.set_user_attr("diverged", str(exc).splitlines()[0])
         raise optuna.TrialPruned(str(exc).splitlines()[0]) from None
-    report = compact_checkpoint(folder / "checkpoint.pt", folder / "compact", overwrite=True)
-    trial.set_user_attr("params", report["params_after"])
-    trial.set_user_attr("flops", report["flops_after"])
-    trial.set_user_attr("metric", report["metric"])
+    # the user's file itself, not the search's copy of it: its imports of sibling modules resolve
+    report = compact_checkpoint(folder / PICKED[cfg.pick], folder / "compact", model_file=cfg.model_file,
+                                overwrite=True)
+    for key in ("params", "flops"):
+        trial.set_user_attr(key, report[f"{key}_after"])
+    for key in ("metric", "test_metric", "epoch"):
+        trial.set_user_attr(key, report[key])
+    trial.set_user_attr("widths", {layer["name"]: layer["width_after"] for layer in report["layers"]})
     if cfg.size_kind is None:
         return report["metric"]
     return report["metric"], report[f"{cfg.size_kind}_after"]
 
 
 def dense_baseline(cfg) -> dict:
-    """The model trained the same way without the penalty (``out/dense``), measured once and kept."""
+    """The model trained the same way without the penalty (``out/dense``), scored at the epoch
+    ``cfg.pick`` names like every trial; measured once and kept."""
     path = Path(cfg.out) / "dense" / "baseline.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -70,8 +78,13 @@ def dense_baseline(cfg) -> dict:
                           epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, out=str(path.parent),
                           overwrite=True, shrink_every=-1)
     result = run_search(task, search, progress=False)
-    baseline = {"metric": result.history[-1]["val_metric"],
+    record = best_record(result.history, search.best_by) if cfg.pick == "best" else result.history[-1]
+    baseline = {"metric": record["val_metric"], "epoch": record["epoch"],
                 "params": sum(p.numel() for p in task.model_fn().parameters()),
                 "flops": result.flops_before, "lr": search.lr}
+    if load_user_file(cfg.model_file).test_data_fn is not None:  # its held-out metric, as the trials'
+        report = compact_checkpoint(path.parent / PICKED[cfg.pick], path.parent / "compact",
+                                    model_file=cfg.model_file, overwrite=True)
+        baseline["test_metric"] = report["test_metric"]
     atomic_write_bytes(path, lambda f: f.write(json.dumps(baseline, indent=2).encode()))
     return baseline

@@ -5,6 +5,7 @@ The file defines plain functions; only ``model`` is required::
     def model() -> torch.nn.Module: ...            # the network to compile (required)
     def example_input() -> Tensor | tuple[Tensor, ...]: ...   # one batch of inputs
     def data(): ...            # (train, val): datasets or loaders of (inputs, target) batches
+    def test_data(): ...       # optional held-out set: the compact model's metric on it is reported
     def loss(output, target) -> Tensor: ...        # default: cross-entropy
     def metric(output, target) -> float: ...       # default: top-1 accuracy
     def optimizer(params) -> torch.optim.Optimizer: ...   # default: Adam
@@ -41,6 +42,7 @@ _HINTS = {
     "example_input": "define `def example_input()` returning a tensor or a tuple of tensors "
                      "(one batch of model inputs)",
     "data": "define `def data()` returning (train, val): two datasets or data loaders of (inputs, target)",
+    "test_data": "define `def test_data()` returning a held-out dataset or data loader of (inputs, target)",
     "loss": "define `def loss(output, target) -> torch.Tensor`",
     "metric": "define `def metric(output, target) -> float`",
     "optimizer": "define `def optimizer(params) -> torch.optim.Optimizer`",
@@ -55,6 +57,7 @@ class UserSpec:
     sha256: str
     model_fn: Callable[[], torch.nn.Module]
     data_fn: Optional[Callable[[], Any]] = None
+    test_data_fn: Optional[Callable[[], Any]] = None
     loss_fn: Callable[[Any, Any], torch.Tensor] = cross_entropy
     metric_fn: Callable[[Any, Any], float] = accuracy
     example_input_fn: Optional[Callable[[], Any]] = None
@@ -94,6 +97,10 @@ class UserSpec:
             raise _error(self.path, "data", "`data()` is needed here but not defined")
         return _call(self.path, "data", self.data_fn)
 
+    def test_set(self) -> Optional[Any]:
+        """The user's ``test_data()`` (a held-out dataset or loader), or None when the file has none."""
+        return None if self.test_data_fn is None else _call(self.path, "test_data", self.test_data_fn)
+
     def example_inputs(self) -> Union[tuple, dict]:
         """One batch of model inputs: from ``example_input()``, else the first batch of ``data()``.
         A tuple holds positional inputs; a dict holds keyword inputs (transformers models).
@@ -131,7 +138,7 @@ def load_user_file(path: Union[str, Path]) -> UserSpec:
     if fns["model"] is None:
         raise _error(path, "model", "no `model` function found")
     spec = UserSpec(path=path, sha256=hashlib.sha256(source).hexdigest(), model_fn=fns["model"],
-                    data_fn=fns["data"], example_input_fn=fns["example_input"],
+                    data_fn=fns["data"], test_data_fn=fns["test_data"], example_input_fn=fns["example_input"],
                     optimizer_fn=fns["optimizer"], module=module)
     spec.loss_fn = fns["loss"] or spec.loss_fn
     spec.metric_fn = fns["metric"] or spec.metric_fn

@@ -93,6 +93,8 @@ def compact_summary(report: dict, out_dir: Any) -> str:
     f0, f1 = report["flops_before"], report["flops_after"]
     return (f"params {human(p0)} -> [bold]{human(p1)}[/bold] ({p1 / max(p0, 1):.0%}), "
             f"FLOPs {human(f0)} -> [bold]{human(f1)}[/bold] ({f1 / max(f0, 1):.0%}), "
-            f"validation metric [bold]{report['metric']:.4f}[/bold]\n"
-            f"wrote {escape(str(out_dir))}: model.py, weights.safetensors, model.onnx, report.json, "
+            f"validation metric [bold]{report['metric']:.4f}[/bold]"
+            + (f", test metric [bold]{report['test_metric']:.4f}[/bold]" if report.get("test_metric") is not None
+               else "")
+            + f"\nwrote {escape(str(out_dir))}: model.py, weights.safetensors, model.onnx, report.json, "
             "report.md, widths.png, width_history.png")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -71,9 +72,47 @@ def test_tune_searches_the_width_when_the_model_takes_one(tmp_path):
     assert all(0.5 <= r["width_multiplier"] <= 2.0 for r in rows)
 
 
-def test_bad_tune_settings_are_refused(tmp_path):
-    res = CliRunner().invoke(app, ["tune", str(DIGITS), "--objective", "accuracy", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "objective must be one of" in res.output and "Traceback" not in res.output
+TESTED = '''
+import sys
+sys.path.insert(0, {tests!r})
+from tiny_task import data, example_input, model
+
+
+def test_data():  # the validation set again: its metric must equal the validation metric
+    return data()[1]
+'''
+
+
+def test_tune_scores_each_trials_best_epoch_and_its_test_set(tmp_path):
+    model_py, out = tmp_path / "tested.py", tmp_path / "study"
+    model_py.write_text(TESTED.format(tests=str(ROOT / "tests")))
+    res = CliRunner().invoke(app, ["tune", str(model_py), "--trials", "3", "--epochs", "4", "--batch-size", "32",
+                                   "--sampler", "random", "--lam-range", "1e-3,3e-2", "--lr-range", "3e-3",
+                                   "--pick", "best", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "trials.json").read_text())
+    rows = summary["trials"]
+    assert all(r["lr"] == 3e-3 and 1e-3 <= r["lam"] <= 3e-2 for r in rows)  # lr fixed, λ in its range
+    for r in rows:
+        history = [json.loads(line) for line in (Path(r["folder"]) / "log.jsonl").read_text().splitlines()]
+        best = max(h["val_metric"] for h in history)
+        assert r["epoch"] == max(h["epoch"] for h in history if h["val_metric"] == best)  # ties: the later
+        assert r["metric"] == pytest.approx(best, abs=1e-6)  # the compact model of that epoch
+        assert r["test"] == pytest.approx(r["metric"], abs=1e-6)  # test_data() is the validation set here
+    assert summary["medians"]["test"] == pytest.approx(statistics.median(r["test"] for r in rows))
+    assert summary["baseline"]["test_metric"] == pytest.approx(summary["baseline"]["metric"], abs=1e-6)
+    assert "| test |" in (out / "trials.md").read_text() and "Medians over the 3 complete trials" in res.output
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--objective", "accuracy"], "objective must be one of"),
+    (["--lam-range", "1e-2,1e-5"], "low first"),
+    (["--lr-range", "fast"], "--lr-range takes LO,HI or one number"),
+    (["--pick", "worst"], "pick must be one of"),
+])
+def test_bad_tune_settings_are_refused(tmp_path, flags, says):
+    res = CliRunner().invoke(app, ["tune", str(DIGITS), *flags, "--out", str(tmp_path)])
+    assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.skipif(not can_run_server(), reason="PostgreSQL's server programs (or, as root, a postgres user) "

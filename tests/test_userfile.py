@@ -32,6 +32,15 @@ def test_minimal_file_defaults(tmp_path):
     assert x.shape == (3, 4)
     assert spec.loss_fn is cross_entropy and spec.metric_fn is accuracy
     assert spec.data_fn is None and spec.optimizer_fn is None
+    assert spec.test_set() is None  # no test_data(): nothing held out to report
+
+
+def test_test_data_is_collected_and_its_failure_named(tmp_path):
+    spec = load_user_file(write(tmp_path, MODEL + "def test_data():\n    return [(torch.randn(2, 4), torch.tensor([0, 1]))]\n"))
+    assert spec.test_set()[0][0].shape == (2, 4)
+    spec = load_user_file(write(tmp_path, MODEL + "def test_data():\n    raise OSError('no such file: t10k')\n"))
+    with pytest.raises(UserFileError, match=r"test_data.*no such file: t10k"):
+        spec.test_set()
 
 
 def test_all_functions_are_collected(tmp_path):
