@@ -139,7 +139,9 @@ def compact_checkpoint(
 def _test_metric(small: nn.Module, spec: UserSpec, batch_size: int) -> Optional[float]:
     """The compact model's metric on the file's held-out ``test_data()``; None when it has none."""
     test = spec.test_set()
-    return None if test is None else evaluate(small, loader(test, batch_size, False), spec.metric_fn or accuracy)
+    if test is None:
+        return None
+    return evaluate(small, loader(test, batch_size, False), spec.metric_fn or accuracy, split="test")
 
 
 def _report(original: nn.Module, small: fx.GraphModule, flops_before: int, metric: float, onnx: Any,

@@ -216,17 +216,23 @@ def _mean(values: dict) -> float:
     return sum(values.values()) / len(values) if values else 0.0
 
 
+_SPLIT_SOURCE = {"validation": "data()", "test": "test_data()"}  # the user's function each split comes from
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data, metric_fn: Callable, device=torch.device("cpu")) -> float:
-    """Batch-size-weighted mean of ``metric_fn(output, target)`` over ``data`` (eval mode)."""
+def evaluate(model: torch.nn.Module, data, metric_fn: Callable, device=torch.device("cpu"),
+             split: str = "validation") -> float:
+    """Batch-size-weighted mean of ``metric_fn(output, target)`` over ``data`` (eval mode);
+    ``split`` (validation or test) names the set in errors."""
     was = model.training
     model.eval()
     total, count = 0.0, 0
     name = "the default metric (accuracy)" if metric_fn is accuracy else "metric(output, target)"
-    for i, batch in enumerate(user_batches(data, "validation set", lambda: "evaluating")):
+    source = _SPLIT_SOURCE[split]
+    for i, batch in enumerate(user_batches(data, f"{split} set", lambda: "evaluating")):
         inputs, target = split_batch(batch, device)
-        where = f"evaluating, validation batch {i + 1}"
-        with user_code("the model's forward", where, "make data()'s validation batches look like its training ones"):
+        where = f"evaluating, {split} batch {i + 1}"
+        with user_code("the model's forward", where, f"make {source}'s {split} batches look like the training ones"):
             output = run_model(model, inputs)
         with user_code(name, where, "make metric(output, target) return a number"):
             value = metric_fn(output, target)
@@ -239,8 +245,8 @@ def evaluate(model: torch.nn.Module, data, metric_fn: Callable, device=torch.dev
         count += n
     model.train(was)
     if count == 0:
-        raise SearchError("the validation set yielded no batch, so there is no metric to report\n"
-                          "  fix: make data() return a non-empty validation set")
+        raise SearchError(f"the {split} set yielded no batch, so there is no metric to report\n"
+                          f"  fix: make {source} return a non-empty {split} set")
     return total / count
 
 

@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ArchcError, ConfigError
-from .out_dirs import ensure_writable_dir
+from .out_dirs import BEST, CHECKPOINT, ensure_writable_dir
 
 OBJECTIVES = ("metric", "metric,params", "metric,flops")
 SAMPLERS = ("tpe", "random")
-PICKS = ("last", "best")  # which epoch of a trial's search is compacted and scored
+# which epoch of a trial's search is compacted and scored: its checkpoint, and the words for it
+PICKS = {"last": (CHECKPOINT, "last epoch"), "best": (BEST, "best validation epoch")}
+RANGE_EXAMPLES = {"lam_range": "1e-5,1e-2", "lr_range": "1e-4,1e-2", "width_range": "0.5,2"}
 
 
 @dataclass
@@ -50,9 +52,9 @@ class TuneConfig:
     storage: Optional[str] = None  # None: a journal file in out
     study_name: str = "archc"
     workers: int = 1
-    lam_range: tuple = (1e-5, 1e-1)
-    lr_range: tuple = (1e-4, 1e-2)
-    width_range: tuple = (0.5, 2.0)  # a range (lo, lo) fixes that setting
+    lam_range: tuple = (1e-5, 1e-1)  # each range is drawn log-uniform (the width: uniform);
+    lr_range: tuple = (1e-4, 1e-2)   # a range (lo, lo) fixes that setting
+    width_range: tuple = (0.5, 2.0)
     batch_size: int = 128
     seed: int = 0
     pick: str = "last"             # best: the best validation epoch (best.pt), as the papers' protocol
@@ -84,8 +86,9 @@ def _check_range(name: str, bounds: Any) -> None:
           and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 < b < float("inf") for b in bounds)
           and bounds[0] <= bounds[1])
     if not ok:
-        raise ConfigError(f"{name} must be two positive numbers, low first, got {bounds!r}\n"
-                          f"  fix: pass --{name.replace('_', '-')} 1e-5,1e-2 (or one number to fix it)")
+        raise ConfigError(f"{name} must be two positive numbers, low first, got {bounds!r} (λ = 0 is the "
+                          f"dense baseline every study trains)\n  fix: pass --{name.replace('_', '-')} "
+                          f"{RANGE_EXAMPLES[name]} (or one number to fix it)")
 
 
 def storage_url(cfg: TuneConfig) -> Any:
@@ -128,12 +131,24 @@ def open_study(cfg: TuneConfig, worker: int = 0):
     except ValueError as exc:  # e.g. the stored study has other directions
         raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} does not fit these settings "
                           f"({exc})\n  fix: keep --objective as it was, or pass another --study-name") from None
+    _check_pick(study, cfg)
     seed = cfg.seed + 1000 * worker + len(study.get_trials(deepcopy=False))
     if cfg.storage:  # workers on other machines start alike: each process draws its own points
         seed += 7919 * os.getpid()
     study.sampler = (optuna.samplers.RandomSampler(seed=seed) if cfg.sampler == "random"
                      else optuna.samplers.TPESampler(seed=seed))
     return study
+
+
+def _check_pick(study, cfg: TuneConfig) -> None:
+    """A study scores every trial at one epoch: a resumed (or shared) study keeps its ``pick``."""
+    held = study.user_attrs.get("pick")
+    if held is None:
+        study.set_user_attr("pick", cfg.pick)
+    elif held != cfg.pick:
+        raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} scores each trial's "
+                          f"{PICKS[held][1]}, not its {PICKS[cfg.pick][1]}\n  fix: pass --pick {held}, "
+                          "or another --study-name (or --out) for a new study")
 
 
 def _create_or_load(create, attempts: int = 6):

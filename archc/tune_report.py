@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
 from .plots import plot_pareto
+from .tune import PICKS
 
 
 def trial_rows(study, size_kind: str) -> list[dict]:
@@ -24,7 +25,7 @@ def trial_rows(study, size_kind: str) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         rows.append({"trial": t.number, "state": t.state.name, **t.params, "epoch": t.user_attrs.get("epoch"),
-                     "metric": t.user_attrs.get("metric"), "test": t.user_attrs.get("test_metric"),
+                     "metric": t.user_attrs.get("metric"), "test_metric": t.user_attrs.get("test_metric"),
                      "size": t.user_attrs.get(size_kind),
                      "folder": t.user_attrs.get("folder"), "note": t.user_attrs.get("diverged", ""),
                      "widths": t.user_attrs.get("widths")})
@@ -33,10 +34,13 @@ def trial_rows(study, size_kind: str) -> list[dict]:
 
 def medians(rows: list[dict]) -> dict:
     """The median metric, test metric and size over the complete trials: a random search's
-    figure (ShrinkNets §3.2 compares methods by the median test accuracy over its runs)."""
+    figure (ShrinkNets §3.2 compares methods by the median test accuracy over its runs). The
+    test median is over the trials that have one (``tested``): a study resumed after
+    ``test_data()`` was added holds trials without."""
     done = [r for r in rows if r["state"] == "COMPLETE" and r["metric"] is not None]
-    return {key: statistics.median(r[key] for r in done) if done and all(r[key] is not None for r in done) else None
-            for key in ("metric", "test", "size")} | {"trials": len(done)}
+    tested = [r["test_metric"] for r in done if r["test_metric"] is not None]
+    return {"trials": len(done), "tested": len(tested), "test_metric": statistics.median(tested) if tested else None,
+            **{key: statistics.median(r[key] for r in done) if done else None for key in ("metric", "size")}}
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -58,14 +62,13 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-_PICK_WORDS = {"last": "last epoch", "best": "best validation epoch"}
-
-
 def median_line(m: dict, size_kind: str) -> str:
     """``medians(rows)`` as one sentence (trials.md and the CLI's summary)."""
     if not m["trials"]:
         return "No trial has completed yet."
-    test = f", test {m['test']:.4f}" if m["test"] is not None else ""
+    test = ""
+    if m["test_metric"] is not None:
+        test = f", test {m['test_metric']:.4f}" + (f" (of the {m['tested']} with one)" if m["tested"] < m["trials"] else "")
     return (f"Medians over the {m['trials']} complete trials: metric {m['metric']:.4f}{test}, "
             f"{m['size']:,.0f} {size_kind}.")
 
@@ -76,14 +79,14 @@ def write_tune_report(study, cfg, baseline: dict) -> dict:
     rows = trial_rows(study, size_kind)
     front = pareto_front(rows)
     out = Path(cfg.out)
-    tested = any(r["test"] is not None for r in rows)
+    tested = any(r["test_metric"] is not None for r in rows)
     columns = ["trial", "state", *sorted({k for r in rows for k in ("lam", "lr", "width_multiplier") if k in r}),
-               "epoch", "metric", *(["test"] if tested else []), "size", "folder", "note"]
+               "epoch", "metric", *(["test_metric"] if tested else []), "size", "folder", "note"]
     summary = {"objective": cfg.objective, "size": size_kind, "pick": cfg.pick, "baseline": baseline,
                "medians": medians(rows), "trials": rows, "pareto": [r["trial"] for r in front]}
     atomic_write_bytes(out / "trials.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     header = (f"# archc tune: {cfg.model_file}\n\nObjective: {cfg.objective} ({cfg.sampler} sampler); each trial "
-              f"searched {cfg.epochs} epochs and its {_PICK_WORDS[cfg.pick]} was compacted. Size: {size_kind}.\n\n"
+              f"searched {cfg.epochs} epochs and its {PICKS[cfg.pick][1]} was compacted. Size: {size_kind}.\n\n"
               f"Dense baseline (no penalty, lr {baseline['lr']:.3g}): metric {baseline['metric']:.4f}"
               + (f", test {baseline['test_metric']:.4f}" if baseline.get("test_metric") is not None else "")
               + f", {baseline[size_kind]:,} {size_kind}.\n\n{median_line(summary['medians'], size_kind)}\n\n")

@@ -11,14 +11,12 @@ import os
 from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
-from .out_dirs import BEST, CHECKPOINT
 from .outputs import compact_checkpoint
-from .search import best_record, run_search, task_from_file, task_from_spec
+from .search import best_record, run_search, task_from_spec
 from .search_config import SearchConfig
 from .search_guard import DivergedError
+from .tune import PICKS
 from .userfile import load_user_file
-
-PICKED = {"last": CHECKPOINT, "best": BEST}  # TuneConfig.pick -> the checkpoint a trial compacts
 
 
 def suggest_settings(trial, cfg, accepts_width: bool) -> dict:
@@ -55,7 +53,7 @@ def run_trial(trial, cfg):
         trial.set_user_attr("diverged", str(exc).splitlines()[0])
         raise optuna.TrialPruned(str(exc).splitlines()[0]) from None
     # the user's file itself, not the search's copy of it: its imports of sibling modules resolve
-    report = compact_checkpoint(folder / PICKED[cfg.pick], folder / "compact", model_file=cfg.model_file,
+    report = compact_checkpoint(folder / PICKS[cfg.pick][0], folder / "compact", model_file=cfg.model_file,
                                 overwrite=True)
     for key in ("params", "flops"):
         trial.set_user_attr(key, report[f"{key}_after"])
@@ -71,19 +69,22 @@ def dense_baseline(cfg) -> dict:
     """The model trained the same way without the penalty (``out/dense``), scored at the epoch
     ``cfg.pick`` names like every trial; measured once and kept."""
     path = Path(cfg.out) / "dense" / "baseline.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    task = task_from_file(cfg.model_file)
+    spec = load_user_file(cfg.model_file)
+    if path.exists():  # kept unless it was scored at another epoch, or test_data() came since
+        kept = json.loads(path.read_text())
+        if kept.get("pick", "last") == cfg.pick and (spec.test_data_fn is None or "test_metric" in kept):
+            return kept
+    task = task_from_spec(spec)
     search = SearchConfig(lam=0.0, regularizer="none", lr=(cfg.lr_range[0] * cfg.lr_range[1]) ** 0.5,
                           epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, out=str(path.parent),
                           overwrite=True, shrink_every=-1)
     result = run_search(task, search, progress=False)
     record = best_record(result.history, search.best_by) if cfg.pick == "best" else result.history[-1]
-    baseline = {"metric": record["val_metric"], "epoch": record["epoch"],
+    baseline = {"metric": record["val_metric"], "epoch": record["epoch"], "pick": cfg.pick,
                 "params": sum(p.numel() for p in task.model_fn().parameters()),
                 "flops": result.flops_before, "lr": search.lr}
-    if load_user_file(cfg.model_file).test_data_fn is not None:  # its held-out metric, as the trials'
-        report = compact_checkpoint(path.parent / PICKED[cfg.pick], path.parent / "compact",
+    if spec.test_data_fn is not None:  # its held-out metric, measured as the trials' are
+        report = compact_checkpoint(path.parent / PICKS[cfg.pick][0], path.parent / "compact",
                                     model_file=cfg.model_file, overwrite=True)
         baseline["test_metric"] = report["test_metric"]
     atomic_write_bytes(path, lambda f: f.write(json.dumps(baseline, indent=2).encode()))

@@ -32,7 +32,8 @@ def tune_cmd(
     seed: int = typer.Option(0, help="Seed of the sampler and of each search."),
     lam_range: str = typer.Option("1e-5,1e-1", help="λ's range LO,HI, drawn log-uniform (one number fixes it)."),
     lr_range: str = typer.Option("1e-4,1e-2", help="The learning rate's range LO,HI (one number fixes it)."),
-    width_range: str = typer.Option("0.5,2.0", help="The width multiplier's range, when model() takes one."),
+    width_range: str = typer.Option("0.5,2.0", help="The width multiplier's range, when model() takes one "
+                                    "(one number fixes it)."),
     pick: str = typer.Option("last", help="The epoch each trial scores: last, or best (the best validation "
                              "epoch, as the papers' random searches)."),
 ) -> None:
@@ -45,7 +46,7 @@ def tune_cmd(
                      batch_size=batch_size, seed=seed, pick=pick, **ranges)
     study = tune(cfg)
     summary = write_tune_report(study, cfg, dense_baseline(cfg))
-    tested = summary["medians"]["test"] is not None
+    tested = summary["medians"]["test_metric"] is not None
     table = Table(title=f"Pareto front ({summary['size']}), dense: {summary['baseline']['metric']:.4f} at "
                         f"{summary['baseline'][summary['size']]:,}")
     for column in ("trial", "lam", "lr", "metric", *(["test"] if tested else []), summary["size"], "folder"):
@@ -53,7 +54,7 @@ def tune_cmd(
     by_number = {r["trial"]: r for r in summary["trials"]}
     for row in (by_number[n] for n in summary["pareto"]):  # smallest first
         table.add_row(str(row["trial"]), f"{row['lam']:.3g}", f"{row['lr']:.3g}", f"{row['metric']:.4f}",
-                      *([f"{row['test']:.4f}"] if tested else []), f"{row['size']:,}", str(row["folder"]))
+                      *([_number(row["test_metric"])] if tested else []), f"{row['size']:,}", str(row["folder"]))
     out.print(table)
     out.print(median_line(summary["medians"], summary["size"]))
     out.print(f"wrote {out_dir}: pareto.png, pareto.md, trials.md, trials.json; "
@@ -70,3 +71,7 @@ def parse_range(name: str, text: str) -> tuple[float, float]:
     if len(bounds) not in (1, 2):
         raise ConfigError(f"{flag} takes LO,HI or one number, got {text!r}\n  fix: pass {flag} 1e-5,1e-2")
     return (bounds[0], bounds[-1])
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4f}"  # a trial from before test_data() existed has none

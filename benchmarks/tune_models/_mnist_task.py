@@ -36,9 +36,11 @@ def test_loader():
 
 def authors_init(model: torch.nn.Module) -> torch.nn.Module:
     """The weights as ShrinkNets' code initialised them: Xavier normal with gain sqrt(2) (biases
-    as torch leaves them); the gates archc inserts start in (0, 1] as theirs did."""
-    torch.manual_seed(0)
+    as torch leaves them); the gates archc inserts start in (0, 1] as theirs did. Seeded by a
+    generator of its own: archc calls ``model()`` again to rebuild and to count, and every call
+    must give the same network without resetting the caller's random state."""
+    gen = torch.Generator().manual_seed(0)
     for p in model.parameters():
         if p.dim() > 1:
-            torch.nn.init.xavier_normal_(p, gain=math.sqrt(2))
+            torch.nn.init.xavier_normal_(p, gain=math.sqrt(2), generator=gen)
     return model
