@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
@@ -82,7 +83,7 @@ def write_tune_report(study, cfg, baseline: dict) -> dict:
     tested = any(r["test_metric"] is not None for r in rows)
     columns = ["trial", "state", *sorted({k for r in rows for k in ("lam", "lr", "width_multiplier") if k in r}),
                "epoch", "metric", *(["test_metric"] if tested else []), "size", "folder", "note"]
-    summary = {"objective": cfg.objective, "size": size_kind, "pick": cfg.pick, "baseline": baseline,
+    summary = {"settings": asdict(cfg), "objective": cfg.objective, "size": size_kind, "pick": cfg.pick, "baseline": baseline,
                "medians": medians(rows), "trials": rows, "pareto": [r["trial"] for r in front]}
     atomic_write_bytes(out / "trials.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     header = (f"# archc tune: {cfg.model_file}\n\nObjective: {cfg.objective} ({cfg.sampler} sampler); each trial "

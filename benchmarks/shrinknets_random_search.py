@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -136,7 +137,7 @@ def summary(runs: list[dict]) -> list[dict]:
 
 def render_md(payload: dict) -> str:
     s, runs = payload["settings"], payload["runs"]
-    lines = ["### ShrinkNets §3.2 random search on MNIST (archc.search against fixed-size networks)", "",
+    lines = ["### ShrinkNets §3.2 random search on MNIST: archc against fixed-size networks", "",
              f"Command: `{payload['command']}`", "",
              f"{s['epochs']} epochs per run (the paper: 100 MLP / 200 LeNet-5), Adam lr {s['lr']:g}, batch "
              f"{s['batch_size']}, train {s['n_train']} / validation {s['n_val']} / test {s['n_test']}, inputs "
@@ -161,7 +162,7 @@ def render_md(payload: dict) -> str:
         units = "/".join(str(v) for v in r["hidden_units"].values())
         lines.append(f"| {r['model']} | {r['cell']} | {r['run']} | {what} | {r.get('weight_decay', 0):.1e} | {units} | "
                      f"{r['params']:,} | {r['best_epoch']} | {100 * r['test_accuracy']:.2f}% | {r['wall_s']:.0f} |")
-    loads = [r["other_load_share"] for r in runs] or [0.0]
+    loads = [r["other_load_share"] for r in runs if r["other_load_share"] is not None] or [0.0]
     lines += ["", f"Other processes used {min(loads):.0%}..{max(loads):.0%} of the CPUs during the runs.", ""]
     return "\n".join(lines)
 
@@ -211,25 +212,72 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--report", nargs="*", type=Path, help="only rebuild the table and figure from these JSONs")
     ap.add_argument("--report-out", type=Path, default=RESULTS / "shrinknets_random_search.md",
                     help="where --report writes its table (the figure goes beside it)")
+    ap.add_argument("--tune-trials", type=Path, default=None,
+                    help="with --report: an archc tune study's trials.json, whose trials are the ShrinkNets cell")
+    ap.add_argument("--tune-model", default="mlp", help="the model (mlp or lenet5) of --tune-trials")
     return ap.parse_args(argv)
 
 
-def report(paths: list[Path], out: Path) -> None:
-    """One table and figure over several JSONs (the MLP and LeNet-5 runs ran as two processes)."""
+def report(paths: list[Path], out: Path, tune_trials: Optional[Path] = None, tune_model: str = "mlp") -> None:
+    """One table and figure over several JSONs (the MLP and LeNet-5 runs ran as two processes).
+    With ``tune_trials`` (an ``archc tune`` study's trials.json), its complete trials are the
+    ShrinkNets cell of ``tune_model`` in place of the JSONs' own; the merged runs go to a JSON
+    beside the table."""
     payloads = [json.loads(p.read_text()) for p in paths]
-    merged = {**payloads[0], "runs": [r for p in payloads for r in p["runs"]],
-              "command": " ; ".join(p["command"] for p in payloads),
+    runs = [r for p in payloads for r in p["runs"]]
+    commands = [p["command"] for p in payloads]
+    if tune_trials is not None:
+        study = json.loads(tune_trials.read_text())
+        runs = [r for r in runs if (r["model"], r["cell"]) != (tune_model, "shrinknets")] + tune_runs(study, tune_model)
+        commands.append(tune_command(study["settings"]))
+    merged = {**payloads[0], "runs": runs, "command": " ; ".join(commands),
               "settings": {**payloads[0]["settings"],
                            "epochs": ", ".join(f"{p['settings']['models']} {p['settings']['epochs']}" for p in payloads)}}
+    if tune_trials is not None:
+        write_json(out.with_suffix(".json"), merged)
     out.write_text(render_md(merged))
     plot(merged["runs"], out.with_suffix(".png"))
     print(out.read_text())
 
 
+def tune_runs(study: dict, name: str) -> list[dict]:
+    """An ``archc tune`` study's complete trials as rows of the ShrinkNets cell: the compact
+    model of each trial's best validation epoch, measured on ``test_data()`` by archc itself."""
+    rows = []
+    for t in study["trials"]:
+        if t["state"] != "COMPLETE":
+            continue
+        folder = Path(t["folder"])
+        hidden = {k: v for k, v in t["widths"].items() if k != OUTPUT[name]}
+        seconds = [json.loads(line)["seconds"] for line in (folder / "log.jsonl").read_text().splitlines()]
+        rows.append({"cell": "shrinknets", "model": name, "run": t["trial"], "lam": t["lam"], "best_epoch": t["epoch"],
+                     "test_accuracy": t["test_metric"], "hidden_units": hidden,
+                     "hidden_units_total": sum(hidden.values()), "params": t["size"],
+                     "nonzero_weights": _nonzero_weights(folder / "compact" / "weights.safetensors"),
+                     "wall_s": sum(seconds), "other_load_share": None})
+    return rows
+
+
+def _nonzero_weights(path: Path) -> int:
+    from safetensors.torch import load_file
+
+    return sum(int((w != 0).sum()) for w in load_file(str(path)).values() if w.dim() > 1)
+
+
+def tune_command(settings: dict) -> str:
+    """The ``archc tune`` command line of a study's settings (trials.json)."""
+    ranges = " ".join(f"--{k.replace('_', '-')} " + (f"{v[0]:g}" if v[0] == v[1] else f"{v[0]:g},{v[1]:g}")
+                      for k, v in settings.items() if k.endswith("_range"))
+    return (f"archc tune {settings['model_file']} --sampler {settings['sampler']} {ranges} --pick {settings['pick']} "
+            f"--epochs {settings['epochs']} --trials {settings['trials']} --workers {settings['workers']} "
+            f"--objective {settings['objective']} --out {settings['out']}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.report is not None:
-        return report(args.report or sorted(RESULTS.glob("shrinknets_random_search_*.json")), args.report_out)
+        return report(args.report or sorted(RESULTS.glob("shrinknets_random_search_*.json")), args.report_out,
+                      args.tune_trials, args.tune_model)
     torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
     out = args.out or RESULTS / f"shrinknets_random_search_{'_'.join(models)}.json"
