@@ -74,7 +74,8 @@ def test_group_lasso_search_runs_and_closes_gates(tmp_path):
 def test_cli_search_then_compact_writes_every_output(tmp_path):
     runner = CliRunner()
     model_py = tmp_path / "tiny.py"
-    shutil.copy(TINY, model_py)
+    model_py.write_text(TINY.read_text() + "\n\ndef test_data():  # held out: here the training set\n"
+                        "    return data()[0]\n")
     res = runner.invoke(app, ["search", str(model_py), "--lam", "0.03", "--epochs", "2", "--batch-size", "32",
                               "--lr", "0.01", "--out", str(tmp_path / "run"), "--no-progress"])
     assert res.exit_code == 0, res.output
@@ -88,6 +89,9 @@ def test_cli_search_then_compact_writes_every_output(tmp_path):
     assert {"params_before", "params_after", "flops_before", "flops_after", "metric", "layers"} <= set(report)
     assert report["params_after"] <= report["params_before"]
     assert all({"name", "width_before", "width_after"} <= set(r) for r in report["layers"])
+    assert 0 <= report["test_metric"] <= 1 and report["epoch"] == 2
+    assert f"test metric {report['test_metric']:.4f}" in res.output
+    assert "test metric of the compact model" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_cli_refuses_a_malicious_checkpoint_without_a_traceback(tmp_path):
