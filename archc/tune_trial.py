@@ -49,7 +49,8 @@ def run_trial(trial, cfg):
 
     try:
         run_search(task, search, progress=False, on_epoch=report_epoch)
-    except DivergedError as exc:  # a setting that diverges is a bad region, not a broken study
+    except DivergedError as exc:  # a bad region, not a broken study: pruned even where best.pt
+        # holds an earlier good epoch, as a setting that diverges is not one to recommend
         trial.set_user_attr("diverged", str(exc).splitlines()[0])
         raise optuna.TrialPruned(str(exc).splitlines()[0]) from None
     # the user's file itself, not the search's copy of it: its imports of sibling modules resolve
