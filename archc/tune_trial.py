@@ -53,7 +53,7 @@ def run_trial(trial, cfg):
         # holds an earlier good epoch, as a setting that diverges is not one to recommend
         trial.set_user_attr("diverged", str(exc).splitlines()[0])
         raise optuna.TrialPruned(str(exc).splitlines()[0]) from None
-    # the user's file itself, not the search's copy of it: its imports of sibling modules resolve
+    # the file this trial searched with (the one the study names), not the search's copy of it
     report = compact_checkpoint(folder / PICKS[cfg.pick][0], folder / "compact", model_file=cfg.model_file,
                                 overwrite=True)
     for key in ("params", "flops"):
