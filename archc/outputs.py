@@ -47,13 +47,16 @@ def layer_widths(model: nn.Module) -> dict[str, int]:
     return widths
 
 
-def _spec_for(checkpoint: Path, state: dict, model_file: Optional[Union[str, Path]]) -> tuple[UserSpec, bool]:
+def _spec_for(checkpoint: Path, state: dict, model_file: Optional[Union[str, Path, UserSpec]],
+              ) -> tuple[UserSpec, bool]:
     """The model file to rebuild from, and whether it differs from the one the search ran on.
 
-    Without ``model_file``, the copy the search left beside the checkpoint: a checkpoint names
-    its file (``model_file``), but only a file of that name in its own folder is imported."""
+    ``model_file`` may be a file the caller loaded already (``archc tune``): it is not run again.
+    Without it, the copy the search left beside the checkpoint: a checkpoint names its file
+    (``model_file``), but only a file of that name in its own folder is imported."""
     if model_file is not None:
-        spec = load_user_file(model_file)  # archc.search runs record no file: nothing to compare
+        spec = model_file if isinstance(model_file, UserSpec) else load_user_file(model_file)
+        # archc.search runs record no file: nothing to compare
         return spec, state["model_sha256"] != "0" * 64 and spec.sha256 != state["model_sha256"]
     beside = checkpoint.parent / Path(state["model_file"]).name
     if not beside.is_file():
@@ -83,7 +86,8 @@ def _finetune(model: nn.Module, train: Any, spec: UserSpec, epochs: int, lr: flo
 
 
 def compact_checkpoint(
-    checkpoint: Union[str, Path], out_dir: Union[str, Path], *, model_file: Optional[Union[str, Path]] = None,
+    checkpoint: Union[str, Path], out_dir: Union[str, Path], *,
+    model_file: Optional[Union[str, Path, UserSpec]] = None,
     threshold: float = 0.0, finetune: int = 0, overwrite: bool = False,
 ) -> dict:
     """Rebuild the searched model, compact it, optionally fine-tune, and write DIR. Returns report.json.

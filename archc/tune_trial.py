@@ -53,9 +53,8 @@ def run_trial(trial, cfg):
         # holds an earlier good epoch, as a setting that diverges is not one to recommend
         trial.set_user_attr("diverged", str(exc).splitlines()[0])
         raise optuna.TrialPruned(str(exc).splitlines()[0]) from None
-    # the file this trial searched with (the one the study names), not the search's copy of it
-    report = compact_checkpoint(folder / PICKS[cfg.pick][0], folder / "compact", model_file=cfg.model_file,
-                                overwrite=True)
+    # the file this trial searched with, loaded once, not the search's copy of it
+    report = compact_checkpoint(folder / PICKS[cfg.pick][0], folder / "compact", model_file=spec, overwrite=True)
     for key in ("params", "flops"):
         trial.set_user_attr(key, report[f"{key}_after"])
     for key in ("metric", "test_metric", "epoch"):
@@ -86,7 +85,7 @@ def dense_baseline(cfg) -> dict:
                 "flops": result.flops_before, "lr": search.lr}
     if spec.test_data_fn is not None:  # its held-out metric, measured as the trials' are
         report = compact_checkpoint(path.parent / PICKS[cfg.pick][0], path.parent / "compact",
-                                    model_file=cfg.model_file, overwrite=True)
+                                    model_file=spec, overwrite=True)
         baseline["test_metric"] = report["test_metric"]
     atomic_write_bytes(path, lambda f: f.write(json.dumps(baseline, indent=2).encode()))
     return baseline

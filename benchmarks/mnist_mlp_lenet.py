@@ -88,9 +88,13 @@ def layer_sizes(model: nn.Module) -> dict[str, list[int]]:
 
 
 def nonzero(model: nn.Module) -> dict[str, int]:
-    weights = [p for p in model.parameters() if p.dim() > 1]
-    return {"weights": sum(int((w != 0).sum()) for w in weights),
+    return {"weights": nonzero_weights(model.parameters()),
             "params": sum(int((p != 0).sum()) for p in model.parameters())}
+
+
+def nonzero_weights(tensors) -> int:
+    """Non-zero entries of the weights (tensors of two or more dims: biases do not count)."""
+    return sum(int((w != 0).sum()) for w in tensors if w.dim() > 1)
 
 
 def run_one(name: str, lam: float, epochs: int, data, args) -> dict:
