@@ -58,6 +58,8 @@ class TuneConfig:
     batch_size: int = 128
     seed: int = 0
     pick: str = "last"             # best: the best validation epoch (best.pt), as the papers' protocol
+    target: Optional[str] = None   # every trial's search steered to this size ("params=60k"): a study
+                                   # of the best metric at one budget
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -70,6 +72,10 @@ class TuneConfig:
                               "(the best validation epoch) or --pick last")
         for name in ("lam_range", "lr_range", "width_range"):
             _check_range(name, getattr(self, name))
+        if self.target is not None:
+            from .budget import parse_target
+
+            parse_target(self.target)  # a ConfigError naming the right form, before any trial runs
         for name in ("trials", "epochs", "workers", "batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be a positive whole number, got {getattr(self, name)!r}\n"
@@ -131,7 +137,7 @@ def open_study(cfg: TuneConfig, worker: int = 0):
     except ValueError as exc:  # e.g. the stored study has other directions
         raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} does not fit these settings "
                           f"({exc})\n  fix: keep --objective as it was, or pass another --study-name") from None
-    _check_pick(study, cfg)
+    _check_held(study, cfg)
     seed = cfg.seed + 1000 * worker + len(study.get_trials(deepcopy=False))
     if cfg.storage:  # workers on other machines start alike: each process draws its own points
         seed += 7919 * os.getpid()
@@ -140,15 +146,25 @@ def open_study(cfg: TuneConfig, worker: int = 0):
     return study
 
 
-def _check_pick(study, cfg: TuneConfig) -> None:
-    """A study scores every trial at one epoch: a resumed (or shared) study keeps its ``pick``."""
-    held = study.user_attrs.get("pick")
-    if held is None:
-        study.set_user_attr("pick", cfg.pick)
-    elif held != cfg.pick:
-        raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} scores each trial's "
-                          f"{PICKS[held][1]}, not its {PICKS[cfg.pick][1]}\n  fix: pass --pick {held}, "
-                          "or another --study-name (or --out) for a new study")
+# settings every trial of a study shares: (what the study does with it, how to say its value)
+HELD = {"pick": ("scores", lambda v: f"each trial's {PICKS[v][1]}"),
+        "target": ("steers each trial to", lambda v: v or "no target")}
+
+
+def _check_held(study, cfg: TuneConfig) -> None:
+    """A study scores every trial alike: a resumed (or shared) study keeps its ``pick`` and its
+    ``target`` (trials scored at other epochs or steered to other sizes do not compare). A study
+    whose trials predate a setting held its default."""
+    for name, (verb, say) in HELD.items():
+        if name not in study.user_attrs:
+            older = study.get_trials(deepcopy=False)
+            study.set_user_attr(name, TuneConfig.__dataclass_fields__[name].default if older else getattr(cfg, name))
+        held = study.user_attrs[name]
+        if held != getattr(cfg, name):
+            fix = f"--{name} {held}" if held is not None else f"no --{name}"
+            raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} {verb} {say(held)}, "
+                              f"not {say(getattr(cfg, name))}\n  fix: pass {fix}, "
+                              "or another --study-name (or --out) for a new study")
 
 
 def _create_or_load(create, attempts: int = 6):

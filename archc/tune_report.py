@@ -74,6 +74,10 @@ def median_line(m: dict, size_kind: str) -> str:
             f"{m['size']:,.0f} {size_kind}.")
 
 
+def _steered(target) -> str:
+    return f", steered to {target} (archc search --target)," if target else ""
+
+
 def write_tune_report(study, cfg, baseline: dict) -> dict:
     """Write trials.json/.md, pareto.md and pareto.png into ``cfg.out``; return the summary."""
     size_kind = cfg.size_kind or "params"
@@ -87,7 +91,8 @@ def write_tune_report(study, cfg, baseline: dict) -> dict:
                "medians": medians(rows), "trials": rows, "pareto": [r["trial"] for r in front]}
     atomic_write_bytes(out / "trials.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     header = (f"# archc tune: {cfg.model_file}\n\nObjective: {cfg.objective} ({cfg.sampler} sampler); each trial "
-              f"searched {cfg.epochs} epochs and its {PICKS[cfg.pick][1]} was compacted. Size: {size_kind}.\n\n"
+              f"searched {cfg.epochs} epochs{_steered(cfg.target)} and its {PICKS[cfg.pick][1]} was compacted. "
+              f"Size: {size_kind}.\n\n"
               f"Dense baseline (no penalty, lr {baseline['lr']:.3g}): metric {baseline['metric']:.4f}"
               + (f", test {baseline['test_metric']:.4f}" if baseline.get("test_metric") is not None else "")
               + f", {baseline[size_kind]:,} {size_kind}.\n\n{median_line(summary['medians'], size_kind)}\n\n")

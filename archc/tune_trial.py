@@ -39,7 +39,7 @@ def run_trial(trial, cfg):
     trial.set_user_attr("folder", str(folder))
     trial.set_user_attr("worker_pid", os.getpid())
     search = SearchConfig(**settings, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                          out=str(folder), overwrite=True)
+                          target=cfg.target, out=str(folder), overwrite=True)
 
     def report_epoch(record: dict) -> None:
         if cfg.size_kind is None:  # optuna prunes single-objective studies only

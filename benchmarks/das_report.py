@@ -54,6 +54,7 @@ def _searched(st: dict) -> str:
         return f"{only}: kernel_lam {st['kernel_lam']:g} ({st.get('kernel_weighting', 'uniform')})"
     weighting = st.get("gate_weighting", "uniform")
     lam = f"{only}: lam {st['lam']:g}" + (f" ({weighting}-weighted)" if weighting != "uniform" else "")
+    lam += f", target {st['target']}" if st.get("target") else ""
     if "grouped" in only:
         return (f"{lam}, group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
                 f"{', partition init' if st.get('patterns_init') == 'partition' else ''}")

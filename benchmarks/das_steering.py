@@ -176,7 +176,8 @@ def searches(args) -> list[dict]:
     s = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "arch_lr": args.arch_lr, "seed": args.seed}
     ts = [1e-3] if args.quick else [1e-4, 1e-3, 1e-2]
     s["gate_weighting"] = args.gate_weighting  # on every search with gates; "kernels" has none
-    rows = [{"name": "DAS channels", "t": [0.0], "settings": {**s, "regularizer": "l1", "lam": args.lam}},
+    steer = {"target": args.target} if args.target else {}  # archc's budget controller steers the gates' lam
+    rows = [{"name": "DAS channels", "t": [0.0], "settings": {**s, "regularizer": "l1", "lam": args.lam, **steer}},
             {"name": "DAS kernels", "t": [1e-3, 1e-2, 3e-2], "settings": {**s, "regularizer": "none", "kernel_lam": args.kernel_lam,
                                                                      "kernel_weighting": args.kernel_weighting}},
             {"name": "DAS grouped+channels", "t": ts, "settings": {**s, "regularizer": "l1", "lam": args.lam, "patterns": args.patterns,
@@ -205,6 +206,7 @@ def main() -> None:
                     help="L1 weight of each filter size's alpha (area: a prior favouring small windows)")
     ap.add_argument("--gate-weighting", default="uniform", choices=["uniform", "params", "flops"],
                     help="L1 weight of each gate (params/flops: what its channel carries, archc.gate_costs)")
+    ap.add_argument("--target", default=None, help="steer the channel search to a size, e.g. params=0.1 (archc.search's target)")
     ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline row (for sweeps)")
     ap.add_argument("--only", nargs="*", choices=["channels", "kernels", "grouped+channels", "channels+kernels"],

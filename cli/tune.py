@@ -34,6 +34,8 @@ def tune_cmd(
     lr_range: str = typer.Option("1e-4,1e-2", help="The learning rate's range LO,HI (one number fixes it)."),
     width_range: str = typer.Option("0.5,2.0", help="The width multiplier's range, when model() takes one "
                                     "(one number fixes it)."),
+    target: Optional[str] = typer.Option(None, help="Steer every trial's search to this size, e.g. params=60k "
+                                         "or flops=0.5: the study then finds the best metric at that budget."),
     pick: str = typer.Option("last", help="The epoch each trial scores: last, or best (the best validation "
                              "epoch, as the papers' random searches)."),
 ) -> None:
@@ -43,7 +45,7 @@ def tune_cmd(
               (("lam_range", lam_range), ("lr_range", lr_range), ("width_range", width_range))}
     cfg = TuneConfig(model_file=str(model_py), out=str(out_dir), trials=trials, epochs=epochs, objective=objective,
                      sampler=sampler, storage=storage, study_name=study_name, workers=workers,
-                     batch_size=batch_size, seed=seed, pick=pick, **ranges)
+                     batch_size=batch_size, seed=seed, pick=pick, target=target, **ranges)
     study = tune(cfg)
     summary = write_tune_report(study, cfg, dense_baseline(cfg))
     tested = summary["medians"]["test_metric"] is not None

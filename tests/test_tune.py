@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archc.cli.main import app
+from archc.errors import ConfigError
 from archc.tune import TuneConfig, open_study, storage_url
 from archc.tune_report import pareto_front
 from postgres import can_run_server, postgres_server
@@ -111,11 +112,36 @@ def test_tune_scores_each_trials_best_epoch_and_its_test_set(tmp_path):
     assert again.exit_code == 2 and "--pick best" in again.output  # a study keeps the epoch it scores
 
 
+def test_tune_steers_every_trial_to_the_target_and_keeps_it(tmp_path):
+    out, model_py = tmp_path / "study", _wide_model_file(tmp_path)
+    args = ["tune", str(model_py), "--trials", "2", "--epochs", "4", "--batch-size", "32", "--lr-range", "1e-2",
+            "--width-range", "1", "--target", "params=0.5", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "trials.json").read_text())
+    start = summary["baseline"]["params"]  # the dense model is the starting model (width 1)
+    assert all(abs(r["size"] / (0.5 * start) - 1) <= 0.03 for r in summary["trials"]), (start, summary["trials"])
+    assert "steered to params=0.5" in (out / "trials.md").read_text()
+    again = CliRunner().invoke(app, [*args[:-4], "--target", "params=0.3", "--out", str(out)])
+    assert again.exit_code == 2 and "fix: pass --target params=0.5" in again.output  # one budget per study
+
+
+def test_a_study_from_before_a_setting_held_its_default(tmp_path):
+    import optuna
+
+    cfg = TuneConfig(model_file=str(DIGITS), out=str(tmp_path), target="params=0.5")
+    old = optuna.create_study(storage=storage_url(cfg), study_name="archc", directions=["maximize", "minimize"])
+    old.add_trial(optuna.trial.create_trial(values=[0.9, 100.0]))  # a trial without a target
+    with pytest.raises(ConfigError, match="steers each trial to no target, not params=0.5"):
+        open_study(cfg)
+
+
 @pytest.mark.parametrize("flags, says", [
     (["--objective", "accuracy"], "objective must be one of"),
     (["--lam-range", "1e-2,1e-5"], "low first"),
     (["--lr-range", "fast"], "--lr-range takes LO,HI or one number"),
     (["--pick", "worst"], "pick must be one of"),
+    (["--target", "size=5"], "fix: pass --target params=0.5"),
 ])
 def test_bad_tune_settings_are_refused(tmp_path, flags, says):
     res = CliRunner().invoke(app, ["tune", str(DIGITS), *flags, "--out", str(tmp_path)])
