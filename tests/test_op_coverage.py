@@ -176,3 +176,28 @@ def test_weight_standardised_convs_prune_their_inputs_with_live_statistics():
     gated, small = _compact_and_check(StandardisedNet().eval(), (torch.randn(2, 3, 8, 8),), max_ratio=0.7)
     assert sum(isinstance(m, LiveReduction) for m in gated.modules()) == 2  # b's mean and variance
     assert small.get_parameter("b.weight").shape[1] < 16
+
+
+class Activated(nn.Module):
+    """A conv and a linear layer, each followed by an activation that maps zero to zero."""
+
+    def __init__(self, act) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc1, self.fc2 = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8 * 16, 12), nn.Linear(12, 2)
+        self.act = act
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(self.act(self.bn(self.conv(x))).flatten(1))))
+
+
+@pytest.mark.parametrize("act", [nn.ELU(), nn.ELU(0.5), nn.SELU(), nn.CELU(2.0), nn.Softshrink(), nn.Hardshrink()],
+                         ids=lambda a: repr(a))
+def test_elu_family_and_shrinks_prune(act):
+    """PilotNet's ELU (the DAS steering model) stayed an ATen call once capture went through
+    torch.export, and blocked every channel: nothing pruned there."""
+    _compact_and_check(Activated(act).eval(), (torch.randn(2, 3, 6, 6),), max_ratio=0.8)
+
+
+def test_log_sigmoid_couples_without_flow():
+    """logsigmoid(0) != 0: a gate before it cannot kill the channel after it, yet both layers prune."""
+    _compact_and_check(Activated(nn.LogSigmoid()).eval(), (torch.randn(2, 3, 6, 6),), max_ratio=0.8)

@@ -63,6 +63,13 @@ def _binary(op: Callable, torch_op: Callable) -> Callable:
     return lower
 
 
+def _elu(cx, node, x, alpha=1.0, scale=1.0, input_scale=1.0):
+    """``F.elu(x, alpha)``; the scaled form (no torch function has it) stays an ATen call."""
+    if scale != 1 or input_scale != 1:
+        return None
+    return cx.call_function(F.elu, (x, alpha), {})
+
+
 def _div(cx, node, a, b, rounding_mode=None, **kwargs):
     if rounding_mode is not None:
         return cx.call_function(torch.div, (a, b), {"rounding_mode": rounding_mode})
@@ -251,6 +258,9 @@ _register({
     aten.hardswish: _function(F.hardswish), aten.hardsigmoid: _function(F.hardsigmoid),
     aten.hardtanh: _function(F.hardtanh), aten.leaky_relu: _function(F.leaky_relu),
     aten.mish: _function(F.mish), aten.softplus: _function(F.softplus), aten.relu6: _function(F.relu6),
+    aten.elu: _elu, aten.selu: _function(F.selu), aten.celu: _function(F.celu),
+    aten.softshrink: _function(F.softshrink), aten.hardshrink: _function(F.hardshrink),
+    aten.log_sigmoid: _function(F.logsigmoid),
     aten.sigmoid: _function(torch.sigmoid), aten.tanh: _function(torch.tanh),
     aten.exp: _function(torch.exp), aten.log: _function(torch.log), aten.sqrt: _function(torch.sqrt),
     aten.rsqrt: _function(torch.rsqrt), aten.abs: _function(torch.abs), aten.neg: _function(torch.neg),

@@ -24,10 +24,11 @@ from ._util import arg, couple_same, expanded_dims, is_tensor, module
 ZERO_PRESERVING_MODULES = (nn.Dropout, nn.PReLU, Filter, BlockGate)
 # aten.dropout: F.dropout in user code, kept with the mode it was captured in (a mask and a scale)
 ZERO_PRESERVING_FUNCTIONS = (F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.mish,
+                             F.elu, F.selu, F.celu, F.softshrink, F.hardshrink,
                              torch.tanh, torch.neg, torch.abs, torch.sqrt, torch.sin, torch.square,
                              torch.ops.aten.dropout.default)
 OTHER_FUNCTIONS = (torch.sigmoid, F.hardsigmoid, torch.exp, torch.cos, F.softplus, torch.log, torch.rsqrt,
-                   torch.erf, torch.reciprocal)
+                   torch.erf, torch.reciprocal, F.logsigmoid)
 CASTS = ("contiguous", "clone", "to", "type_as", "detach")  # tensor methods that keep every value
 
 
