@@ -25,7 +25,8 @@ def table(payload: dict, title: str) -> list[str]:
     lines = [title, "", f"Command: `{payload['command']}`", "",
              f"Data: {d['train']} train / {d['test']} test synthetic 3x66x200 road images (benchmarks/steering_data.py); "
              f"{st['epochs']} epochs, batch {st['batch_size']}, Adam lr {st['lr']} (search parameters: lr {st['arch_lr']}); "
-             f"BatchNorm {'no (He init)' if st.get('no_bn') else 'yes'}; seed {st.get('seed', 0)}; lam (gates) {st['lam']} ({st.get('gate_weighting', 'uniform')}), kernel_lam "
+             f"BatchNorm {'no (He init)' if st.get('no_bn') else 'yes'}; seed {st.get('seed', 0)}; lam (gates) {st['lam']} ({st.get('gate_weighting', 'uniform')})"
+             f"{', steered to ' + st['target'] if st.get('target') else ''}, kernel_lam "
              f"{st['kernel_lam']} ({st.get('kernel_weighting', 'uniform')}), group_lam {st['group_lam']}, exclusive_lam "
              f"{st['exclusive_lam']}, patterns {st.get('patterns', 4)} ({st.get('patterns_init', 'random')} init); fine-tuning of compact models (+ftN rows): "
              f"{st.get('finetune', 0)} epochs at Adam lr {st.get('finetune_lr', st['lr'])}. Machine: {m['cpu']}, "

@@ -48,6 +48,8 @@ Run (from the repository root; about 25 + 8 + 5 min at one thread on a 2-core CP
     python benchmarks/das_steering.py --seed 1 --epochs 30 --only channels --lam 1e-5 \
         --out benchmarks/results/das_steering.e30_channels_lam1e-5_seed1.json  # then --no-baseline --gate-weighting
         # params, at --lam 1e-5 and 3e-6 (das_steering.e30_channels_params_lam1e-5_seed1.json, ..._lam3e-6_seed1.json)
+    python benchmarks/das_steering.py --seed 0 --epochs 30 --no-baseline --only channels --lam 1e-5 --gate-weighting params \
+        --target params=0.1 --out benchmarks/results/das_steering.e30_channels_params_target0.1_seed0.json  # and --seed 1
     python benchmarks/das_steering.py --report     # das_steering.md/.png: main run + the follow-ups
     python benchmarks/das_steering.py --quick      # smoke test, < 90 s -> das_steering.quick.*
 Output: benchmarks/results/das_steering.{json,md,png}.
