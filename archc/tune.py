@@ -190,6 +190,7 @@ def _create_or_load(create, attempts: int = 6):
 def tune(cfg: TuneConfig, *, progress: bool = False):
     """Run the study until it holds ``cfg.trials`` finished trials; returns it."""
     import optuna
+    import torch
 
     from .tune_trial import run_trial
 
@@ -200,9 +201,12 @@ def tune(cfg: TuneConfig, *, progress: bool = False):
              for worker in range(1, cfg.workers)]
     for proc in extra:
         proc.start()
+    threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(threads_per_worker(cfg.workers))
         _optimize(study, cfg, run_trial, progress)
     finally:
+        torch.set_num_threads(threads)
         for proc in extra:
             proc.join()
     failed = [proc.exitcode for proc in extra if proc.exitcode != 0]
@@ -210,6 +214,18 @@ def tune(cfg: TuneConfig, *, progress: bool = False):
         raise ArchcError(f"{len(failed)} of the {cfg.workers} worker processes failed (exit codes {failed}); "
                          "their trials are marked failed in the study\n  fix: run with --workers 1 to see the error")
     return study
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of ``workers`` processes on this machine: the cores this process
+    may use, shared out (two workers that each used both cores of a 2-core machine ran 4x
+    slower than with one thread each), unless OMP_NUM_THREADS says how many."""
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS") or workers == 1:
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
 
 
 def _optimize(study, cfg: TuneConfig, run_trial, progress: bool) -> None:
@@ -225,8 +241,10 @@ def _optimize(study, cfg: TuneConfig, run_trial, progress: bool) -> None:
 
 def _worker(cfg_dict: dict, worker: int) -> None:
     """One extra worker process on this machine: the same study, through the same storage."""
+    import torch
+
     from .tune_trial import run_trial
 
     cfg = TuneConfig(**cfg_dict)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(threads_per_worker(cfg.workers))  # OMP_NUM_THREADS set here would come too late
     _optimize(open_study(cfg, worker), cfg, run_trial, False)

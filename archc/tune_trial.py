@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
 from .checkpoint import atomic_write_bytes
 from .outputs import compact_checkpoint
 from .search import best_record, run_search, task_from_spec
@@ -38,6 +40,7 @@ def run_trial(trial, cfg):
     folder = Path(cfg.out) / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("folder", str(folder))
     trial.set_user_attr("worker_pid", os.getpid())
+    trial.set_user_attr("torch_threads", torch.get_num_threads())  # for reading its timings
     search = SearchConfig(**settings, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                           target=cfg.target, out=str(folder), overwrite=True)
 

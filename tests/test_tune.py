@@ -126,6 +126,17 @@ def test_tune_steers_every_trial_to_the_target_and_keeps_it(tmp_path):
     assert again.exit_code == 2 and "fix: pass --target params=0.5" in again.output  # one budget per study
 
 
+def test_workers_on_one_machine_share_its_cores(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # else it decides, as a user's setting
+    out = tmp_path / "study"
+    res = CliRunner().invoke(app, ["tune", str(_wide_model_file(tmp_path)), "--trials", "2", "--epochs", "1",
+                                   "--batch-size", "32", "--workers", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    cores = len(os.sched_getaffinity(0))
+    trials = open_study(TuneConfig(model_file="m.py", out=str(out))).get_trials(deepcopy=False)
+    assert len(trials) >= 2 and {t.user_attrs["torch_threads"] for t in trials} == {max(1, cores // 2)}
+
+
 def test_a_study_from_before_a_setting_held_its_default(tmp_path):
     import optuna
 
