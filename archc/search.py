@@ -276,9 +276,12 @@ def _save(run: SearchRun) -> None:
 
 
 def best_record(history: list[dict], best_by: str) -> dict:
-    """The epoch whose validation metric is best (``best.pt``); ties go to the later, smaller model."""
-    best = (max if best_by == "max" else min)(r["val_metric"] for r in history)
-    return [r for r in history if r["val_metric"] == best][-1]
+    """The epoch whose validation metric is best (``best.pt``); ties go to the later, smaller model.
+    In a search steered to a size, once an epoch is at that size only such epochs count: a
+    larger model from before the target was met is not the one asked for."""
+    pool = [r for r in history if (r.get("budget") or {}).get("met")] or history
+    best = (max if best_by == "max" else min)(r["val_metric"] for r in pool)
+    return [r for r in pool if r["val_metric"] == best][-1]
 
 
 def example_shapes(example: Union[tuple, dict]) -> Any:

@@ -13,6 +13,7 @@ from archc.budget import BudgetController, Target, close_to, model_size, parse_t
 from archc.cli.main import app
 from archc.errors import ConfigError
 from archc.gate_costs import channel_costs
+from archc.search import best_record
 
 DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits.py"
 
@@ -144,3 +145,13 @@ def test_a_latency_target_is_steered_through_measured_latency(tmp_path):
     # measured 2.0x the search's last figure on the same model; the search's bound is above)
     assert target["kind"] == "latency" and target["achieved"] > 0 and target["predicted_during_search"] > 0
     assert " ms" in (tmp_path / "c" / "report.md").read_text()
+
+
+def test_best_pt_of_a_steered_search_is_at_the_target_once_one_epoch_is():
+    history = [{"epoch": 1, "val_metric": 0.9, "budget": {"met": False}},  # the best, but over the target
+               {"epoch": 2, "val_metric": 0.8, "budget": {"met": True}},
+               {"epoch": 3, "val_metric": 0.85, "budget": {"met": True}},
+               {"epoch": 4, "val_metric": 0.85, "budget": {"met": True}}]
+    assert best_record(history, "max")["epoch"] == 4  # the best at the target, ties to the later
+    assert best_record(history[:1], "max")["epoch"] == 1  # none at the target yet: the best so far
+    assert best_record([dict(r, budget=None) for r in history], "max")["epoch"] == 1  # no target
