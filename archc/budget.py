@@ -48,6 +48,17 @@ class Target:
     def absolute(self, start: float) -> float:
         return self.value * start if self.relative else self.value
 
+    @property
+    def text(self) -> str:
+        """One spelling per target (``params=60k`` and ``params=60000`` are one), parsed back alike."""
+        unit = "ms" if self.kind == "latency" and not self.relative else ""
+        return f"{self.kind}={self.value:g}{unit}"
+
+
+class TargetNotBelowStart(ConfigError):
+    """The model starts at or below its target: nothing to steer (a tune trial whose drawn width
+    starts small is pruned, not the study stopped)."""
+
 
 def parse_target(text: str) -> Target:
     """``KIND=VALUE``: a fraction (``flops=0.5``), a count with an optional k/M/G suffix
@@ -93,7 +104,7 @@ class BudgetController:
                  tolerance: float = 0.03, rate: float = 0.05) -> None:
         self.kind, self.start, self.goal = target.kind, start, target.absolute(start)
         if self.goal >= start:
-            raise ConfigError(f"target {target.kind}={target.value:g} is not below the model's starting "
+            raise TargetNotBelowStart(f"target {target.text} is not below the model's starting "
                               f"{target.kind} ({start:,.0f})\n  fix: pass a fraction below 1 or a smaller count")
         self.lam, self.reach, self.tolerance, self.rate = lam, reach, tolerance, rate
         self.lam0 = lam  # the λ given: the controller stays within a factor 100 of it

@@ -72,10 +72,10 @@ class TuneConfig:
                               "(the best validation epoch) or --pick last")
         for name in ("lam_range", "lr_range", "width_range"):
             _check_range(name, getattr(self, name))
-        if self.target is not None:
-            from .budget import parse_target
+        if self.target is not None:  # a ConfigError naming the right form before any trial runs;
+            from .budget import parse_target  # one spelling, so a resumed study compares it as a value
 
-            parse_target(self.target)  # a ConfigError naming the right form, before any trial runs
+            self.target = parse_target(self.target).text
         for name in ("trials", "epochs", "workers", "batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be a positive whole number, got {getattr(self, name)!r}\n"
@@ -137,7 +137,7 @@ def open_study(cfg: TuneConfig, worker: int = 0):
     except ValueError as exc:  # e.g. the stored study has other directions
         raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} does not fit these settings "
                           f"({exc})\n  fix: keep --objective as it was, or pass another --study-name") from None
-    _check_held(study, cfg)
+    check_held(study, cfg)
     seed = cfg.seed + 1000 * worker + len(study.get_trials(deepcopy=False))
     if cfg.storage:  # workers on other machines start alike: each process draws its own points
         seed += 7919 * os.getpid()
@@ -148,10 +148,10 @@ def open_study(cfg: TuneConfig, worker: int = 0):
 
 # settings every trial of a study shares: (what the study does with it, how to say its value)
 HELD = {"pick": ("scores", lambda v: f"each trial's {PICKS[v][1]}"),
-        "target": ("steers each trial to", lambda v: v or "no target")}
+        "target": ("steers each trial to", lambda v: v or "no target size")}
 
 
-def _check_held(study, cfg: TuneConfig) -> None:
+def check_held(study, cfg: TuneConfig) -> None:
     """A study scores every trial alike: a resumed (or shared) study keeps its ``pick`` and its
     ``target`` (trials scored at other epochs or steered to other sizes do not compare). A study
     whose trials predate a setting held its default."""
@@ -161,9 +161,9 @@ def _check_held(study, cfg: TuneConfig) -> None:
             study.set_user_attr(name, TuneConfig.__dataclass_fields__[name].default if older else getattr(cfg, name))
         held = study.user_attrs[name]
         if held != getattr(cfg, name):
-            fix = f"--{name} {held}" if held is not None else f"no --{name}"
+            fix = f"pass --{name} {held}" if held is not None else f"drop --{name}"
             raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} {verb} {say(held)}, "
-                              f"not {say(getattr(cfg, name))}\n  fix: pass {fix}, "
+                              f"not {say(getattr(cfg, name))}\n  fix: {fix}, "
                               "or another --study-name (or --out) for a new study")
 
 
@@ -217,15 +217,14 @@ def tune(cfg: TuneConfig, *, progress: bool = False):
 
 
 def threads_per_worker(workers: int) -> int:
-    """Torch threads for each of ``workers`` processes on this machine: the cores this process
-    may use, shared out (two workers that each used both cores of a 2-core machine ran 4x
+    """Torch threads for each of ``workers`` processes on this machine: the threads one process
+    would use, shared out (two workers that each used both cores of a 2-core machine ran 4x
     slower than with one thread each), unless OMP_NUM_THREADS says how many."""
     import torch
 
-    if os.environ.get("OMP_NUM_THREADS") or workers == 1:
+    if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // workers)
+    return max(1, torch.get_num_threads() // workers)  # torch's default: the physical cores
 
 
 def _optimize(study, cfg: TuneConfig, run_trial, progress: bool) -> None:

@@ -28,7 +28,8 @@ def trial_rows(study, size_kind: str) -> list[dict]:
         rows.append({"trial": t.number, "state": t.state.name, **t.params, "epoch": t.user_attrs.get("epoch"),
                      "metric": t.user_attrs.get("metric"), "test_metric": t.user_attrs.get("test_metric"),
                      "size": t.user_attrs.get(size_kind),
-                     "folder": t.user_attrs.get("folder"), "note": t.user_attrs.get("diverged", ""),
+                     "target_met": t.user_attrs.get("target_met"), "folder": t.user_attrs.get("folder"),
+                     "note": t.user_attrs.get("diverged", t.user_attrs.get("note", "")),
                      "widths": t.user_attrs.get("widths")})
     return rows
 
@@ -86,7 +87,8 @@ def write_tune_report(study, cfg, baseline: dict) -> dict:
     out = Path(cfg.out)
     tested = any(r["test_metric"] is not None for r in rows)
     columns = ["trial", "state", *sorted({k for r in rows for k in ("lam", "lr", "width_multiplier") if k in r}),
-               "epoch", "metric", *(["test_metric"] if tested else []), "size", "folder", "note"]
+               "epoch", "metric", *(["test_metric"] if tested else []), "size",
+               *(["target_met"] if cfg.target else []), "folder", "note"]
     summary = {"settings": asdict(cfg), "objective": cfg.objective, "size": size_kind, "pick": cfg.pick, "baseline": baseline,
                "medians": medians(rows), "trials": rows, "pareto": [r["trial"] for r in front]}
     atomic_write_bytes(out / "trials.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))

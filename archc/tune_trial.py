@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 
+from .budget import TargetNotBelowStart
 from .checkpoint import atomic_write_bytes
 from .outputs import compact_checkpoint
 from .search import best_record, run_search, task_from_spec
 from .search_config import SearchConfig
 from .search_guard import DivergedError
-from .tune import PICKS
+from .tune import PICKS, check_held
 from .userfile import load_user_file
 
 
@@ -32,8 +33,7 @@ def suggest_settings(trial, cfg, accepts_width: bool) -> dict:
 
 def run_trial(trial, cfg):
     """Search and compact with the trial's settings in ``out/trials/NNNN``; return the objectives."""
-    import optuna
-
+    check_held(trial.study, cfg)  # again: a worker with other settings may have opened a shared study
     spec = load_user_file(cfg.model_file)
     task = task_from_spec(spec)
     settings = suggest_settings(trial, cfg, spec.accepts_width())
@@ -43,6 +43,26 @@ def run_trial(trial, cfg):
     trial.set_user_attr("torch_threads", torch.get_num_threads())  # for reading its timings
     search = SearchConfig(**settings, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                           target=cfg.target, out=str(folder), overwrite=True)
+    history = _search(trial, task, search, cfg)
+    # the file this trial searched with, loaded once, not the search's copy of it
+    report = compact_checkpoint(folder / PICKS[cfg.pick][0], folder / "compact", model_file=spec, overwrite=True)
+    for key in ("params", "flops"):
+        trial.set_user_attr(key, report[f"{key}_after"])
+    for key in ("metric", "test_metric", "epoch"):
+        trial.set_user_attr(key, report[key])
+    trial.set_user_attr("widths", {layer["name"]: layer["width_after"] for layer in report["layers"]})
+    if cfg.target:  # a search can end above its target (too few epochs): say so beside its size
+        scored = next(r for r in history if r["epoch"] == report["epoch"])
+        trial.set_user_attr("target_met", bool((scored.get("budget") or {}).get("met")))
+    if cfg.size_kind is None:
+        return report["metric"]
+    return report["metric"], report[f"{cfg.size_kind}_after"]
+
+
+def _search(trial, task, search: SearchConfig, cfg) -> list[dict]:
+    """The trial's search; its history. A bad region of the settings prunes the trial (a
+    diverging search, a drawn width that starts at or below the target), not the study."""
+    import optuna
 
     def report_epoch(record: dict) -> None:
         if cfg.size_kind is None:  # optuna prunes single-objective studies only
@@ -51,21 +71,12 @@ def run_trial(trial, cfg):
                 raise optuna.TrialPruned(f"metric {record['val_metric']:.4f} after epoch {record['epoch']}")
 
     try:
-        run_search(task, search, progress=False, on_epoch=report_epoch)
-    except DivergedError as exc:  # a bad region, not a broken study: pruned even where best.pt
-        # holds an earlier good epoch, as a setting that diverges is not one to recommend
-        trial.set_user_attr("diverged", str(exc).splitlines()[0])
-        raise optuna.TrialPruned(str(exc).splitlines()[0]) from None
-    # the file this trial searched with, loaded once, not the search's copy of it
-    report = compact_checkpoint(folder / PICKS[cfg.pick][0], folder / "compact", model_file=spec, overwrite=True)
-    for key in ("params", "flops"):
-        trial.set_user_attr(key, report[f"{key}_after"])
-    for key in ("metric", "test_metric", "epoch"):
-        trial.set_user_attr(key, report[key])
-    trial.set_user_attr("widths", {layer["name"]: layer["width_after"] for layer in report["layers"]})
-    if cfg.size_kind is None:
-        return report["metric"]
-    return report["metric"], report[f"{cfg.size_kind}_after"]
+        return run_search(task, search, progress=False, on_epoch=report_epoch).history
+    except (DivergedError, TargetNotBelowStart) as exc:  # pruned even where best.pt holds an
+        # earlier good epoch, as a setting that diverges is not one to recommend
+        note = str(exc).splitlines()[0]
+        trial.set_user_attr("diverged" if isinstance(exc, DivergedError) else "note", note)
+        raise optuna.TrialPruned(note) from None
 
 
 def dense_baseline(cfg) -> dict:

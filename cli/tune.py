@@ -35,7 +35,7 @@ def tune_cmd(
     width_range: str = typer.Option("0.5,2.0", help="The width multiplier's range, when model() takes one "
                                     "(one number fixes it)."),
     target: Optional[str] = typer.Option(None, help="Steer every trial's search to this size, e.g. params=60k "
-                                         "or flops=0.5: the study then finds the best metric at that budget."),
+                                         "(a fraction is of each trial's starting model): the best metric at that budget."),
     pick: str = typer.Option("last", help="The epoch each trial scores: last, or best (the best validation "
                              "epoch, as the papers' random searches)."),
 ) -> None:
