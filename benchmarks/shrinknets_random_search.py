@@ -278,7 +278,8 @@ def tune_command(settings: dict) -> str:
                       for k, v in settings.items() if k.endswith("_range"))
     return (f"archc tune {settings['model_file']} --sampler {settings['sampler']} {ranges} --pick {settings['pick']} "
             f"--epochs {settings['epochs']} --trials {settings['trials']} --workers {settings['workers']} "
-            f"--objective {settings['objective']} --out {settings['out']}")
+            f"--objective {settings['objective']} --out {settings['out']}"
+            + (f" --target {settings['target']}" if settings.get("target") else ""))
 
 
 def main(argv=None) -> None:

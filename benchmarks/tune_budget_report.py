@@ -1,0 +1,78 @@
+"""An ``archc tune`` study steered to a size (``--target``), against a paper's figure at that size.
+
+Each complete trial's compact model (the epoch the study scored), with its non-zero weights
+counted in its ``weights.safetensors``; then the trials within the size, their median and best
+test metric, and how many reach the paper's figure. Run after the study, from the repository root:
+
+    python benchmarks/tune_budget_report.py /tmp/tess/study/trials.json --weights 60000 --goal 0.9786 \
+        --paper "Tessera & Rosman: 97.86% at about 60,000 active weights" \
+        --out benchmarks/results/tune_tessera_mlp_60k.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line  # noqa: E402
+from mnist_mlp_lenet import nonzero_weights  # noqa: E402
+from shrinknets_random_search import tune_command  # noqa: E402
+
+
+def trial_rows(study: dict) -> list[dict]:
+    """The complete trials, each with its compact model's non-zero weights."""
+    rows = []
+    for t in study["trials"]:
+        if t["state"] != "COMPLETE":
+            continue
+        weights = load_file(str(Path(t["folder"]) / "compact" / "weights.safetensors"))
+        rows.append({**t, "nonzero_weights": nonzero_weights(weights.values())})
+    return rows
+
+
+def render(study: dict, rows: list[dict], weights: int, goal: float, paper: str) -> str:
+    s = study["settings"]
+    within = [r for r in rows if r["nonzero_weights"] <= weights]
+    tests = [r["test_metric"] for r in within]
+    reached = [t for t in tests if t >= goal]
+    lines = [f"### `archc tune --target {s['target']}`: {paper}", "",
+             f"Commands: `{tune_command(s)}` ; `{command_line()}`", "",
+             f"{len(rows)} complete trials of {s['epochs']} epochs, each compacted at its "
+             f"{study.get('pick', 'last')} epoch and measured on the model file's test_data(). "
+             f"Dense baseline: test {study['baseline'].get('test_metric', float('nan')):.4f} at "
+             f"{study['baseline']['params']:,} parameters.", ""]
+    if tests:
+        lines += [f"**{len(within)} trials with at most {weights:,} non-zero weights: median test "
+                  f"{100 * statistics.median(tests):.2f}%, best {100 * max(tests):.2f}%, worst {100 * min(tests):.2f}%; "
+                  f"{len(reached)} of them at or above {100 * goal:.2f}%.**", ""]
+    lines += ["| trial | λ | epoch | widths | parameters | non-zero weights | target met | validation | test |",
+              "|--:|--:|--:|---|--:|--:|---|--:|--:|"]
+    for r in rows:
+        widths = "-".join(str(v) for v in r["widths"].values())
+        lines.append(f"| {r['trial']} | {r['lam']:.2e} | {r['epoch']} | {widths} | {r['size']:,} | "
+                     f"{r['nonzero_weights']:,} | {r.get('target_met')} | {100 * r['metric']:.2f}% | "
+                     f"{100 * r['test_metric']:.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("trials", type=Path, help="the study's trials.json")
+    ap.add_argument("--weights", type=int, required=True, help="the paper's size, in non-zero weights")
+    ap.add_argument("--goal", type=float, required=True, help="the paper's test metric at that size")
+    ap.add_argument("--paper", required=True, help="the paper's figure, in words")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    study = json.loads(args.trials.read_text())
+    text = render(study, trial_rows(study), args.weights, args.goal, args.paper)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
