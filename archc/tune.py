@@ -8,8 +8,9 @@ setting. TPE by default, random search as in the papers (ShrinkNets §3.2, Tesse
 request. Each trial scores its last epoch, or with ``pick="best"`` its best validation epoch
 (the papers' protocol); a model file with ``test_data()`` also gets each trial's held-out
 metric. With ``target`` (``"params=60k"``) every trial's search is steered to that size, as
-``archc search --target``: the study then compares metrics at one budget. A single objective (``--objective metric``) lets optuna's median pruner stop hopeless
-trials after an epoch; optuna does not prune multi-objective studies.
+``archc search --target``: the study then compares metrics at one budget. A single objective
+(``--objective metric``) lets optuna's median pruner stop hopeless trials after an epoch;
+optuna does not prune multi-objective studies.
 
 The study lives in ``--storage``: by default a journal file in DIR (rerunning the command
 resumes it), or a database URL that workers on many machines share
