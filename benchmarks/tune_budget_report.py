@@ -25,13 +25,18 @@ from shrinknets_random_search import tune_command  # noqa: E402
 
 
 def trial_rows(study: dict) -> list[dict]:
-    """The complete trials, each with its compact model's non-zero weights."""
+    """The complete trials, each with its compact model's non-zero weights and whether its
+    scored epoch had met the target (from the search's log, as studies before ``target_met`` lack it)."""
     rows = []
     for t in study["trials"]:
         if t["state"] != "COMPLETE":
             continue
-        weights = load_file(str(Path(t["folder"]) / "compact" / "weights.safetensors"))
-        rows.append({**t, "nonzero_weights": nonzero_weights(weights.values())})
+        folder = Path(t["folder"])
+        weights = load_file(str(folder / "compact" / "weights.safetensors"))
+        log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+        scored = next(r for r in log if r["epoch"] == t["epoch"])
+        rows.append({**t, "nonzero_weights": nonzero_weights(weights.values()),
+                     "target_met": bool((scored.get("budget") or {}).get("met"))})
     return rows
 
 
@@ -55,7 +60,7 @@ def render(study: dict, rows: list[dict], weights: int, goal: float, paper: str)
     for r in rows:
         widths = "-".join(str(v) for v in r["widths"].values())
         lines.append(f"| {r['trial']} | {r['lam']:.2e} | {r['epoch']} | {widths} | {r['size']:,} | "
-                     f"{r['nonzero_weights']:,} | {r.get('target_met')} | {100 * r['metric']:.2f}% | "
+                     f"{r['nonzero_weights']:,} | {'yes' if r['target_met'] else 'no'} | {100 * r['metric']:.2f}% | "
                      f"{100 * r['test_metric']:.2f}% |")
     return "\n".join(lines) + "\n"
 
