@@ -52,7 +52,7 @@ def render(study: dict, rows: list[dict], weights: int, goal: float, paper: str)
              f"Dense baseline: test {study['baseline'].get('test_metric', float('nan')):.4f} at "
              f"{study['baseline']['params']:,} parameters.", ""]
     if tests:
-        lines += [f"**{len(within)} trials with at most {weights:,} non-zero weights: median test "
+        lines += [f"**{len(within)} trial{'' if len(within) == 1 else 's'} with at most {weights:,} non-zero weights: median test "
                   f"{100 * statistics.median(tests):.2f}%, best {100 * max(tests):.2f}%, worst {100 * min(tests):.2f}%; "
                   f"{len(reached)} of them at or above {100 * goal:.2f}%.**", ""]
     lines += ["| trial | λ | epoch | widths | parameters | non-zero weights | target met | validation | test |",
