@@ -275,11 +275,16 @@ def _save(run: SearchRun) -> None:
         atomic_write_bytes(run.out / "log.jsonl", lambda f: f.write(lines.encode()))
 
 
+def met_target(record: dict) -> bool:
+    """Whether the search was at its ``--target`` size at this epoch of its history (log.jsonl)."""
+    return bool((record.get("budget") or {}).get("met"))
+
+
 def best_record(history: list[dict], best_by: str) -> dict:
     """The epoch whose validation metric is best (``best.pt``); ties go to the later, smaller model.
     In a search steered to a size, once an epoch is at that size only such epochs count: a
     larger model from before the target was met is not the one asked for."""
-    pool = [r for r in history if (r.get("budget") or {}).get("met")] or history
+    pool = [r for r in history if met_target(r)] or history
     best = (max if best_by == "max" else min)(r["val_metric"] for r in pool)
     return [r for r in pool if r["val_metric"] == best][-1]
 

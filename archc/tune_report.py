@@ -29,7 +29,7 @@ def trial_rows(study, size_kind: str) -> list[dict]:
                      "metric": t.user_attrs.get("metric"), "test_metric": t.user_attrs.get("test_metric"),
                      "size": t.user_attrs.get(size_kind),
                      "target_met": t.user_attrs.get("target_met"), "folder": t.user_attrs.get("folder"),
-                     "note": t.user_attrs.get("diverged", t.user_attrs.get("note", "")),
+                     "note": t.user_attrs.get("note", t.user_attrs.get("diverged", "")),  # "diverged": older studies
                      "widths": t.user_attrs.get("widths")})
     return rows
 

@@ -15,7 +15,7 @@ import torch
 from .budget import TargetNotBelowStart
 from .checkpoint import atomic_write_bytes
 from .outputs import compact_checkpoint
-from .search import best_record, run_search, task_from_spec
+from .search import best_record, met_target, run_search, task_from_spec
 from .search_config import SearchConfig
 from .search_guard import DivergedError
 from .tune import PICKS, check_held
@@ -53,7 +53,7 @@ def run_trial(trial, cfg):
     trial.set_user_attr("widths", {layer["name"]: layer["width_after"] for layer in report["layers"]})
     if cfg.target:  # a search can end above its target (too few epochs): say so beside its size
         scored = next(r for r in history if r["epoch"] == report["epoch"])
-        trial.set_user_attr("target_met", bool((scored.get("budget") or {}).get("met")))
+        trial.set_user_attr("target_met", met_target(scored))
     if cfg.size_kind is None:
         return report["metric"]
     return report["metric"], report[f"{cfg.size_kind}_after"]
@@ -73,9 +73,9 @@ def _search(trial, task, search: SearchConfig, cfg) -> list[dict]:
     try:
         return run_search(task, search, progress=False, on_epoch=report_epoch).history
     except (DivergedError, TargetNotBelowStart) as exc:  # pruned even where best.pt holds an
-        # earlier good epoch, as a setting that diverges is not one to recommend
+        # earlier good epoch: a setting that diverges is not one to recommend
         note = str(exc).splitlines()[0]
-        trial.set_user_attr("diverged" if isinstance(exc, DivergedError) else "note", note)
+        trial.set_user_attr("note", note)
         raise optuna.TrialPruned(note) from None
 
 

@@ -267,9 +267,14 @@ def tune_runs(study: dict, name: str) -> list[dict]:
         rows.append({"cell": "shrinknets", "model": name, "run": t["trial"], "lam": t["lam"], "best_epoch": t["epoch"],
                      "test_accuracy": t["test_metric"], "hidden_units": hidden,
                      "hidden_units_total": sum(hidden.values()), "params": t["size"],
-                     "nonzero_weights": nonzero_weights(load_file(str(folder / "compact" / "weights.safetensors")).values()),
+                     "nonzero_weights": trial_nonzero_weights(folder),
                      "wall_s": sum(seconds), "other_load_share": None})
     return rows
+
+
+def trial_nonzero_weights(folder: Path) -> int:
+    """The non-zero weights of a tune trial's compact model (its ``compact/weights.safetensors``)."""
+    return nonzero_weights(load_file(str(folder / "compact" / "weights.safetensors")).values())
 
 
 def tune_command(settings: dict) -> str:

@@ -16,12 +16,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line  # noqa: E402
-from mnist_mlp_lenet import nonzero_weights  # noqa: E402
-from shrinknets_random_search import tune_command  # noqa: E402
+from archc.search import met_target  # noqa: E402
+from shrinknets_random_search import trial_nonzero_weights, tune_command  # noqa: E402
 
 
 def trial_rows(study: dict) -> list[dict]:
@@ -32,11 +30,10 @@ def trial_rows(study: dict) -> list[dict]:
         if t["state"] != "COMPLETE":
             continue
         folder = Path(t["folder"])
-        weights = load_file(str(folder / "compact" / "weights.safetensors"))
         log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
         scored = next(r for r in log if r["epoch"] == t["epoch"])
-        rows.append({**t, "nonzero_weights": nonzero_weights(weights.values()),
-                     "target_met": bool((scored.get("budget") or {}).get("met"))})
+        rows.append({**t, "nonzero_weights": trial_nonzero_weights(folder),
+                     "target_met": met_target(scored)})
     return rows
 
 
