@@ -50,6 +50,9 @@ Run (from the repository root; about 25 + 8 + 5 min at one thread on a 2-core CP
         # params, at --lam 1e-5 and 3e-6 (das_steering.e30_channels_params_lam1e-5_seed1.json, ..._lam3e-6_seed1.json)
     python benchmarks/das_steering.py --seed 0 --epochs 30 --no-baseline --only channels --lam 1e-5 --gate-weighting params \
         --target params=0.1 --out benchmarks/results/das_steering.e30_channels_params_target0.1_seed0.json  # and --seed 1
+    python benchmarks/das_steering.py --seed 2 --epochs 30 --only channels grouped+channels --lam 1e-5 --gate-weighting params \
+        --group-lam 3e-5 --exclusive-lam 3e-4 --target params=0.1 \
+        --out benchmarks/results/das_steering.e30_params_target0.1_seed2.json  # and --seed 3; with their own baselines
     python benchmarks/das_steering.py --report     # das_steering.md/.png: main run + the follow-ups
     python benchmarks/das_steering.py --quick      # smoke test, < 90 s -> das_steering.quick.*
 Output: benchmarks/results/das_steering.{json,md,png}.
@@ -184,7 +187,7 @@ def searches(args) -> list[dict]:
                                                                      "kernel_weighting": args.kernel_weighting}},
             {"name": "DAS grouped+channels", "t": ts, "settings": {**s, "regularizer": "l1", "lam": args.lam, "patterns": args.patterns,
                                                                   "patterns_init": args.patterns_init,
-                                                                  "group_lam": args.group_lam, "exclusive_lam": args.exclusive_lam}},
+                                                                  "group_lam": args.group_lam, "exclusive_lam": args.exclusive_lam, **steer}},
             {"name": "DAS channels+kernels", "t": [1e-2], "settings": {**s, "regularizer": "l1", "lam": args.lam,
                                                                       "kernel_lam": args.kernel_lam,
                                                                       "kernel_weighting": args.kernel_weighting}}]
@@ -208,7 +211,8 @@ def main() -> None:
                     help="L1 weight of each filter size's alpha (area: a prior favouring small windows)")
     ap.add_argument("--gate-weighting", default="uniform", choices=["uniform", "params", "flops"],
                     help="L1 weight of each gate (params/flops: what its channel carries, archc.gate_costs)")
-    ap.add_argument("--target", default=None, help="steer the channel search to a size, e.g. params=0.1 (archc.search's target)")
+    ap.add_argument("--target", default=None, help="steer the gates of the channel and grouped searches to a size, e.g. params=0.1 "
+                    "(archc.search's target; P and S are cut further at compaction)")
     ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline row (for sweeps)")
     ap.add_argument("--only", nargs="*", choices=["channels", "kernels", "grouped+channels", "channels+kernels"],
