@@ -28,6 +28,7 @@ from typing import Optional
 import torch
 
 from . import flops as flops_count
+from .block_gates import block_gates
 from .das import regularizers as das_reg
 from .errors import ConfigError
 from .filters import filters
@@ -93,7 +94,7 @@ def model_size(model: torch.nn.Module, kind: str) -> float:
     """Parameters (gates and search parameters left out: compaction folds them) or FLOPs per example."""
     if kind == "flops":
         return float(flops_count.count(model))
-    search = {id(p) for p in [f.theta for f in filters(model)] + das_reg.search_parameters(model)}
+    search = {id(p) for p in architecture_parameters(model)}
     return float(sum(p.numel() for p in model.parameters() if id(p) not in search))
 
 
@@ -131,6 +132,12 @@ class BudgetController:
     def report(self, size: float) -> dict:
         return {"kind": self.kind, "target": self.goal, "start": self.start, "achieved": size,
                 "ratio_to_target": size / self.goal, "met": self.met}
+
+
+def architecture_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """What decides the compact architecture: gate and block-gate thetas, α, β, P and S."""
+    gates = [f.theta for f in filters(model)] + [g.theta for g in block_gates(model)]
+    return gates + das_reg.search_parameters(model)
 
 
 def predicted_size(base: float, costs: dict, threshold: float) -> float:
@@ -236,10 +243,13 @@ class BudgetSteering:
             self._meet(model)  # the shrink built new gates: freeze those
 
     def _meet(self, model: torch.nn.Module) -> None:
-        """Target met: gates frozen where they are, the penalty off; weights train on at this size."""
+        """Target met: the architecture stays where it is and the weights train on at this size.
+        The gates' penalty goes off; the gates, block gates and every search parameter (α, β,
+        P, S) freeze, so the penalties that act on them (kernel, selection, grouped) shrink
+        nothing past the target either."""
         self.control.met = True
-        for gate in filters(model):
-            gate.theta.requires_grad_(False)
+        for p in architecture_parameters(model):
+            p.requires_grad_(False)
 
     def state(self) -> dict:
         return {"start": self.control.start, "lam": self.control.lam, "lam0": self.control.lam0,

@@ -17,11 +17,9 @@ import torch.utils._pytree as pytree
 
 from . import distributed, flops, gate_costs, sparsity
 from .checkpoint import CheckpointError
-from .das import regularizers as das_reg
 from .filters import filter_sites, filters
 from .model_io import cross_entropy, positional_inputs, run_model, to_device
-from .block_gates import block_gates
-from .budget import BudgetSteering, parse_target
+from .budget import BudgetSteering, architecture_parameters, parse_target
 from .passes import gates_on_weights
 from .penalty import penalty, penalty_terms
 from .rebuild import build_gated, gated_from_checkpoint, search_options
@@ -152,8 +150,7 @@ class SearchRun:
         """Weights at ``lr``; gates and search parameters at ``arch_lr`` when it is set."""
         if self.cfg.arch_lr is None:
             return [{"params": params}]
-        gates = [f.theta for f in filters(self.model)] + [g.theta for g in block_gates(self.model)]
-        arch = {id(p) for p in gates + das_reg.search_parameters(self.model)}
+        arch = {id(p) for p in architecture_parameters(self.model)}
         return [{"params": [p for p in params if id(p) not in arch]},
                 {"params": [p for p in params if id(p) in arch], "lr": self.cfg.arch_lr}]
 

@@ -9,7 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 import archc
-from archc.budget import BudgetController, Target, close_to, model_size, parse_target, reopen_past_target
+from archc.budget import (BudgetController, BudgetSteering, Target, architecture_parameters, close_to, model_size,
+                          parse_target, reopen_past_target)
+from archc.das.regularizers import alpha_l1, grouped_penalty
 from archc.cli.main import app
 from archc.errors import ConfigError
 from archc.gate_costs import channel_costs
@@ -155,3 +157,23 @@ def test_best_pt_of_a_steered_search_is_at_the_target_once_one_epoch_is():
     assert best_record(history, "max")["epoch"] == 4  # the best at the target, ties to the later
     assert best_record(history[:1], "max")["epoch"] == 1  # none at the target yet: the best so far
     assert best_record([dict(r, budget=None) for r in history], "max")["epoch"] == 1  # no target
+
+
+def test_at_the_target_no_penalty_moves_the_architecture_only_the_weights_train():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1))
+    x = torch.randn(4, 3, 9, 9)
+    gm = archc.passes.insert_grouped(archc.passes.insert_kernel_masks(archc.passes.insert_filters(archc.trace(model, (x,)))), 2)
+    steer = BudgetSteering(parse_target("params=0.99"), gm, lam=1e-3)  # within 3% already: met at the next check
+    steer.after_shrink(gm)
+    assert steer.control.met
+    arch = architecture_parameters(gm)
+    assert len(arch) >= 6  # two gates' thetas, two alphas, P and S of the grouped conv
+    before = [p.detach().clone() for p in arch]
+    weights = [p for p in gm.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in weights]
+    opt = torch.optim.Adam(gm.parameters(), lr=1e-2)
+    loss = gm(x).pow(2).mean() + grouped_penalty(gm, 1.0, 1.0) + alpha_l1(gm, "uniform")
+    opt.zero_grad(), loss.backward(), opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(arch, before))  # kernel, grouped penalties shrink nothing
+    assert all(not torch.equal(p, s) for p, s in zip(weights, start))
