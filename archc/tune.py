@@ -211,11 +211,29 @@ def tune(cfg: TuneConfig, *, progress: bool = False):
         torch.set_num_threads(threads)
         for proc in extra:
             proc.join()
-    failed = [proc.exitcode for proc in extra if proc.exitcode != 0]
+    failed = {proc.pid: proc.exitcode for proc in extra if proc.exitcode != 0}
     if failed:
-        raise ArchcError(f"{len(failed)} of the {cfg.workers} worker processes failed (exit codes {failed}); "
-                         "their trials are marked failed in the study\n  fix: run with --workers 1 to see the error")
+        fail_orphaned_trials(study, failed)
+        raise ArchcError(f"{len(failed)} of the {cfg.workers} worker processes failed (exit codes "
+                         f"{list(failed.values())}); their trials are marked failed in the study\n"
+                         "  fix: run with --workers 1 to see the error")
     return study
+
+
+def fail_orphaned_trials(study, exit_codes: dict) -> int:
+    """Mark failed, with a note, the trials that worker processes (pid -> exit code) left
+    running: a worker killed by a signal records nothing itself (optuna fails a trial only on
+    an exception), and a trial left running would read as in progress forever. Returns how many."""
+    import optuna
+
+    storage = study._storage  # optuna has no public handle to change another worker's trial
+    orphaned = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                if t.user_attrs.get("worker_pid") in exit_codes]
+    for trial in orphaned:
+        pid = trial.user_attrs["worker_pid"]
+        storage.set_trial_user_attr(trial._trial_id, "note", f"worker process {pid} exited with code {exit_codes[pid]}")
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return len(orphaned)
 
 
 def threads_per_worker(workers: int) -> int:
@@ -232,10 +250,12 @@ def threads_per_worker(workers: int) -> int:
 def _optimize(study, cfg: TuneConfig, run_trial, progress: bool) -> None:
     import optuna
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    if len(study.get_trials(deepcopy=False, states=states)) >= cfg.trials:
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    if len(study.get_trials(deepcopy=False, states=finished)) >= cfg.trials:
         return
-    stop = optuna.study.MaxTrialsCallback(cfg.trials, states=states)
+    # trials other workers are running count too: a worker whose trial ends while the last one
+    # needed is still running stops, and does not start one more the study does not need
+    stop = optuna.study.MaxTrialsCallback(cfg.trials, states=finished + (optuna.trial.TrialState.RUNNING,))
     study.optimize(lambda trial: run_trial(trial, cfg), callbacks=[stop], show_progress_bar=False,
                    catch=())
 

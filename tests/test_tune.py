@@ -151,6 +151,33 @@ def test_workers_on_one_machine_share_its_cores(tmp_path, monkeypatch):
     assert len(trials) >= 2 and {t.user_attrs["torch_threads"] for t in trials} == {max(1, int(default) // 2)}
 
 
+def test_a_worker_stops_when_the_trials_left_are_running_elsewhere(tmp_path):
+    import optuna
+
+    from archc.tune import _optimize
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.ask()  # another worker's trial, still running
+    _optimize(study, TuneConfig(model_file="m.py", out=str(tmp_path), trials=2), lambda trial, cfg: (0.9, 10.0), False)
+    states = [t.state for t in study.get_trials(deepcopy=False)]  # before: it ran until 2 were complete
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 1 and len(states) == 2
+
+
+def test_trials_of_a_killed_worker_are_marked_failed_with_a_note():
+    import optuna
+
+    from archc.tune import fail_orphaned_trials
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    killed, alive = study.ask(), study.ask()
+    killed.set_user_attr("worker_pid", 4242)
+    alive.set_user_attr("worker_pid", 4343)
+    assert fail_orphaned_trials(study, {4242: -15}) == 1
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING]
+    assert trials[0].user_attrs["note"] == "worker process 4242 exited with code -15"
+
+
 def test_a_study_from_before_a_setting_held_its_default(tmp_path):
     import optuna
 
