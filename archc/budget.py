@@ -3,7 +3,8 @@
 The size of the model the search would compact to is predicted at every step from the gates
 (the size after the last shrink, less what each closed channel carries, by
 :func:`archc.gate_costs.channel_costs`). The size follows a schedule from the start down to
-the target, reached after ``reach`` (60%) of the training:
+the target, reached after ``reach`` of the training (``SearchConfig.target_reach``, 60% by
+default):
 
 - a controller raises the penalty's strength λ while the predicted size is above the
   schedule and lowers it while below (multiplicative dual ascent on ``size <= schedule``,
@@ -194,9 +195,9 @@ class BudgetSteering:
     ``steer.after_shrink(new_model)``."""
 
     def __init__(self, target: Target, model: torch.nn.Module, lam: float, threshold: float = 0.0,
-                 saved: Optional[dict] = None) -> None:
+                 saved: Optional[dict] = None, reach: float = 0.6) -> None:
         start = saved["start"] if saved else model_size(model, target.kind)
-        self.control = BudgetController(target, start, saved.get("lam0", lam) if saved else lam)
+        self.control = BudgetController(target, start, saved.get("lam0", lam) if saved else lam, reach=reach)
         if saved:
             self.control.lam = saved["lam"]
         self.threshold = threshold

@@ -91,7 +91,7 @@ class LatencySteering(BudgetSteering):
     """A latency target steered as a FLOPs target whose goal follows the measured line."""
 
     def __init__(self, target: Target, model, lam: float, threshold: float = 0.0, saved=None,
-                 inputs: tuple = ()) -> None:
+                 inputs: tuple = (), reach: float = 0.6) -> None:
         self.inputs = inputs
         flops = model_size(model, "flops")
         # the first measurement of a process runs cold: the faster of two
@@ -101,7 +101,8 @@ class LatencySteering(BudgetSteering):
         self.goal_ms = target.absolute(start_ms)
         self.start_ms = start_ms
         as_flops = Target("flops", self.line.flops_for(self.goal_ms), relative=False)
-        super().__init__(as_flops, model, lam, threshold, saved=saved)  # saved["start"]: the starting FLOPs
+        # saved["start"]: the starting FLOPs
+        super().__init__(as_flops, model, lam, threshold, saved=saved, reach=reach)
         self._retarget()
 
     def _retarget(self) -> None:

@@ -197,6 +197,7 @@ def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int)
         raise SearchError(f"the training set yielded no batch in epoch {epoch + 1}\n"
                           "  fix: make data() return a non-empty, re-iterable training set")
     run.steps_last_epoch = len(losses)
+    run.progress = (epoch + 1) / cfg.epochs  # this epoch's steps are done: a target due now is met now
     if cfg.shrink_every == 0:
         removed += run.shrink_now()
     seconds = time.perf_counter() - start

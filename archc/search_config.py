@@ -70,6 +70,8 @@ class SearchConfig:
                                                  "file's model() takes it (archc tune searches it).")
     target: Optional[str] = _setting(None, "Steer λ to a size: params=0.5 or flops=0.5 (a fraction of the "
                                      "starting model), or params=120k (a count; k/M/G).")
+    target_reach: float = _setting(0.6, "Share of the training by which --target is reached; the weights then "
+                                   "train on at that size for the rest.")
     out: Optional[str] = _setting(None, "Output folder.", cli=False)
     resume: bool = _setting(False, "Continue the search whose checkpoint is in --out.", cli=False)
     overwrite: bool = _setting(False, "Start over in an --out that holds a checkpoint.", cli=False)
@@ -106,7 +108,7 @@ _RANGES = {
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"), "weight_decay": (lambda v: v >= 0, ">= 0"),
     "alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"), "shrink_every": (lambda v: v >= -1, ">= -1"),
     "threshold": (lambda v: v >= 0, ">= 0"), "patterns": (lambda v: v >= 0, ">= 0"),
-    "search_threshold": (lambda v: v >= 0, ">= 0"),
+    "search_threshold": (lambda v: v >= 0, ">= 0"), "target_reach": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "width_multiplier": (lambda v: v is None or v > 0, "> 0 (or unset)"),
 }
 

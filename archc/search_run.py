@@ -95,11 +95,12 @@ class SearchRun:
     def _steering(self, model: fx.GraphModule, saved: Optional[dict]) -> BudgetSteering:
         target = parse_target(self.cfg.target)
         if target.kind != "latency":
-            return BudgetSteering(target, model, self.cfg.lam, self.cfg.threshold, saved)
+            return BudgetSteering(target, model, self.cfg.lam, self.cfg.threshold, saved, reach=self.cfg.target_reach)
         from .latency import LatencySteering
 
         inputs = positional_inputs(model, to_device(self.task.example_inputs, torch.device("cpu")))
-        return LatencySteering(target, model, self.cfg.lam, self.cfg.threshold, saved, inputs=inputs)
+        return LatencySteering(target, model, self.cfg.lam, self.cfg.threshold, saved, inputs=inputs,
+                               reach=self.cfg.target_reach)
 
     def _trainer(self, inputs: tuple) -> torch.nn.Module:
         """What a training step runs: the gated model, with gates on weights where cheaper at

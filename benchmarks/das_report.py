@@ -56,6 +56,7 @@ def _searched(st: dict) -> str:
     weighting = st.get("gate_weighting", "uniform")
     lam = f"{only}: lam {st['lam']:g}" + (f" ({weighting}-weighted)" if weighting != "uniform" else "")
     lam += f", target {st['target']}" if st.get("target") else ""
+    lam += f" by {st['target_reach']:.0%} of the epochs" if st.get("target") and st.get("target_reach", 0.6) != 0.6 else ""
     if "grouped" in only:
         return (f"{lam}, group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
                 f"{', partition init' if st.get('patterns_init') == 'partition' else ''}")

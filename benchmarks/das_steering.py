@@ -73,7 +73,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, OtherLoad, archc, command_line, error_record, machine_info, n_params, write_json  # noqa: E402
+from _common import (RESULTS, OtherLoad, archc, command_line, error_record, git_state, machine_info, n_params,  # noqa: E402
+                     write_json)
 from das_report import PAPER, arch_text, write_report  # noqa: E402
 from steering_data import baseline_rmse, make_dataset  # noqa: E402
 
@@ -181,7 +182,8 @@ def searches(args) -> list[dict]:
     s = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "arch_lr": args.arch_lr, "seed": args.seed}
     ts = [1e-3] if args.quick else [1e-4, 1e-3, 1e-2]
     s["gate_weighting"] = args.gate_weighting  # on every search with gates; "kernels" has none
-    steer = {"target": args.target} if args.target else {}  # archc's budget controller steers the gates' lam
+    # archc's budget controller steers the gates' lam
+    steer = {"target": args.target, "target_reach": args.target_reach} if args.target else {}
     rows = [{"name": "DAS channels", "t": [0.0], "settings": {**s, "regularizer": "l1", "lam": args.lam, **steer}},
             {"name": "DAS kernels", "t": [1e-3, 1e-2, 3e-2], "settings": {**s, "regularizer": "none", "kernel_lam": args.kernel_lam,
                                                                      "kernel_weighting": args.kernel_weighting}},
@@ -213,6 +215,8 @@ def main() -> None:
                     help="L1 weight of each gate (params/flops: what its channel carries, archc.gate_costs)")
     ap.add_argument("--target", default=None, help="steer the gates of the channel and grouped searches to a size, e.g. params=0.1 "
                     "(archc.search's target; P and S are cut further at compaction)")
+    ap.add_argument("--target-reach", type=float, default=0.6,
+                    help="share of the epochs by which --target is reached (archc.search's target_reach)")
     ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline row (for sweeps)")
     ap.add_argument("--only", nargs="*", choices=["channels", "kernels", "grouped+channels", "channels+kernels"],
@@ -235,7 +239,7 @@ def main() -> None:
     global BN, INIT, SEED
     BN, INIT, SEED = not args.no_bn, ("he" if args.no_bn else "default"), args.seed
     wall0 = time.perf_counter()
-    payload = {"machine": machine_info(args.threads), "command": command_line(),
+    payload = {"machine": machine_info(args.threads), "code": git_state(), "command": command_line(),
                "settings": {k: v for k, v in vars(args).items() if k != "onnx_dir"},
                "rows": [], "errors": [], "paper": PAPER}
     t0 = time.perf_counter()

@@ -101,6 +101,24 @@ def test_digits_search_lands_within_3_percent_of_the_target(tmp_path, kind):
     assert "- target: flops" in (tmp_path / "c" / "report.md").read_text()
 
 
+def test_an_earlier_reach_meets_the_target_earlier_and_the_size_then_stays(tmp_path):
+    """--target-reach 0.25 of 4 epochs: the schedule ends with the first epoch (the default, 0.6,
+    ends in the third), and the compact size does not move after it."""
+    res = CliRunner().invoke(app, ["search", str(DIGITS), "--lr", "3e-3", "--epochs", "4", "--target", "params=0.5",
+                                   "--target-reach", "0.25", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["budget"]["met"], log[0]["budget"]
+    assert len({r["params"] for r in log}) == 1
+    assert abs(log[-1]["budget"]["ratio_to_target"] - 1) <= 0.03, log[-1]["budget"]
+
+
+@pytest.mark.parametrize("reach", [0.0, 1.5, float("nan")])
+def test_a_reach_outside_0_to_1_is_refused_with_the_range(reach):
+    with pytest.raises(ConfigError, match=r"target_reach must be a finite number in \(0, 1\]"):
+        archc.SearchConfig(target="params=0.5", target_reach=reach)
+
+
 def test_a_resumed_target_search_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     from archc.search import Task, run_search
     from archc.search_config import SearchConfig
