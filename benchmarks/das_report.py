@@ -87,6 +87,7 @@ def comparison(runs: list, main_epochs: int) -> list[str]:
             continue
         label = "main run" if i == 0 else _followup_label(st, main_epochs)
         label += f", seed {st['seed']}" if st.get("seed") else ""
+        label += f" ({run['note']})" if run.get("note") else ""  # what the settings do not say (the code)
         for model, r in named.items():
             before = named.get(model.rsplit(" +ft", 1)[0])
             if model.startswith("Baseline") or "+ft" not in model or before is None:
