@@ -62,6 +62,7 @@ class TuneConfig:
     pick: str = "last"             # best: the best validation epoch (best.pt), as the papers' protocol
     target: Optional[str] = None   # every trial's search steered to this size ("params=60k"): a study
                                    # of the best metric at one budget
+    target_reach: float = 0.6      # the share of each trial's epochs by which it reaches the target
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -78,6 +79,9 @@ class TuneConfig:
             from .budget import parse_target  # one spelling, so a resumed study compares it as a value
 
             self.target = parse_target(self.target).text
+        if not (isinstance(self.target_reach, (int, float)) and 0 < self.target_reach <= 1):
+            raise ConfigError(f"target_reach must be in (0, 1], got {self.target_reach!r}\n"
+                              "  fix: pass --target-reach 0.6 (or another share of the epochs)")
         for name in ("trials", "epochs", "workers", "batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be a positive whole number, got {getattr(self, name)!r}\n"
@@ -150,7 +154,8 @@ def open_study(cfg: TuneConfig, worker: int = 0):
 
 # settings every trial of a study shares: (what the study does with it, how to say its value)
 HELD = {"pick": ("scores", lambda v: f"each trial's {PICKS[v][1]}"),
-        "target": ("steers each trial to", lambda v: v or "no target size")}
+        "target": ("steers each trial to", lambda v: v or "no target size"),
+        "target_reach": ("reaches a target by", lambda v: f"a share {v:g} of each trial's epochs")}
 
 
 def check_held(study, cfg: TuneConfig) -> None:
@@ -163,7 +168,8 @@ def check_held(study, cfg: TuneConfig) -> None:
             study.set_user_attr(name, TuneConfig.__dataclass_fields__[name].default if older else getattr(cfg, name))
         held = study.user_attrs[name]
         if held != getattr(cfg, name):
-            fix = f"pass --{name} {held}" if held is not None else f"drop --{name}"
+            flag = "--" + name.replace("_", "-")
+            fix = f"pass {flag} {held}" if held is not None else f"drop {flag}"
             raise ConfigError(f"the study {cfg.study_name!r} in {cfg.storage or cfg.out} {verb} {say(held)}, "
                               f"not {say(getattr(cfg, name))}\n  fix: {fix}, "
                               "or another --study-name (or --out) for a new study")

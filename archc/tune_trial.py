@@ -42,7 +42,7 @@ def run_trial(trial, cfg):
     trial.set_user_attr("worker_pid", os.getpid())
     trial.set_user_attr("torch_threads", torch.get_num_threads())  # for reading its timings
     search = SearchConfig(**settings, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                          target=cfg.target, out=str(folder), overwrite=True)
+                          target=cfg.target, target_reach=cfg.target_reach, out=str(folder), overwrite=True)
     history = _search(trial, task, search, cfg)
     # the file this trial searched with, loaded once, not the search's copy of it
     report = compact_checkpoint(folder / PICKS[cfg.pick][0], folder / "compact", model_file=spec, overwrite=True)

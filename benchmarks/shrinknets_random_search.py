@@ -284,7 +284,8 @@ def tune_command(settings: dict) -> str:
     return (f"archc tune {settings['model_file']} --sampler {settings['sampler']} {ranges} --pick {settings['pick']} "
             f"--epochs {settings['epochs']} --trials {settings['trials']} --workers {settings['workers']} "
             f"--objective {settings['objective']} --out {settings['out']}"
-            + (f" --target {settings['target']}" if settings.get("target") else ""))
+            + (f" --target {settings['target']}" if settings.get("target") else "")
+            + (f" --target-reach {settings['target_reach']:g}" if settings.get("target_reach", 0.6) != 0.6 else ""))
 
 
 def main(argv=None) -> None:

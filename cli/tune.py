@@ -36,6 +36,8 @@ def tune_cmd(
                                     "(one number fixes it)."),
     target: Optional[str] = typer.Option(None, help="Steer every trial's search to this size, e.g. params=60k "
                                          "(a fraction is of each trial's starting model): the best metric at that budget."),
+    target_reach: float = typer.Option(0.6, help="With --target: the share of each trial's epochs by which "
+                                       "the target is reached."),
     pick: str = typer.Option("last", help="The epoch each trial scores: last, or best (the best validation "
                              "epoch, as the papers' random searches)."),
 ) -> None:
@@ -45,7 +47,8 @@ def tune_cmd(
               (("lam_range", lam_range), ("lr_range", lr_range), ("width_range", width_range))}
     cfg = TuneConfig(model_file=str(model_py), out=str(out_dir), trials=trials, epochs=epochs, objective=objective,
                      sampler=sampler, storage=storage, study_name=study_name, workers=workers,
-                     batch_size=batch_size, seed=seed, pick=pick, target=target, **ranges)
+                     batch_size=batch_size, seed=seed, pick=pick, target=target,
+                     target_reach=target_reach, **ranges)
     study = tune(cfg)
     summary = write_tune_report(study, cfg, dense_baseline(cfg))
     tested = summary["medians"]["test_metric"] is not None

@@ -115,12 +115,17 @@ def test_tune_scores_each_trials_best_epoch_and_its_test_set(tmp_path):
 def test_tune_steers_every_trial_to_the_target_and_keeps_it(tmp_path):
     out, model_py = tmp_path / "study", _wide_model_file(tmp_path)
     args = ["tune", str(model_py), "--trials", "2", "--epochs", "4", "--batch-size", "32", "--lr-range", "1e-2",
-            "--width-range", "1", "--target", "params=0.5", "--out", str(out)]
+            "--width-range", "1", "--target-reach", "0.25", "--target", "params=0.5", "--out", str(out)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "trials.json").read_text())
     start = summary["baseline"]["params"]  # the dense model is the starting model (width 1)
     assert all(abs(r["size"] / (0.5 * start) - 1) <= 0.03 for r in summary["trials"]), (start, summary["trials"])
+    for r in summary["trials"]:  # --target-reach 0.25 of 4 epochs: met in the first
+        first = json.loads((Path(r["folder"]) / "log.jsonl").read_text().splitlines()[0])
+        assert first["budget"]["met"], first["budget"]
+    other_reach = CliRunner().invoke(app, [*args[:-6], "--target", "params=0.5", "--out", str(out)])
+    assert other_reach.exit_code == 2 and "fix: pass --target-reach 0.25" in other_reach.output
     assert "steered to params=0.5" in (out / "trials.md").read_text()
     again = CliRunner().invoke(app, [*args[:-4], "--target", "params=0.3", "--out", str(out)])
     assert again.exit_code == 2 and "fix: pass --target params=0.5" in again.output  # one budget per study
@@ -194,6 +199,7 @@ def test_a_study_from_before_a_setting_held_its_default(tmp_path):
     (["--lr-range", "fast"], "--lr-range takes LO,HI or one number"),
     (["--pick", "worst"], "pick must be one of"),
     (["--target", "size=5"], "fix: pass --target params=0.5"),
+    (["--target-reach", "0"], "target_reach must be in (0, 1]"),
 ])
 def test_bad_tune_settings_are_refused(tmp_path, flags, says):
     res = CliRunner().invoke(app, ["tune", str(DIGITS), *flags, "--out", str(tmp_path)])
