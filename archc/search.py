@@ -187,8 +187,9 @@ def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int)
     start, losses, removed = time.perf_counter(), [], 0
     per_epoch = length(train) or run.steps_last_epoch  # a stream's first epoch: unknown (0)
     for i, batch in enumerate(user_batches(train, "training set", run.where)):
-        run.progress = (epoch + (min(i / per_epoch, 1.0) if per_epoch else 0.0)) / cfg.epochs
+        run.progress = _share_done(epoch, i, per_epoch, cfg.epochs)
         losses.append(run.train_step(batch))
+        run.progress = _share_done(epoch, i + 1, per_epoch, cfg.epochs)  # a shrink below follows this step
         due = cfg.shrink_every > 0 and run.step % cfg.shrink_every == 0
         if due or (run.steering and run.steering.wants_shrink()):
             removed += run.shrink_now()
@@ -211,6 +212,12 @@ def _train_epoch(run: SearchRun, display: SearchDisplay, train, val, epoch: int)
         record["blocks_open"] = sum(int(g.theta.detach() > cfg.threshold) for g in block_gates(run.model))
     display.end_epoch(record)
     return record
+
+
+def _share_done(epoch: int, steps: int, per_epoch: int, epochs: int) -> float:
+    """The share of the training done after ``steps`` steps of ``epoch`` (a stream's first epoch,
+    of unknown length: its start)."""
+    return (epoch + (min(steps / per_epoch, 1.0) if per_epoch else 0.0)) / epochs
 
 
 def _mean(values: dict) -> float:

@@ -71,7 +71,7 @@ class SearchConfig:
     target: Optional[str] = _setting(None, "Steer λ to a size: params=0.5 or flops=0.5 (a fraction of the "
                                      "starting model), or params=120k (a count; k/M/G).")
     target_reach: float = _setting(0.6, "Share of the training by which --target is reached; the weights then "
-                                   "train on at that size for the rest.")
+                                   "train on at that size for the rest (1: at the last epoch's end, untrained at it).")
     out: Optional[str] = _setting(None, "Output folder.", cli=False)
     resume: bool = _setting(False, "Continue the search whose checkpoint is in --out.", cli=False)
     overwrite: bool = _setting(False, "Start over in an --out that holds a checkpoint.", cli=False)

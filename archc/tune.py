@@ -79,7 +79,8 @@ class TuneConfig:
             from .budget import parse_target  # one spelling, so a resumed study compares it as a value
 
             self.target = parse_target(self.target).text
-        if not (isinstance(self.target_reach, (int, float)) and 0 < self.target_reach <= 1):
+        if isinstance(self.target_reach, bool) or not (isinstance(self.target_reach, (int, float))
+                                                       and 0 < self.target_reach <= 1):
             raise ConfigError(f"target_reach must be in (0, 1], got {self.target_reach!r}\n"
                               "  fix: pass --target-reach 0.6 (or another share of the epochs)")
         for name in ("trials", "epochs", "workers", "batch_size"):

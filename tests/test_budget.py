@@ -101,11 +101,13 @@ def test_digits_search_lands_within_3_percent_of_the_target(tmp_path, kind):
     assert "- target: flops" in (tmp_path / "c" / "report.md").read_text()
 
 
-def test_an_earlier_reach_meets_the_target_earlier_and_the_size_then_stays(tmp_path):
+@pytest.mark.parametrize("shrink_every", ["0", "11"])  # at each epoch's end; after 11 steps (the digits' epoch)
+def test_an_earlier_reach_meets_the_target_earlier_and_the_size_then_stays(tmp_path, shrink_every):
     """--target-reach 0.25 of 4 epochs: the schedule ends with the first epoch (the default, 0.6,
     ends in the third), and the compact size does not move after it."""
     res = CliRunner().invoke(app, ["search", str(DIGITS), "--lr", "3e-3", "--epochs", "4", "--target", "params=0.5",
-                                   "--target-reach", "0.25", "--out", str(tmp_path / "run"), "--no-progress"])
+                                   "--target-reach", "0.25", "--shrink-every", shrink_every,
+                                   "--out", str(tmp_path / "run"), "--no-progress"])
     assert res.exit_code == 0, res.output
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["budget"]["met"], log[0]["budget"]
