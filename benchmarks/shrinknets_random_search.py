@@ -284,6 +284,7 @@ def tune_command(settings: dict) -> str:
     return (f"archc tune {settings['model_file']} --sampler {settings['sampler']} {ranges} --pick {settings['pick']} "
             f"--epochs {settings['epochs']} --trials {settings['trials']} --workers {settings['workers']} "
             f"--objective {settings['objective']} --out {settings['out']}"
+            + (f" --seed {settings['seed']}" if settings.get("seed") else "")
             + (f" --target {settings['target']}" if settings.get("target") else "")
             + (f" --target-reach {settings['target_reach']:g}" if settings.get("target_reach", 0.6) != 0.6 else ""))
 
