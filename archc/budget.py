@@ -62,6 +62,11 @@ class TargetNotBelowStart(ConfigError):
     starts small is pruned, not the study stopped)."""
 
 
+# The share of the training by which a target is met, unless the search says otherwise
+# (``SearchConfig.target_reach``): the rest trains the weights at that size.
+DEFAULT_REACH = 0.6
+
+
 def parse_target(text: str) -> Target:
     """``KIND=VALUE``: a fraction (``flops=0.5``), a count with an optional k/M/G suffix
     (``params=120k``), or milliseconds for latency (``latency=2ms``)."""
@@ -102,7 +107,7 @@ def model_size(model: torch.nn.Module, kind: str) -> float:
 class BudgetController:
     """λ steered so that the predicted compact size follows a schedule down to the target."""
 
-    def __init__(self, target: Target, start: float, lam: float, reach: float = 0.6,
+    def __init__(self, target: Target, start: float, lam: float, reach: float = DEFAULT_REACH,
                  tolerance: float = 0.03, rate: float = 0.05) -> None:
         self.kind, self.start, self.goal = target.kind, start, target.absolute(start)
         if self.goal >= start:
@@ -195,7 +200,7 @@ class BudgetSteering:
     ``steer.after_shrink(new_model)``."""
 
     def __init__(self, target: Target, model: torch.nn.Module, lam: float, threshold: float = 0.0,
-                 saved: Optional[dict] = None, reach: float = 0.6) -> None:
+                 saved: Optional[dict] = None, reach: float = DEFAULT_REACH) -> None:
         start = saved["start"] if saved else model_size(model, target.kind)
         self.control = BudgetController(target, start, saved.get("lam0", lam) if saved else lam, reach=reach)
         if saved:

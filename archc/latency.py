@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .budget import BudgetSteering, Target, model_size
+from .budget import DEFAULT_REACH, BudgetSteering, Target, model_size
 from .export import export_onnx, onnx_session, run_onnx
 
 
@@ -91,7 +91,7 @@ class LatencySteering(BudgetSteering):
     """A latency target steered as a FLOPs target whose goal follows the measured line."""
 
     def __init__(self, target: Target, model, lam: float, threshold: float = 0.0, saved=None,
-                 inputs: tuple = (), reach: float = 0.6) -> None:
+                 inputs: tuple = (), reach: float = DEFAULT_REACH) -> None:
         self.inputs = inputs
         flops = model_size(model, "flops")
         # the first measurement of a process runs cold: the faster of two

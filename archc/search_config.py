@@ -16,6 +16,7 @@ from typing import Any, Optional
 import torch
 
 from .das.params import GroupedConnectivity
+from .budget import DEFAULT_REACH
 from .das.regularizers import KERNEL_WEIGHTINGS
 from .errors import ConfigError
 from .gate_costs import WEIGHTINGS as GATE_WEIGHTINGS
@@ -70,7 +71,7 @@ class SearchConfig:
                                                  "file's model() takes it (archc tune searches it).")
     target: Optional[str] = _setting(None, "Steer λ to a size: params=0.5 or flops=0.5 (a fraction of the "
                                      "starting model), or params=120k (a count; k/M/G).")
-    target_reach: float = _setting(0.6, "Share of the training by which --target is reached; the weights then "
+    target_reach: float = _setting(DEFAULT_REACH, "Share of the training by which --target is reached; the weights then "
                                    "train on at that size for the rest (1: at the last epoch's end, untrained at it).")
     out: Optional[str] = _setting(None, "Output folder.", cli=False)
     resume: bool = _setting(False, "Continue the search whose checkpoint is in --out.", cli=False)

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from .budget import DEFAULT_REACH
 from .errors import ArchcError, ConfigError
 from .out_dirs import BEST, CHECKPOINT, ensure_writable_dir
 
@@ -62,7 +63,7 @@ class TuneConfig:
     pick: str = "last"             # best: the best validation epoch (best.pt), as the papers' protocol
     target: Optional[str] = None   # every trial's search steered to this size ("params=60k"): a study
                                    # of the best metric at one budget
-    target_reach: float = 0.6      # the share of each trial's epochs by which it reaches the target
+    target_reach: float = DEFAULT_REACH  # the share of each trial's epochs by which it reaches the target
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -82,7 +83,7 @@ class TuneConfig:
         if isinstance(self.target_reach, bool) or not (isinstance(self.target_reach, (int, float))
                                                        and 0 < self.target_reach <= 1):
             raise ConfigError(f"target_reach must be in (0, 1], got {self.target_reach!r}\n"
-                              "  fix: pass --target-reach 0.6 (or another share of the epochs)")
+                              f"  fix: pass --target-reach {DEFAULT_REACH} (or another share of the epochs)")
         for name in ("trials", "epochs", "workers", "batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be a positive whole number, got {getattr(self, name)!r}\n"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from archc.budget import DEFAULT_REACH
+
 PAPER = [("Baseline", "840M", "1.03M", 0.0247, 0.0945), ("DAS indiv. channels t=1e-3, g=1e-8", "692M", "1.01M", 0.0124, 0.0889),
          ("DAS indiv. channels t=1e-2, g=1e-6", "402M", "0.43M", 0.0194, 0.0912),
          ("DAS indiv. channels t=1e-1, g=1e-8", "210M", "0.54M", 0.0682, 0.0955),
@@ -56,7 +58,7 @@ def _searched(st: dict) -> str:
     weighting = st.get("gate_weighting", "uniform")
     lam = f"{only}: lam {st['lam']:g}" + (f" ({weighting}-weighted)" if weighting != "uniform" else "")
     lam += f", target {st['target']}" if st.get("target") else ""
-    lam += f" by {st['target_reach']:.0%} of the epochs" if st.get("target") and st.get("target_reach", 0.6) != 0.6 else ""
+    lam += f" by {st['target_reach']:.0%} of the epochs" if st.get("target") and st.get("target_reach", DEFAULT_REACH) != DEFAULT_REACH else ""
     if "grouped" in only:
         return (f"{lam}, group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
                 f"{', partition init' if st.get('patterns_init') == 'partition' else ''}")

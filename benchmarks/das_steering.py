@@ -84,6 +84,7 @@ from _common import (RESULTS, OtherLoad, archc, command_line, error_record, git_
 from das_report import PAPER, arch_text, write_report  # noqa: E402
 from steering_data import baseline_rmse, make_dataset  # noqa: E402
 
+from archc.budget import DEFAULT_REACH  # noqa: E402
 from archc.compact import FINAL, compaction  # noqa: E402
 from archc.export import export_onnx  # noqa: E402
 
@@ -221,7 +222,7 @@ def main() -> None:
                     help="L1 weight of each gate (params/flops: what its channel carries, archc.gate_costs)")
     ap.add_argument("--target", default=None, help="steer the gates of the channel and grouped searches to a size, e.g. params=0.1 "
                     "(archc.search's target; P and S are cut further at compaction)")
-    ap.add_argument("--target-reach", type=float, default=0.6,
+    ap.add_argument("--target-reach", type=float, default=DEFAULT_REACH,
                     help="share of the epochs by which --target is reached (archc.search's target_reach)")
     ap.add_argument("--no-bn", action="store_true", help="no BatchNorm (then He init)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline row (for sweeps)")

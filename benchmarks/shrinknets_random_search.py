@@ -48,6 +48,7 @@ from mnist import TensorLoader, add_data_argument, mnist_datasets  # noqa: E402
 from mnist_mlp_lenet import (MODELS, OUTPUT, PAPER, TESSERA, accuracy, layer_sizes, nonzero,  # noqa: E402
                              nonzero_weights)
 
+from archc.budget import DEFAULT_REACH  # noqa: E402
 from archc.checkpoint import load_checkpoint  # noqa: E402
 from archc.rebuild import gated_from_checkpoint  # noqa: E402
 from archc.search import evaluate  # noqa: E402
@@ -286,7 +287,7 @@ def tune_command(settings: dict) -> str:
             f"--objective {settings['objective']} --out {settings['out']}"
             + (f" --seed {settings['seed']}" if settings.get("seed") else "")
             + (f" --target {settings['target']}" if settings.get("target") else "")
-            + (f" --target-reach {settings['target_reach']:g}" if settings.get("target_reach", 0.6) != 0.6 else ""))
+            + (f" --target-reach {settings['target_reach']:g}" if settings.get("target_reach", DEFAULT_REACH) != DEFAULT_REACH else ""))
 
 
 def main(argv=None) -> None:

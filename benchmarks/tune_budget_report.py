@@ -7,6 +7,10 @@ test metric, and how many reach the paper's figure. Run after the study, from th
     python benchmarks/tune_budget_report.py /tmp/tess/study/trials.json --weights 60000 --goal 0.9786 \
         --paper "Tessera & Rosman: 97.86% at about 60,000 active weights" \
         --out benchmarks/results/tune_tessera_mlp_60k.md
+
+Several studies of one setting (their saved trials.json) pool into one median with ``--pool``:
+
+    python benchmarks/tune_budget_report.py --pool benchmarks/results/tune_lenet5_88k_e60*/trials.json --goal 0.9934
 """
 from __future__ import annotations
 
@@ -62,15 +66,32 @@ def render(study: dict, rows: list[dict], weights: int, goal: float, paper: str)
     return "\n".join(lines) + "\n"
 
 
+def pooled(paths: list[Path], goal: float) -> str:
+    """One median over the complete trials of several studies of one setting (their saved
+    ``trials.json``, which outlive the trial folders): each trial's test metric and size."""
+    trials = [(p, t) for p in paths for t in json.loads(p.read_text())["trials"] if t["state"] == "COMPLETE"]
+    tests = [t["test_metric"] for _, t in trials]
+    lines = [f"{len(trials)} complete trials of {len(paths)} studies: median test {100 * statistics.median(tests):.2f}%, "
+             f"{sum(v >= goal for v in tests)} at or above {100 * goal:.2f}%"]
+    lines += [f"  {p.parent.name} trial {t['trial']}: {100 * t['test_metric']:.2f}% at {t['size']:,} parameters"
+              for p, t in trials]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("trials", type=Path, help="the study's trials.json")
-    ap.add_argument("--weights", type=int, required=True, help="the paper's size, in non-zero weights")
+    ap.add_argument("trials", type=Path, nargs="+", help="the study's trials.json (several, with --pool)")
+    ap.add_argument("--pool", action="store_true", help="print one median over the studies' complete trials")
+    ap.add_argument("--weights", type=int, help="the paper's size, in non-zero weights")
     ap.add_argument("--goal", type=float, required=True, help="the paper's test metric at that size")
-    ap.add_argument("--paper", required=True, help="the paper's figure, in words")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--paper", help="the paper's figure, in words")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    study = json.loads(args.trials.read_text())
+    if args.pool:
+        return print(pooled(args.trials, args.goal))
+    if len(args.trials) > 1 or None in (args.weights, args.paper, args.out):
+        ap.error("one trials.json with --weights, --paper and --out (or several with --pool)")
+    study = json.loads(args.trials[0].read_text())
     text = render(study, trial_rows(study), args.weights, args.goal, args.paper)
     args.out.write_text(text)
     print(text)

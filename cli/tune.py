@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from archc.budget import DEFAULT_REACH
 from archc.errors import ConfigError
 from archc.tune import TuneConfig, tune
 from archc.tune_report import median_line, write_tune_report
@@ -36,7 +37,7 @@ def tune_cmd(
                                     "(one number fixes it)."),
     target: Optional[str] = typer.Option(None, help="Steer every trial's search to this size, e.g. params=60k "
                                          "(a fraction is of each trial's starting model): the best metric at that budget."),
-    target_reach: float = typer.Option(0.6, help="With --target: the share of each trial's epochs by which "
+    target_reach: float = typer.Option(DEFAULT_REACH, help="With --target: the share of each trial's epochs by which "
                                        "the target is reached."),
     pick: str = typer.Option("last", help="The epoch each trial scores: last, or best (the best validation "
                              "epoch, as the papers' random searches)."),
