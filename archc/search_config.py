@@ -115,13 +115,19 @@ _RANGES = {
 
 
 def _check_numbers(cfg: SearchConfig) -> None:
-    for name, (ok, valid) in _RANGES.items():
-        value = getattr(cfg, name)
-        finite = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                   and math.isfinite(value))
-        if not finite or not ok(value):
-            raise ConfigError(f"{name} must be a finite number {valid}, got {value!r}\n"
-                              f"  fix: pass --{name.replace('_', '-')} with a value {valid}")
+    for name in _RANGES:
+        check_number(name, getattr(cfg, name))
+
+
+def check_number(name: str, value) -> None:
+    """A ConfigError unless ``value`` is a finite number in the range of search setting ``name``
+    (also used by ``archc tune`` for the settings it passes on to each search)."""
+    ok, valid = _RANGES[name]
+    finite = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                               and math.isfinite(value))
+    if not finite or not ok(value):
+        raise ConfigError(f"{name} must be a finite number {valid}, got {value!r}\n"
+                          f"  fix: pass --{name.replace('_', '-')} with a value {valid}")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -34,6 +34,7 @@ from typing import Any, Optional
 from .budget import DEFAULT_REACH
 from .errors import ArchcError, ConfigError
 from .out_dirs import BEST, CHECKPOINT, ensure_writable_dir
+from .search_config import check_number
 
 OBJECTIVES = ("metric", "metric,params", "metric,flops")
 SAMPLERS = ("tpe", "random")
@@ -80,10 +81,7 @@ class TuneConfig:
             from .budget import parse_target  # one spelling, so a resumed study compares it as a value
 
             self.target = parse_target(self.target).text
-        if isinstance(self.target_reach, bool) or not (isinstance(self.target_reach, (int, float))
-                                                       and 0 < self.target_reach <= 1):
-            raise ConfigError(f"target_reach must be in (0, 1], got {self.target_reach!r}\n"
-                              f"  fix: pass --target-reach {DEFAULT_REACH} (or another share of the epochs)")
+        check_number("target_reach", self.target_reach)
         for name in ("trials", "epochs", "workers", "batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be a positive whole number, got {getattr(self, name)!r}\n"

@@ -199,11 +199,17 @@ def test_a_study_from_before_a_setting_held_its_default(tmp_path):
     (["--lr-range", "fast"], "--lr-range takes LO,HI or one number"),
     (["--pick", "worst"], "pick must be one of"),
     (["--target", "size=5"], "fix: pass --target params=0.5"),
-    (["--target-reach", "0"], "target_reach must be in (0, 1]"),
+    (["--target-reach", "0"], "target_reach must be a finite number in (0, 1]"),
 ])
 def test_bad_tune_settings_are_refused(tmp_path, flags, says):
     res = CliRunner().invoke(app, ["tune", str(DIGITS), *flags, "--out", str(tmp_path)])
     assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("reach", [True, 0.0, 1.5, float("nan")])
+def test_tune_config_refuses_a_reach_a_search_refuses(reach):
+    with pytest.raises(ConfigError, match=r"target_reach must be a finite number in \(0, 1\]"):
+        TuneConfig(model_file="m.py", out="out", target_reach=reach)
 
 
 @pytest.mark.skipif(not can_run_server(), reason="PostgreSQL's server programs (or, as root, a postgres user) "
