@@ -59,6 +59,9 @@ Run (from the repository root; about 25 + 8 + 5 min at one thread on a 2-core CP
     python benchmarks/das_steering.py --seed 0 --epochs 30 --no-baseline --only channels --lam 1e-5 --gate-weighting params \
         --target params=0.1 --target-reach 0.3 \
         --out benchmarks/results/das_steering.e30_channels_params_target0.1_reach0.3_seed0.json  # seeds 1-3; and 0.8
+    python benchmarks/das_steering.py --seed 2 --epochs 30 --no-baseline --only grouped+channels --lam 1e-5 \
+        --gate-weighting params --group-lam 3e-5 --exclusive-lam 3e-4 --target params=0.1 --target-reach 0.8 \
+        --out benchmarks/results/das_steering.e30_grouped_target0.1_reach0.8_seed2.json  # and --seed 3
     python benchmarks/das_steering.py --report     # das_steering.md/.png: main run + the follow-ups
     python benchmarks/das_steering.py --quick      # smoke test, < 90 s -> das_steering.quick.*
 Output: benchmarks/results/das_steering.{json,md,png}.
