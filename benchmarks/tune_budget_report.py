@@ -55,7 +55,9 @@ def render(study: dict, rows: list[dict], weights: int, goal: float, paper: str)
     if tests:
         lines += [f"**{len(within)} trial{'' if len(within) == 1 else 's'} with at most {weights:,} non-zero weights: median test "
                   f"{100 * statistics.median(tests):.2f}%, best {100 * max(tests):.2f}%, worst {100 * min(tests):.2f}%; "
-                  f"{len(reached)} of them at or above {100 * goal:.2f}%.**", ""]
+                  f"{len(reached)} of them at or above {100 * goal:.2f}%.**", "",
+                  f"Their median width per layer: {median_widths(within)}; median hidden units (every width but "
+                  f"the last layer's, ShrinkNets' MLP size): {statistics.median(hidden_units(r) for r in within):,.0f}.", ""]
     lines += ["| trial | λ | epoch | widths | parameters | non-zero weights | target met | validation | test |",
               "|--:|--:|--:|---|--:|--:|---|--:|--:|"]
     for r in rows:
@@ -64,6 +66,16 @@ def render(study: dict, rows: list[dict], weights: int, goal: float, paper: str)
                      f"{r['nonzero_weights']:,} | {'yes' if r['target_met'] else 'no'} | {100 * r['metric']:.2f}% | "
                      f"{100 * r['test_metric']:.2f}% |")
     return "\n".join(lines) + "\n"
+
+
+def hidden_units(row: dict) -> int:
+    """The summed widths of a trial's compact model but its last layer's (the output)."""
+    return sum(list(row["widths"].values())[:-1])
+
+
+def median_widths(rows: list[dict]) -> str:
+    """Each layer's median width over ``rows``, in the model's layer order."""
+    return ", ".join(f"{name} {statistics.median(r['widths'][name] for r in rows):g}" for name in rows[0]["widths"])
 
 
 def pooled(paths: list[Path], goal: float) -> str:
