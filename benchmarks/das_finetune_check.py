@@ -1,4 +1,4 @@
-"""Is the DAS fine-tuning gap made by compaction? One steered channel search, three fine-tunings.
+"""Does a compact DAS model fine-tune like the searched model it equals? One search, three fine-tunings.
 
 After 3 low-lr epochs the 30-epoch PilotNet baseline's test RMSE falls 13-19%, the compact
 model's only 4-10% (benchmarks/README.md, "DAS steering: 30 epochs"). Folding the gates changes
@@ -10,10 +10,14 @@ model it equals. This runs the search of ``das_steering.py`` (channels, params-w
   compact, lr 3e-5      a smaller step for the folded weights
   gated, lr 1e-4        the searched model itself (gates in place), every architecture
                         parameter frozen: the parameterisation the search trained
-and records each one's train and test RMSE, beside the surviving gates' values per Filter.
+and records each one's train and test RMSE (and per-epoch training loss), beside the surviving
+gates' values per Filter and the two models' largest output difference in training mode.
+``--grouped`` runs the grouped+channels search instead (P and S baked into the weights at t=1e-3).
 
 Run (from the repository root; about 11 min per seed at one torch thread on a 2-core CPU):
     python benchmarks/das_finetune_check.py --seed 0 --out benchmarks/results/das_finetune_check_seed0.json  # and 2
+    python benchmarks/das_finetune_check.py --grouped --seed 0 \
+        --out benchmarks/results/das_finetune_check_grouped_seed0.json  # and 1
 The baseline to compare with is the seed's "Baseline" rows in results/das_steering.e30_*.json.
 """
 from __future__ import annotations
@@ -49,9 +53,27 @@ def gate_values(model: torch.nn.Module) -> dict[str, dict]:
     return out
 
 
+GROUPED = {"patterns": 4, "group_lam": 3e-5, "exclusive_lam": 3e-4}  # das_steering.py's grouped+channels
+
+
+@torch.no_grad()
+def train_mode_difference(gated: torch.nn.Module, small: torch.nn.Module, train) -> float:
+    """Largest output difference of the two models in training mode (BatchNorm on batch
+    statistics) on one batch; compaction verifies them in eval mode only. The running
+    statistics that this forward pass updates are restored afterwards."""
+    x = train.tensors[0][:32]
+    saved = [copy.deepcopy(m.state_dict()) for m in (gated, small)]
+    gated.train(), small.train()
+    diff = float((gated(x) - small(x)).abs().max())
+    for m, state in zip((gated, small), saved):
+        m.load_state_dict(state)
+    return diff
+
+
 def finetune(model: torch.nn.Module, train, test, lr: float, epochs: int) -> dict:
-    das_steering.train_plain(model, train, epochs, 32, lr)
-    return {"lr": lr, "epochs": epochs, "train_rmse": das_steering.rmse(model, train),
+    history = das_steering.train_plain(model, train, epochs, 32, lr)
+    return {"lr": lr, "epochs": epochs, "epoch_train_loss": [h["train_loss"] for h in history],
+            "train_rmse": das_steering.rmse(model, train),
             "test_rmse": das_steering.rmse(model, test)}
 
 
@@ -61,6 +83,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--target-reach", type=float, default=0.8)
     ap.add_argument("--finetune", type=int, default=3)
+    ap.add_argument("--grouped", action="store_true", help="the grouped+channels search (patterns 4, group_lam 3e-5, "
+                    "exclusive_lam 3e-4, compacted at t=1e-3) instead of the channel search")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -69,10 +93,12 @@ def main() -> None:
     t0 = time.perf_counter()
     res = archc.search(das_steering.new_pilotnet, train, test, loss=F.mse_loss, metric=F.mse_loss, progress=False,
                        epochs=args.epochs, batch_size=32, lr=1e-3, arch_lr=1e-2, seed=args.seed, regularizer="l1",
-                       lam=1e-5, gate_weighting="params", target="params=0.1", target_reach=args.target_reach)
+                       lam=1e-5, gate_weighting="params", target="params=0.1", target_reach=args.target_reach,
+                       **(GROUPED if args.grouped else {}))
     payload = {"machine": machine_info(1), "code": git_state(), "command": command_line(), "settings": vars(args),
                "search_seconds": time.perf_counter() - t0, "gates": gate_values(res.model)}
-    small = compaction(copy.deepcopy(res.model), FINAL, threshold=0.0).gm
+    small = compaction(copy.deepcopy(res.model), FINAL, threshold=0.0, search_threshold=1e-3 if args.grouped else 0.0).gm
+    payload["train_mode_max_abs_diff"] = train_mode_difference(res.model, small, train)
     payload["before"] = {"params": sum(p.numel() for p in small.parameters()),
                          "gated_test_rmse": das_steering.rmse(res.model, test),
                          "compact_train_rmse": das_steering.rmse(small, train),
