@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import das_steering  # noqa: E402
-from _common import archc, command_line, git_state, machine_info, write_json  # noqa: E402
+from _common import archc, command_line, git_state, machine_info, n_params, write_json  # noqa: E402
 from steering_data import make_dataset  # noqa: E402
 
 from archc.budget import architecture_parameters  # noqa: E402
@@ -53,7 +53,8 @@ def gate_values(model: torch.nn.Module) -> dict[str, dict]:
     return out
 
 
-GROUPED = {"patterns": 4, "group_lam": 3e-5, "exclusive_lam": 3e-4}  # das_steering.py's grouped+channels
+# the flags of das_steering.py's steered grouped+channels runs (its --group-lam/--exclusive-lam defaults differ)
+GROUPED = {"patterns": 4, "group_lam": 3e-5, "exclusive_lam": 3e-4}
 
 
 @torch.no_grad()
@@ -99,7 +100,7 @@ def main() -> None:
                "search_seconds": time.perf_counter() - t0, "gates": gate_values(res.model)}
     small = compaction(copy.deepcopy(res.model), FINAL, threshold=0.0, search_threshold=1e-3 if args.grouped else 0.0).gm
     payload["train_mode_max_abs_diff"] = train_mode_difference(res.model, small, train)
-    payload["before"] = {"params": sum(p.numel() for p in small.parameters()),
+    payload["before"] = {"params": n_params(small),
                          "gated_test_rmse": das_steering.rmse(res.model, test),
                          "compact_train_rmse": das_steering.rmse(small, train),
                          "compact_test_rmse": das_steering.rmse(small, test)}
