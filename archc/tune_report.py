@@ -30,8 +30,38 @@ def trial_rows(study, size_kind: str) -> list[dict]:
                      "size": t.user_attrs.get(size_kind),
                      "target_met": t.user_attrs.get("target_met"), "folder": t.user_attrs.get("folder"),
                      "note": t.user_attrs.get("note", t.user_attrs.get("diverged", "")),  # "diverged": older studies
-                     "widths": t.user_attrs.get("widths")})
+                     "widths": t.user_attrs.get("widths"), "code": t.user_attrs.get("code")})
     return rows
+
+
+def code_versions(rows: list[dict]) -> dict:
+    """The trial numbers that ran at each program (:func:`archc.provenance.code_label`);
+    ``"unrecorded"`` for trials of a study older than the record."""
+    versions: dict = {}
+    for r in rows:
+        versions.setdefault(r["code"] or "unrecorded", []).append(r["trial"])
+    return versions
+
+
+def _numbers(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``"0-2, 5"``."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def code_line(versions: dict) -> str:
+    """Which code the trials ran: one program, or a warning naming each and its trials."""
+    if len(versions) <= 1:
+        return f"Code: archc {next(iter(versions), 'unrecorded')} (every trial)."
+    each = "; ".join(f"{label}: trials {_numbers(numbers)}" for label, numbers in versions.items())
+    return (f"**The trials ran at {len(versions)} versions of archc** ({each}). The study was resumed "
+            "after a change: figures of different versions may not compare. Compare within one, or "
+            "start a new study (--study-name or --out).")
 
 
 def medians(rows: list[dict]) -> dict:
@@ -89,15 +119,21 @@ def write_tune_report(study, cfg, baseline: dict) -> dict:
     columns = ["trial", "state", *sorted({k for r in rows for k in ("lam", "lr", "width_multiplier") if k in r}),
                "epoch", "metric", *(["test_metric"] if tested else []), "size",
                *(["target_met"] if cfg.target else []), "folder", "note"]
+    versions = code_versions(rows)
+    if len(versions) > 1:
+        columns.insert(columns.index("folder"), "code")
     summary = {"settings": asdict(cfg), "objective": cfg.objective, "size": size_kind, "pick": cfg.pick, "baseline": baseline,
-               "medians": medians(rows), "trials": rows, "pareto": [r["trial"] for r in front]}
+               "medians": medians(rows), "trials": rows, "pareto": [r["trial"] for r in front],
+               "code_versions": versions}
     atomic_write_bytes(out / "trials.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     header = (f"# archc tune: {cfg.model_file}\n\nObjective: {cfg.objective} ({cfg.sampler} sampler); each trial "
               f"searched {cfg.epochs} epochs{_steered(cfg.target)} and its {PICKS[cfg.pick][1]} was compacted. "
               f"Size: {size_kind}.\n\n"
-              f"Dense baseline (no penalty, lr {baseline['lr']:.3g}): metric {baseline['metric']:.4f}"
+              f"Dense baseline (no penalty, lr {baseline['lr']:.3g}"
+              + (f", archc {baseline['code']}" if baseline.get("code") else "") + f"): metric {baseline['metric']:.4f}"
               + (f", test {baseline['test_metric']:.4f}" if baseline.get("test_metric") is not None else "")
-              + f", {baseline[size_kind]:,} {size_kind}.\n\n{median_line(summary['medians'], size_kind)}\n\n")
+              + f", {baseline[size_kind]:,} {size_kind}.\n\n{median_line(summary['medians'], size_kind)}\n\n"
+              f"{code_line(versions)}\n\n")
     atomic_write_bytes(out / "trials.md", lambda f: f.write((header + _table(rows, columns) + "\n").encode()))
     pareto = header + "## Pareto front\n\n" + _table(front, columns) + "\n\n![pareto](pareto.png)\n"
     atomic_write_bytes(out / "pareto.md", lambda f: f.write(pareto.encode()))

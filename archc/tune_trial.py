@@ -15,6 +15,7 @@ import torch
 from .budget import TargetNotBelowStart
 from .checkpoint import atomic_write_bytes
 from .outputs import compact_checkpoint
+from .provenance import current_label
 from .search import best_record, met_target, run_search, task_from_spec
 from .search_config import SearchConfig
 from .search_guard import DivergedError
@@ -41,6 +42,7 @@ def run_trial(trial, cfg):
     trial.set_user_attr("folder", str(folder))
     trial.set_user_attr("worker_pid", os.getpid())
     trial.set_user_attr("torch_threads", torch.get_num_threads())  # for reading its timings
+    trial.set_user_attr("code", current_label())  # a study resumed after a change holds two programs
     search = SearchConfig(**settings, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                           target=cfg.target, target_reach=cfg.target_reach, out=str(folder), overwrite=True)
     history = _search(trial, task, search, cfg)
@@ -96,7 +98,7 @@ def dense_baseline(cfg) -> dict:
     record = best_record(result.history, search.best_by) if cfg.pick == "best" else result.history[-1]
     baseline = {"metric": record["val_metric"], "epoch": record["epoch"], "pick": cfg.pick,
                 "params": sum(p.numel() for p in task.model_fn().parameters()),
-                "flops": result.flops_before, "lr": search.lr}
+                "flops": result.flops_before, "lr": search.lr, "code": current_label()}
     if spec.test_data_fn is not None:  # its held-out metric, measured as the trials' are
         report = compact_checkpoint(path.parent / PICKS[cfg.pick][0], path.parent / "compact",
                                     model_file=spec, overwrite=True)

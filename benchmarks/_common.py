@@ -190,16 +190,9 @@ def import_shim() -> None:
         import tvshim  # noqa: F401
 
 
-def git_state(paths: tuple[str, ...] = ("archc",)) -> dict[str, Any]:
-    """The commit the benchmark ran at and the files under ``paths`` that differ from it (other
-    people's uncommitted edits change what is measured); empty outside a git checkout."""
-    import subprocess
+def git_state() -> dict[str, Any]:
+    """archc's version, the commit the benchmark ran at and the files of archc that differ from
+    it (uncommitted edits change what is measured): :func:`archc.provenance.code_state`."""
+    from archc.provenance import code_state
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              timeout=30).stdout.rstrip("\n")
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "checkout": str(REPO),
-                "uncommitted": git("status", "--porcelain", "--", *paths).splitlines()}
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    return code_state()

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line  # noqa: E402
 from archc.search import met_target  # noqa: E402
+from archc.tune_report import code_line  # noqa: E402
 from shrinknets_random_search import trial_nonzero_weights, tune_command  # noqa: E402
 
 
@@ -52,6 +53,8 @@ def render(study: dict, rows: list[dict], weights: int, goal: float, paper: str)
              f"{study.get('pick', 'last')} epoch and measured on the model file's test_data(). "
              f"Dense baseline: test {study['baseline'].get('test_metric', float('nan')):.4f} at "
              f"{study['baseline']['params']:,} parameters.", ""]
+    if "code_versions" in study:  # studies written before archc recorded each trial's code have none
+        lines += [code_line(study["code_versions"]), ""]
     if tests:
         lines += [f"**{len(within)} trial{'' if len(within) == 1 else 's'} with at most {weights:,} non-zero weights: median test "
                   f"{100 * statistics.median(tests):.2f}%, best {100 * max(tests):.2f}%, worst {100 * min(tests):.2f}%; "

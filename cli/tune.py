@@ -10,7 +10,7 @@ from rich.table import Table
 from archc.budget import DEFAULT_REACH
 from archc.errors import ConfigError
 from archc.tune import TuneConfig, tune
-from archc.tune_report import median_line, write_tune_report
+from archc.tune_report import code_line, median_line, write_tune_report
 from archc.tune_trial import dense_baseline
 
 from .main import MODEL_PY, command, out
@@ -63,6 +63,8 @@ def tune_cmd(
                       *([_number(row["test_metric"])] if tested else []), f"{row['size']:,}", str(row["folder"]))
     out.print(table)
     out.print(median_line(summary["medians"], summary["size"]))
+    if len(summary["code_versions"]) > 1:
+        out.print("[yellow]warning:[/yellow] " + code_line(summary["code_versions"]).replace("**", ""))
     out.print(f"wrote {out_dir}: pareto.png, pareto.md, trials.md, trials.json; "
               f"{len(summary['trials'])} trials in the study")
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from archc.cli.main import app
 from archc.errors import ConfigError
+from archc.provenance import current_label
 from archc.tune import TuneConfig, open_study, storage_url
 from archc.tune_report import pareto_front
 from postgres import can_run_server, postgres_server
@@ -47,7 +48,7 @@ def test_pareto_front_keeps_only_trials_nothing_beats():
     assert [r["trial"] for r in pareto_front(rows)] == [3, 1, 0]
 
 
-def test_tune_digits_writes_the_front_and_a_second_call_resumes(tmp_path):
+def test_tune_digits_writes_the_front_and_a_second_call_resumes(tmp_path, monkeypatch):
     out = tmp_path / "study"
     args = ["tune", str(DIGITS), "--trials", "6", "--epochs", "1", "--out", str(out)]
     res = CliRunner().invoke(app, args)
@@ -58,11 +59,18 @@ def test_tune_digits_writes_the_front_and_a_second_call_resumes(tmp_path):
     assert summary["pareto"] and summary["baseline"]["params"] > max(r["size"] for r in summary["trials"])
     assert all((Path(r["folder"]) / "compact" / "model.py").exists() for r in summary["trials"])
     assert "dense baseline" in (out / "pareto.md").read_text().lower()
+    assert summary["code_versions"] == {current_label(): list(range(6))}
+    assert f"Code: archc {current_label()} (every trial)." in (out / "trials.md").read_text()
+    # the resumed study runs other code: each trial keeps the code it ran, and the report says so
+    monkeypatch.setattr("archc.tune_trial.current_label", lambda: "0.0.9+1234567")
     res = CliRunner().invoke(app, [*args[:3], "7", *args[4:]])
     assert res.exit_code == 0, res.output
     again = json.loads((out / "trials.json").read_text())
     assert [r["lam"] for r in again["trials"][:6]] == [r["lam"] for r in summary["trials"]]  # kept, not redone
     assert len(again["trials"]) == 7 and again["trials"][6]["lam"] not in [r["lam"] for r in summary["trials"]]
+    assert again["code_versions"] == {current_label(): list(range(6)), "0.0.9+1234567": [6]}
+    assert "ran at 2 versions of archc" in res.output and "0.0.9+1234567: trials 6" in res.output
+    assert "| code |" in (out / "trials.md").read_text()
 
 
 def test_tune_searches_the_width_when_the_model_takes_one(tmp_path):
@@ -232,3 +240,12 @@ def test_two_workers_share_one_study_in_postgresql(tmp_path):
     assert len({t.user_attrs["worker_pid"] for t in done}) == 2  # both processes ran trials of one study
     folders = {Path(t.user_attrs["folder"]).parent.parent.name for t in done}
     assert folders == {"machine0", "machine1"}
+
+
+def test_a_code_label_names_the_version_commit_and_uncommitted_edits():
+    from archc.provenance import code_label
+
+    assert code_label({"version": "0.1.0"}) == "0.1.0"  # installed, no checkout
+    assert code_label({"version": "0.1.0", "commit": "765de9522501", "uncommitted": []}) == "0.1.0+765de95"
+    assert code_label({"version": "0.1.0", "commit": "765de9522501", "uncommitted": [" M archc/x.py"]}) \
+        == "0.1.0+765de95.dirty"
