@@ -178,6 +178,30 @@ def test_weight_standardised_convs_prune_their_inputs_with_live_statistics():
     assert small.get_parameter("b.weight").shape[1] < 16
 
 
+def test_grouped_weight_standardised_convs_prune_whole_groups():
+    """NF-Nets' grouped convs standardise a computed weight too: whole groups go together (the
+    per-group statistics are untouched), and the ATen conv's ``groups`` follows."""
+    timm_layers = pytest.importorskip("timm.layers")
+
+    class GroupedStandardised(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = timm_layers.ScaledStdConv2d(3, 16, 1)
+            self.b = timm_layers.ScaledStdConv2d(16, 16, 3, padding=1, groups=4)
+            self.c = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+    model = GroupedStandardised().eval()
+    gm = archc.trace(model, (torch.randn(2, 3, 8, 8),))
+    rep = archc.report(gm)
+    assert not any("does not say" in why for _, why in rep.unprunable), rep.unprunable
+    gated, small = _compact_and_check(model, (torch.randn(2, 3, 8, 8),), max_ratio=0.9)
+    kept = small.get_parameter("b.weight").shape
+    assert kept[0] % 4 == 0 and kept[0] < 16 and kept[1] == 4, kept  # whole groups of 4, 4 inputs each
+
+
 class Activated(nn.Module):
     """A conv and a linear layer, each followed by an activation that maps zero to zero."""
 

@@ -42,28 +42,53 @@ def conv(node, ctx) -> None:
         ctx.couple(node, 1, node, 1, np.arange(m.out_channels), np.arange(m.out_channels) // out_per * out_per)
 
 
-@analyse_rule(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
-              aten.conv2d.padding, aten.conv3d.padding, shrink=NA)
+_ATEN_CONVS = (aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
+               aten.conv2d.padding, aten.conv3d.padding)
+
+
+@analyse_rule(*_ATEN_CONVS)
 def computed_weight_conv(node, ctx) -> None:
-    """A conv whose weight is computed in forward (weight standardisation): its input channels
-    go with the weight's dim 1, its output channels are made here (a gate after it stays a
-    multiply: the weight it would fold into is computed). Grouped ones are left to
-    default-deny."""
+    """A conv whose weight is computed in forward (weight standardisation): its output channels
+    are made here (a gate after it stays a multiply: the weight it would fold into is computed).
+    Ungrouped, its input channels go with the weight's dim 1. Grouped (NF-Nets), whole groups go,
+    inputs with their outputs, as for ``nn.Conv2d``; the weight's dim 1, one group's inputs, stays
+    whole, so each output's statistics over it are unchanged."""
     x, w = node.args[:2]
-    if arg(node, 6, "groups", 1) != 1:
-        return
+    groups = arg(node, 6, "groups", 1)
     ctx.couple(x, 0, node, 0)
     _block_spatial(ctx, x, "conv")
     _block_spatial(ctx, node, "conv")
     for d in range(2, len(tensor_shape(w))):
         ctx.block(w, d, "kernel dim of a computed weight")
     ctx.consume(x, 1)
-    ctx.couple(x, 1, w, 1)
+    if groups == 1:
+        ctx.couple(x, 1, w, 1)
+    else:
+        c_in, c_out = tensor_shape(x)[1], tensor_shape(node)[1]
+        in_per, out_per = c_in // groups, c_out // groups
+        ctx.block(w, 1, "one group's inputs in a grouped conv's computed weight (whole groups go instead)")
+        ctx.couple(x, 1, node, 1, np.arange(c_in), np.arange(c_in) // in_per * out_per)
+        ctx.couple(node, 1, node, 1, np.arange(c_out), np.arange(c_out) // out_per * out_per)
     ctx.couple(w, 0, node, 1)
     ctx.produce(node, 1)
     bias = arg(node, 2, "bias")
     if bias is not None:
         ctx.couple(bias, 0, node, 1)
+
+
+@shrink_rule(*_ATEN_CONVS)
+def shrink_computed_weight_conv(node, cc) -> None:
+    """The weight and bias are sliced where they are made; a grouped conv that lost whole groups
+    is told how many are left."""
+    groups = arg(node, 6, "groups", 1)
+    if groups == 1 or not cc.changed(node, 1):
+        return
+    out_per = tensor_shape(node)[1] // groups
+    left = cc.new_size(node, 1) // out_per
+    if len(node.args) > 6:
+        node.args = (*node.args[:6], left, *node.args[7:])
+    else:
+        node.kwargs = {**node.kwargs, "groups": left}
 
 
 def _param(t: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
