@@ -202,6 +202,50 @@ def test_grouped_weight_standardised_convs_prune_whole_groups():
     assert kept[0] % 4 == 0 and kept[0] < 16 and kept[1] == 4, kept  # whole groups of 4, 4 inputs each
 
 
+class EinsumAttention(nn.Module):
+    """Attention written with einsum, as torchvision's MaxViT and many users' models do, and a
+    layer that is an einsum with a weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(16, 96), nn.Linear(32, 24)
+        self.mix, self.out = nn.Parameter(torch.randn(24, 12) / 5), nn.Linear(12, 4)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        weights = torch.einsum("b h i d, b h j d -> b h i j", q, k).softmax(-1)
+        heads = torch.einsum("bhij,bhjd->bhid", weights, v).transpose(1, 2).reshape(b, n, 32)
+        hidden = torch.relu(self.proj(heads))
+        return self.out(torch.relu(torch.einsum("bnc,ce->bne", hidden, self.mix)))
+
+
+def test_einsum_attention_prunes_heads_and_contracted_channels():
+    model = EinsumAttention().eval()
+    x = torch.randn(2, 5, 16)
+    gm = archc.trace(model, (x,))
+    assert not any("einsum" in why for _, why in archc.report(gm).unprunable)
+    _, small = _compact_and_check(model, (x,), max_ratio=0.95)
+    assert small.get_parameter("qkv.weight").shape[0] % 24 == 0 < 96 - small.get_parameter("qkv.weight").shape[0]
+    assert all(kept < full for kept, full in zip(small.get_parameter("mix").shape, (24, 12)))  # both of its dims
+
+
+def test_an_einsum_it_cannot_read_blocks_its_channels():
+    """An ellipsis (or a diagonal) is not read: the channels stay, and the report says why."""
+
+    class Ellipsis(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(torch.einsum("...ij,...kj->...ik", h, h).sum(-1, keepdim=True) * h)
+
+    rep = archc.report(archc.trace(Ellipsis().eval(), (torch.randn(2, 4, 6),)))
+    assert any(why.startswith("einsum") for _, why in rep.unprunable) and rep.prunable_channels == 0
+
+
 class Activated(nn.Module):
     """A conv and a linear layer, each followed by an activation that maps zero to zero."""
 

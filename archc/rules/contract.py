@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,58 @@ def matmul(node, ctx) -> None:
     ctx.couple(a, -1, b, -2)
     ctx.couple(a, -2, node, -2, flow=True)
     ctx.couple(b, -1, node, -1, flow=True)
+
+
+def einsum_terms(node) -> Optional[tuple[list[str], str]]:
+    """``(operand terms, output term)`` of an explicit einsum (``"bhid,bhjd->bhij"``); None for
+    what the channel rule does not read: an implicit output, ``...``, a letter twice in one term
+    (a diagonal), a term that is not its operand's rank, or a letter whose sizes differ other
+    than by broadcasting (1 against n)."""
+    equation, operands = node.args[0].replace(" ", ""), node.args[1]
+    if "->" not in equation or "." in equation:
+        return None
+    inputs, out = equation.split("->")
+    terms = inputs.split(",")
+    shapes = [tensor_shape(op) for op in operands] + [tensor_shape(node)]
+    if len(terms) != len(operands) or any(s is None or len(t) != len(s) or len(set(t)) != len(t)
+                                          for t, s in zip(terms + [out], shapes)):
+        return None
+    for letter in set(inputs) - {","}:
+        sizes = {shape[term.index(letter)] for term, shape in zip(terms + [out], shapes) if letter in term}
+        if len(sizes - {1}) > 1:
+            return None
+    return terms, out
+
+
+@analyse_rule(torch.ops.aten.einsum.default, torch.einsum, shrink=NA, permutes=NA, fold=NA, makes=NA, cost=NA,
+              channel_dim=NA)
+def einsum(node, ctx) -> None:
+    """Each letter is a dim. An output letter couples every operand's dim of that letter to the
+    output's; a zero slice of one factor is a zero slice of the product, so the need for zeros
+    flows into one factor only (the last that has the letter, as a matmul's values). A summed
+    letter is contracted as a matmul's inner dim: the factors' dims go together, zero in the
+    first is enough. A size-1 dim broadcast against others is coupled to nothing."""
+    parsed = einsum_terms(node)
+    if parsed is None:
+        return  # default-deny: the report names the einsum
+    terms, out = parsed
+    operands, out_shape = node.args[1], tensor_shape(node)
+    last = {letter: i for i, term in enumerate(terms) for letter in term}
+    contracted: dict[str, tuple] = {}
+    for i, (op, term) in enumerate(zip(operands, terms)):
+        shape = tensor_shape(op)
+        for d, letter in enumerate(term):
+            if letter in out and shape[d] == out_shape[out.index(letter)]:
+                ctx.couple(op, d, node, out.index(letter), flow=last[letter] == i)
+            elif letter in out or shape[d] == 1:
+                ctx.handle(op, d)  # broadcast
+            elif letter in contracted:
+                ctx.couple(*contracted[letter], op, d)
+            else:
+                contracted[letter] = (op, d)
+                ctx.consume(op, d)
+    for d in range(len(out_shape)):
+        ctx.handle(node, d)
 
 
 @analyse_rule("transformers::grouped_mm_fallback", shrink=NA, permutes=NA, fold=NA, makes=NA, reads=NA, cost=NA,

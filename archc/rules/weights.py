@@ -17,6 +17,7 @@ from torch import nn
 
 from ..live_norms import LIVE_NORMS, LiveGroupNorm
 from ..meta import tensor_shape
+from .contract import einsum_terms
 from .layers import BATCH_NORMS, CONVS, STAT_NORMS
 from .registry import NA, declare
 
@@ -117,6 +118,18 @@ def _matmul_flops(node: fx.Node, m=None) -> int:
     return 2 * _numel(tensor_shape(node)) * tensor_shape(node.args[0])[-1]
 
 
+def _einsum_flops(node: fx.Node, m=None) -> int:
+    """A product over every letter's size, a multiply and an add each (one operand: a sum)."""
+    terms = einsum_terms(node)
+    if terms is None:
+        return 0
+    sizes = {}
+    for term, op in zip(terms[0], node.args[1]):
+        for letter, size in zip(term, tensor_shape(op)):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    return (2 if len(terms[0]) > 1 else 1) * _numel(list(sizes.values()))
+
+
 def _functional_conv_flops(node: fx.Node, m=None) -> int:
     """``conv(x, w, ...)`` with a computed ``w``: one weight slice of MACs per output element."""
     weight = tensor_shape(node.args[1])
@@ -161,6 +174,7 @@ declare(nn.Embedding, fold=_fold_embedding, makes=[("weight", 1)], reads=NA, cos
 declare(*STAT_NORMS, *(n for n in LIVE_NORMS if n is not LiveGroupNorm), fold=_fold_last_affine, makes=_MADE_BY_WEIGHT_AND_BIAS, reads=NA, cost=_affine_cost,
         flops=NA, channel_dim=_last)
 declare(torch.matmul, torch.bmm, reads=NA, flops=_matmul_flops)
+declare(torch.ops.aten.einsum.default, torch.einsum, reads=NA, flops=_einsum_flops, scale_commutes=NA)
 declare(F.scaled_dot_product_attention, reads=NA, flops=_attention_flops)
 declare(*CONVS, nn.Linear, *BATCH_NORMS, nn.GroupNorm, nn.Embedding, *STAT_NORMS, *LIVE_NORMS, torch.matmul, torch.bmm,
         F.scaled_dot_product_attention, scale_commutes=NA)  # they mix channels, or normalise them
