@@ -56,10 +56,25 @@ def _constant_written_through_a_view(x):
     return x * c
 
 
+def _write_into_a_full_slice(x):
+    y = torch.cat([x * 1, x * 2], -1)[..., :12]  # every channel: torch.export records alias(cat)
+    y += 1.0
+    return y * 1
+
+
+def _write_into_a_full_slice_read_elsewhere(x):
+    y = x * 1
+    z, w = y[..., :6], y * 3  # y has another reader: the alias is not y under another name
+    z += 1.0
+    return z + w
+
+
 @pytest.mark.parametrize("fn", [
     lambda x: x.select(-1, 2) * 1, lambda x: x[..., 1:3] * 1, lambda x: x.sum(dim=None, keepdim=True),
-    _cls_token_after_inplace_add, _view_before_two_inplace_ops, _copy_then_write,
-], ids=["select-1", "slice-1", "sum-keepdim", "view-then-write", "two-writes", "copy-then-write"])
+    _cls_token_after_inplace_add, _view_before_two_inplace_ops, _copy_then_write, _write_into_a_full_slice,
+    _write_into_a_full_slice_read_elsewhere,
+], ids=["select-1", "slice-1", "sum-keepdim", "view-then-write", "two-writes", "copy-then-write", "full-slice-write",
+        "full-slice-write-read-elsewhere"])
 def test_values_match_the_model(fn):
     _same(Fn(fn), torch.randn(3, 4, 6))
 

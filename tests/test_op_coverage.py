@@ -246,6 +246,45 @@ def test_an_einsum_it_cannot_read_blocks_its_channels():
     assert any(why.startswith("einsum") for _, why in rep.unprunable) and rep.prunable_channels == 0
 
 
+class SwappedAxes(nn.Module):
+    """Channels moved by ``swapaxes``, ``swapdims`` and ``movedim`` (MaxViT swaps axes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(6, 16), nn.Conv1d(16, 8, 1), nn.Linear(8, 3)
+
+    def forward(self, x):  # x: (batch, tokens, 6)
+        h = torch.relu(self.a(x)).swapaxes(1, 2)  # (batch, 16, tokens)
+        h = torch.relu(self.b(h.swapdims(2, 1).movedim(-1, 1)))
+        return self.c(torch.movedim(h, (1, 2), (2, 1)))
+
+
+def test_swapped_and_moved_axes_prune_the_channels_they_move():
+    gm = archc.trace(SwappedAxes().eval(), (torch.randn(2, 5, 6),))
+    assert archc.report(gm).prunable_channels == 16 + 8
+    _compact_and_check(SwappedAxes().eval(), (torch.randn(2, 5, 6),), max_ratio=0.8)
+
+
+class GhostShortcut(nn.Module):
+    """GhostNetV2's block: ``out = cat(...)[:, :n]`` (all n channels) then ``out += shortcut``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.shortcut = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 16, 1)
+        self.out = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        out = torch.cat([self.a(x), self.b(x)], 1)[:, :16]
+        out += self.shortcut(x)
+        return self.out(torch.relu(out))
+
+
+def test_a_write_into_a_full_slice_prunes_like_an_add():
+    gm = archc.trace(GhostShortcut().eval(), (torch.randn(2, 3, 8, 8),))
+    assert archc.report(gm).prunable_channels == 16
+    _compact_and_check(GhostShortcut().eval(), (torch.randn(2, 3, 8, 8),), max_ratio=0.8)
+
+
 class Activated(nn.Module):
     """A conv and a linear layer, each followed by an activation that maps zero to zero."""
 

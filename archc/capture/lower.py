@@ -16,6 +16,7 @@ Example: ``gm = Lowering(exported, model, flat_inputs).run(type(model).__name__)
 from __future__ import annotations
 
 import operator
+import sys
 from typing import Any, Optional
 
 import torch
@@ -221,10 +222,13 @@ class Lowering:
         """A write into a tensor that nothing aliases yet: no view of it (or of an earlier
         in-place result on it) was taken before this write, and it is no input, parameter or
         view itself. Views taken after it read the written value in both forms (ResNeSt's
-        ``relu_`` followed by a reshape)."""
+        ``relu_`` followed by a reshape). A write into the sole alias of a tensor is a write into
+        that tensor (GhostNetV2's ``out = cat(...)[:, :n]; out += shortcut`` with all n channels)."""
         if not isinstance(mutated, fx.Node):
             return False
         root = _alias_root(mutated)
+        while _is_sole_alias(root):
+            root = _alias_root(root.args[0])
         if root.op in ("get_attr", "placeholder") or is_view_op(root.target) or _is_piece_of_view(root):
             return False
         return not _has_views(root, before=self._order[node], order=self._order)
@@ -311,12 +315,29 @@ def _has_views(root: fx.Node, before: int, order: dict[fx.Node, int]) -> bool:
         for user in todo.pop().users:
             if user in family:
                 continue
-            if (is_view_op(user.target) or _is_piece_of_view(user)) and order[user] < before:
-                return True
-            if functional_variant(user.target) is not None and user.args[0] in family:
+            if (functional_variant(user.target) is not None and user.args[0] in family) or _is_sole_alias(user):
                 family.add(user)
                 todo.append(user)
+                continue
+            if (is_view_op(user.target) or _is_piece_of_view(user)) and order[user] < before:
+                return True
     return False
+
+
+def _is_sole_alias(node: fx.Node) -> bool:
+    """``aten.alias(x)``, or a slice of all of ``x`` (``x[:, :n]`` of its n channels), that is the
+    only reader of ``x``: the same tensor under another name."""
+    source = node.args[0] if node.args else None
+    if not (isinstance(source, fx.Node) and len(source.users) == 1):
+        return False
+    if node.target is torch.ops.aten.alias.default:
+        return True
+    if node.target is not torch.ops.aten.slice.Tensor:
+        return False
+    dim, start, end, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1:])[:4]
+    size = source.meta["val"].shape[dim] if "val" in source.meta else None
+    whole = end is None or (isinstance(end, int) and (end >= sys.maxsize or isinstance(size, int) and end >= size))
+    return start in (None, 0) and step in (None, 1) and whole
 
 
 def _is_piece_of_view(node: fx.Node) -> bool:

@@ -241,6 +241,18 @@ def _last_two_swapped(cx, node, x):
     return cx.call_function(torch.transpose, (x, -2, -1), {})
 
 
+def _moved_dims(cx, node, x, source, destination):
+    """``x.movedim(source, destination)``: the permute it is (source dims land at their
+    destinations, the others keep their order)."""
+    rank = len(cx.example_shape(node))
+    listed = lambda dims: [d % rank for d in ([dims] if isinstance(dims, int) else dims)]  # noqa: E731
+    order: list = [None] * rank
+    for s, d in zip(listed(source), listed(destination)):
+        order[d] = s
+    rest = iter(d for d in range(rank) if d not in listed(source))
+    return cx.call_function(torch.permute, (x, tuple(d if d is not None else next(rest) for d in order)), {})
+
+
 def _drop(cx, node, *args, **kwargs):
     """torch.export's dtype and device asserts: a device fixed at capture would pin the model
     to it. Asserts on sizes (``_assert_scalar``) stay in the graph."""
@@ -276,6 +288,8 @@ _register({
     aten.flatten: _function(torch.flatten), aten.unflatten: _function(torch.unflatten),
     aten.squeeze: _function(torch.squeeze), aten.unsqueeze: _function(torch.unsqueeze),
     aten.permute: _function(torch.permute), aten.transpose: _function(torch.transpose),
+    aten.swapaxes: _function(torch.transpose), aten.swapdims: _function(torch.transpose),
+    aten.movedim: _moved_dims, aten.moveaxis: _moved_dims,
     aten.t: _function(torch.t), aten.numpy_T: _reversed_dims,
     aten.mT: _last_two_swapped, aten.expand: _method("expand", 2),
     aten.contiguous: _method("contiguous", 1), aten.clone: _method("clone", 1), aten.alias: _identity,
