@@ -6,10 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from conftest import kill_channels
 from test_real_models import _compact_and_check
 
 import archc
 from archc.live_norms import LiveReduction
+from archc.verify import max_relative_error
 
 
 class LinearNorm(nn.Module):
@@ -200,6 +202,35 @@ def test_grouped_weight_standardised_convs_prune_whole_groups():
     gated, small = _compact_and_check(model, (torch.randn(2, 3, 8, 8),), max_ratio=0.9)
     kept = small.get_parameter("b.weight").shape
     assert kept[0] % 4 == 0 and kept[0] < 16 and kept[1] == 4, kept  # whole groups of 4, 4 inputs each
+
+
+class PerSampleConv(nn.Module):
+    """timm's CondConv: per-sample weights, run as one conv over the batch with ``groups`` made of
+    the batch size (a computed, not a constant, group count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.route, self.c = nn.Conv2d(3, 8, 1), nn.Linear(8, 3), nn.Conv2d(8, 4, 1)
+        self.experts = nn.Parameter(torch.randn(3, 8 * 4 * 9) / 10)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        b, c, height, width = h.shape
+        w = (torch.sigmoid(self.route(h.mean((2, 3)))) @ self.experts).view(b * 8, 4, 3, 3)
+        y = F.conv2d(h.reshape(1, b * c, height, width), w, None, padding=1, groups=2 * b)
+        return self.c(torch.relu(y.permute(1, 0, 2, 3).reshape(b, 8, height, width)))
+
+
+def test_a_conv_whose_group_count_is_computed_blocks_its_channels_and_stays_exact():
+    model, x = PerSampleConv().eval(), torch.randn(2, 3, 8, 8)
+    rep = archc.report(archc.trace(model, (x,)))
+    assert not any("could not read" in why for _, why in rep.unprunable), rep.unprunable
+    gated = archc.passes.insert_filters(archc.trace(model, (x,)))
+    kill_channels(gated, 0.3, seed=0)
+    small = archc.compact(gated)
+    for batch in (2, 3, 1):
+        inputs = (torch.randn(batch, 3, 8, 8),)
+        assert max_relative_error(gated, small, inputs, dtype=torch.float64) < 1e-5
 
 
 class EinsumAttention(nn.Module):

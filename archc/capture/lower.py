@@ -229,7 +229,8 @@ class Lowering:
         root = _alias_root(mutated)
         while _is_sole_alias(root):
             root = _alias_root(root.args[0])
-        if root.op in ("get_attr", "placeholder") or is_view_op(root.target) or _is_piece_of_view(root):
+        if root.op in ("get_attr", "placeholder") or is_view_op(root.target) or _is_piece_of_view(root) \
+                or root.target in _MAY_RETURN_A_VIEW:
             return False
         return not _has_views(root, before=self._order[node], order=self._order)
 
@@ -322,6 +323,11 @@ def _has_views(root: fx.Node, before: int, order: dict[fx.Node, int]) -> bool:
             if (is_view_op(user.target) or _is_piece_of_view(user)) and order[user] < before:
                 return True
     return False
+
+
+# ops whose schema promises a fresh tensor but which return a view of an input in eager: an
+# einsum that only permutes, a type_as to the same type
+_MAY_RETURN_A_VIEW = (torch.ops.aten.einsum.default, torch.ops.aten.type_as.default)
 
 
 def _is_sole_alias(node: fx.Node) -> bool:

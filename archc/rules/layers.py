@@ -55,6 +55,8 @@ def computed_weight_conv(node, ctx) -> None:
     whole, so each output's statistics over it are unchanged."""
     x, w = node.args[:2]
     groups = arg(node, 6, "groups", 1)
+    if not isinstance(groups, int):
+        return  # groups computed in forward (a per-sample conv over the batch): default-deny
     ctx.couple(x, 0, node, 0)
     _block_spatial(ctx, x, "conv")
     _block_spatial(ctx, node, "conv")
@@ -81,7 +83,7 @@ def shrink_computed_weight_conv(node, cc) -> None:
     """The weight and bias are sliced where they are made; a grouped conv that lost whole groups
     is told how many are left."""
     groups = arg(node, 6, "groups", 1)
-    if groups == 1 or not cc.changed(node, 1):
+    if not isinstance(groups, int) or groups == 1 or not cc.changed(node, 1):
         return
     out_per = tensor_shape(node)[1] // groups
     left = cc.new_size(node, 1) // out_per
