@@ -204,6 +204,28 @@ def test_grouped_weight_standardised_convs_prune_whole_groups():
     assert kept[0] % 4 == 0 and kept[0] < 16 and kept[1] == 4, kept  # whole groups of 4, 4 inputs each
 
 
+class SameMaxPool(nn.Module):
+    """timm's ``MaxPool2dSame`` (ResNetV2 hybrids' stem): padded with -inf, then max-pooled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.pad(torch.relu(self.a(x)), [0, 1, 0, 1], value=-float("inf")), 3, 2)
+        return self.c(torch.relu(self.b(h)))
+
+
+def test_a_channel_padded_with_minus_infinity_is_never_gated():
+    """A closed gate after the pad would give -inf * 0 = NaN: the padded channels stay whole,
+    the others prune, and the gated model stays finite."""
+    model, x = SameMaxPool().eval(), torch.randn(2, 3, 9, 9)
+    rep = archc.report(archc.trace(model, (x,)))
+    assert any("padded with -inf" in why for _, why in rep.unprunable) and rep.prunable_channels == 8
+    gated, small = _compact_and_check(model, (x,), max_ratio=0.95)
+    assert torch.isfinite(gated(x)).all()
+
+
 class PerSampleConv(nn.Module):
     """timm's CondConv: per-sample weights, run as one conv over the batch with ``groups`` made of
     the batch size (a computed, not a constant, group count)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -257,6 +258,10 @@ def pad(node, ctx) -> None:
     for d in padded:
         ctx.block(x, d, "padded dim")
         ctx.block(node, d, "padded dim")
+    if mode == "constant" and value is not None and not math.isfinite(value):
+        # timm's "same" max pool pads with -inf: a gate after the pad would give -inf * 0 = NaN
+        for d in set(range(rank)) - padded:
+            ctx.block(x, d, f"padded with {value}: a closed gate on it would multiply {value} by 0")
     couple_same(ctx, x, node, flow=mode == "constant" and not value, skip=padded)
 
 
