@@ -25,10 +25,10 @@ def _git(*args: str) -> str:
                           timeout=30, check=True).stdout.rstrip("\n")
 
 
-def code_state(paths: tuple[str, ...] = _SOURCE_DIRS) -> dict[str, Any]:
+def code_state() -> dict[str, Any]:
     """archc's ``version``; where archc runs from a git checkout also its ``commit``, the
-    ``checkout`` folder and the ``uncommitted`` changes under ``paths`` (``git status
-    --porcelain`` lines). An installed archc, or no git, gives the version alone."""
+    ``checkout`` folder and the ``uncommitted`` changes under archc's source folders (``git
+    status --porcelain`` lines). An installed archc, or no git, gives the version alone."""
     from . import __version__
 
     state: dict[str, Any] = {"version": __version__}
@@ -36,7 +36,7 @@ def code_state(paths: tuple[str, ...] = _SOURCE_DIRS) -> dict[str, Any]:
         return state
     try:
         state.update(commit=_git("rev-parse", "HEAD"), checkout=str(_CHECKOUT),
-                     uncommitted=_git("status", "--porcelain", "--", *paths).splitlines())
+                     uncommitted=_git("status", "--porcelain", "--", *_SOURCE_DIRS).splitlines())
     except (OSError, subprocess.SubprocessError):
         pass  # git missing or the folder is not a repository after all: the version is what we know
     return state

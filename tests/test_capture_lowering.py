@@ -77,12 +77,20 @@ def _write_into_a_permuting_einsum(x):
     return t * 2 + y
 
 
+def _permuting_einsum_then_write(x):
+    t = x * 1
+    e = torch.einsum("bnc->bnc", t)  # taken before the write, and a view of t in eager: it sees it
+    t += 1.0
+    return e * 1
+
+
 @pytest.mark.parametrize("fn", [
     lambda x: x.select(-1, 2) * 1, lambda x: x[..., 1:3] * 1, lambda x: x.sum(dim=None, keepdim=True),
     _cls_token_after_inplace_add, _view_before_two_inplace_ops, _copy_then_write, _write_into_a_full_slice,
-    _write_into_a_full_slice_read_elsewhere, _write_into_a_permuting_einsum,
+    _write_into_a_full_slice_read_elsewhere, _write_into_a_permuting_einsum, _permuting_einsum_then_write,
 ], ids=["select-1", "slice-1", "sum-keepdim", "view-then-write", "two-writes", "copy-then-write", "full-slice-write",
-        "full-slice-write-read-elsewhere", "write-into-permuting-einsum"])
+        "full-slice-write-read-elsewhere", "write-into-permuting-einsum",
+        "permuting-einsum-then-write"])
 def test_values_match_the_model(fn):
     _same(Fn(fn), torch.randn(3, 4, 6))
 

@@ -16,7 +16,6 @@ Example: ``gm = Lowering(exported, model, flat_inputs).run(type(model).__name__)
 from __future__ import annotations
 
 import operator
-import sys
 from typing import Any, Optional
 
 import torch
@@ -28,13 +27,21 @@ from torch.export import ExportedProgram
 from ..errors import TraceError, node_error
 from .install import install_layer, install_tensor, layer_name, module_paths, resolve, same_layer
 from .modules import MODULE_LOWERINGS
-from .ops import LOWERINGS
+from .ops import LOWERINGS, is_whole_slice, slice_args
 
 _COPIED_META = ("stack_trace", "nn_module_stack", "val")
 
 
+# ops whose schema promises a fresh tensor but which return a view of an input in eager: an
+# einsum that only permutes, a type_as to the same type
+_MAY_RETURN_A_VIEW = (torch.ops.aten.einsum.default, torch.ops.aten.type_as.default)
+
+
 def is_view_op(target: Any) -> bool:
-    """An ATen op whose result aliases its input (view, slice, transpose, split...)."""
+    """An ATen op whose result may alias its input (view, slice, transpose, split... and the ops
+    that do so in eager against their schema)."""
+    if target in _MAY_RETURN_A_VIEW:
+        return True
     schema = getattr(target, "_schema", None)
     return schema is not None and not schema.is_mutable and any(r.alias_info is not None for r in schema.returns)
 
@@ -229,8 +236,7 @@ class Lowering:
         root = _alias_root(mutated)
         while _is_sole_alias(root):
             root = _alias_root(root.args[0])
-        if root.op in ("get_attr", "placeholder") or is_view_op(root.target) or _is_piece_of_view(root) \
-                or root.target in _MAY_RETURN_A_VIEW:
+        if root.op in ("get_attr", "placeholder") or is_view_op(root.target) or _is_piece_of_view(root):
             return False
         return not _has_views(root, before=self._order[node], order=self._order)
 
@@ -325,11 +331,6 @@ def _has_views(root: fx.Node, before: int, order: dict[fx.Node, int]) -> bool:
     return False
 
 
-# ops whose schema promises a fresh tensor but which return a view of an input in eager: an
-# einsum that only permutes, a type_as to the same type
-_MAY_RETURN_A_VIEW = (torch.ops.aten.einsum.default, torch.ops.aten.type_as.default)
-
-
 def _is_sole_alias(node: fx.Node) -> bool:
     """``aten.alias(x)``, or a slice of all of ``x`` (``x[:, :n]`` of its n channels), that is the
     only reader of ``x``: the same tensor under another name."""
@@ -340,10 +341,9 @@ def _is_sole_alias(node: fx.Node) -> bool:
         return True
     if node.target is not torch.ops.aten.slice.Tensor:
         return False
-    dim, start, end, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1:])[:4]
+    dim, start, end, step = slice_args(*node.args[1:])
     size = source.meta["val"].shape[dim] if "val" in source.meta else None
-    whole = end is None or (isinstance(end, int) and (end >= sys.maxsize or isinstance(size, int) and end >= size))
-    return start in (None, 0) and step in (None, 1) and whole
+    return is_whole_slice(start, end, step, size)
 
 
 def _is_piece_of_view(node: fx.Node) -> bool:

@@ -86,12 +86,23 @@ def _rank(node) -> int:
     return len(node.args[0].meta["val"].shape)
 
 
+def slice_args(dim=0, start=None, end=None, step=1) -> tuple:
+    """``aten.slice``'s arguments with their defaults: ``slice_args(*node.args[1:])``."""
+    return dim, start, end, step
+
+
+def is_whole_slice(start, end, step, size=None) -> bool:
+    """Whether ``x[start:end:step]`` along a dim of ``size`` (when known) is all of it."""
+    whole_end = end is None or (isinstance(end, int) and (end >= _INT64_MAX or isinstance(size, int) and end >= size))
+    return start in (None, 0) and step in (None, 1) and whole_end
+
+
 def _slice(cx, node, x, dim=0, start=None, end=None, step=1):
     dim %= _rank(node)
+    if is_whole_slice(start, end, step):
+        return x
     start = None if start == 0 else start
     end = None if isinstance(end, int) and end >= _INT64_MAX else end
-    if start is None and end is None and step == 1:
-        return x
     items = (slice(None),) * dim + (slice(start, end, None if step == 1 else step),)
     return cx.call_function(operator.getitem, (x, items), {})
 
@@ -245,11 +256,12 @@ def _moved_dims(cx, node, x, source, destination):
     """``x.movedim(source, destination)``: the permute it is (source dims land at their
     destinations, the others keep their order)."""
     rank = len(cx.example_shape(node))
-    listed = lambda dims: [d % rank for d in ([dims] if isinstance(dims, int) else dims)]  # noqa: E731
+    sources, destinations = ([d % rank for d in ([dims] if isinstance(dims, int) else dims)]
+                             for dims in (source, destination))
     order: list = [None] * rank
-    for s, d in zip(listed(source), listed(destination)):
+    for s, d in zip(sources, destinations):
         order[d] = s
-    rest = iter(d for d in range(rank) if d not in listed(source))
+    rest = iter(d for d in range(rank) if d not in sources)
     return cx.call_function(torch.permute, (x, tuple(d if d is not None else next(rest) for d in order)), {})
 
 

@@ -37,10 +37,20 @@ def conv(node, ctx) -> None:
     _block_spatial(ctx, node, type(m).__name__)
     ctx.consume(x, 1)
     ctx.produce(node, 1)
-    if m.groups > 1:  # a group's inputs and outputs are removed together, whole groups at a time
-        in_per, out_per = m.in_channels // m.groups, m.out_channels // m.groups
-        ctx.couple(x, 1, node, 1, np.arange(m.in_channels), np.arange(m.in_channels) // in_per * out_per)
-        ctx.couple(node, 1, node, 1, np.arange(m.out_channels), np.arange(m.out_channels) // out_per * out_per)
+    if m.groups > 1:
+        _couple_whole_groups(ctx, x, node, m.in_channels, m.out_channels, m.groups)
+
+
+def _couple_whole_groups(ctx, x, node, c_in: int, c_out: int, groups: int) -> None:
+    """A grouped conv's inputs and outputs are removed together, whole groups at a time."""
+    in_per, out_per = c_in // groups, c_out // groups
+    ctx.couple(x, 1, node, 1, np.arange(c_in), np.arange(c_in) // in_per * out_per)
+    ctx.couple(node, 1, node, 1, np.arange(c_out), np.arange(c_out) // out_per * out_per)
+
+
+def _groups_left(kept_out: int, c_out: int, groups: int) -> int:
+    """How many groups a grouped conv keeps when ``kept_out`` of its ``c_out`` outputs stay."""
+    return kept_out // (c_out // groups)
 
 
 _ATEN_CONVS = (aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
@@ -67,11 +77,8 @@ def computed_weight_conv(node, ctx) -> None:
     if groups == 1:
         ctx.couple(x, 1, w, 1)
     else:
-        c_in, c_out = tensor_shape(x)[1], tensor_shape(node)[1]
-        in_per, out_per = c_in // groups, c_out // groups
         ctx.block(w, 1, "one group's inputs in a grouped conv's computed weight (whole groups go instead)")
-        ctx.couple(x, 1, node, 1, np.arange(c_in), np.arange(c_in) // in_per * out_per)
-        ctx.couple(node, 1, node, 1, np.arange(c_out), np.arange(c_out) // out_per * out_per)
+        _couple_whole_groups(ctx, x, node, tensor_shape(x)[1], tensor_shape(node)[1], groups)
     ctx.couple(w, 0, node, 1)
     ctx.produce(node, 1)
     bias = arg(node, 2, "bias")
@@ -86,8 +93,7 @@ def shrink_computed_weight_conv(node, cc) -> None:
     groups = arg(node, 6, "groups", 1)
     if not isinstance(groups, int) or groups == 1 or not cc.changed(node, 1):
         return
-    out_per = tensor_shape(node)[1] // groups
-    left = cc.new_size(node, 1) // out_per
+    left = _groups_left(cc.new_size(node, 1), tensor_shape(node)[1], groups)
     if len(node.args) > 6:
         node.args = (*node.args[:6], left, *node.args[7:])
     else:
@@ -155,7 +161,7 @@ def shrink_conv(node, cc) -> None:
     else:  # whole groups go: per-group slices of the weight are unchanged
         first = ki if transposed else ko
         _replace_sliced(node, cc, lambda w: w[first], [first, None], ki, ko,
-                        groups=len(ko) // (m.out_channels // m.groups), **sizes)
+                        groups=_groups_left(len(ko), m.out_channels, m.groups), **sizes)
 
 
 @analyse_rule(nn.Linear)
