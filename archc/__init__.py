@@ -23,6 +23,7 @@ from typing import Any
 _EXPORTS = {
     "search": "api", "compact": "compact",
     "ChannelSelect": "das.params", "GroupedConnectivity": "das.params", "KernelMask": "das.params",
+    "PatternAssignment": "das.params", "pattern_assignments": "das.params",
     "channel_selects": "das.params", "grouped_connectivities": "das.params", "kernel_masks": "das.params",
     "analyse": "depgraph", "dependency_graph": "depgraph",
     "AnalysisError": "errors", "ArchcError": "errors", "CompactionError": "errors", "ConfigError": "errors",

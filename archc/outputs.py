@@ -180,11 +180,14 @@ def _target_report(budget: dict, report: dict, small: nn.Module, inputs: tuple) 
             "predicted_during_search": budget["achieved"]}
 
 
+_PATTERN_LAMS = {"lasso": ["group_lam", "exclusive_lam"], "assign": ["purity_lam", "connections_lam"]}
+
+
 def _search_keys(settings: dict) -> list[str]:
     """The settings worth a line in the report: the basics, plus each search that was on."""
     options = search_options(settings)
     searched = {"kernel": ["kernel_lam", "kernel_weighting"], "select": ["select_lam", "sparsemax"],
-                "patterns": ["patterns", "patterns_init", "group_lam", "exclusive_lam"]}
+                "patterns": ["patterns", "patterns_init", "patterns_form"] + _PATTERN_LAMS[options["patterns_form"]]}
     extra = [k for option, keys in searched.items() if options[option] for k in keys]
     basics = ["lam", "epochs", "regularizer", "gate_weighting", "lr", "batch_size", "seed", "target", "depth_lam"]
     return basics + extra + (["search_threshold"] if extra else [])

@@ -47,8 +47,11 @@ TERMS = (
     Term("depth_l1", lambda c: c.depth_lam > 0,
          lambda m, c, _w, _l: c.depth_lam * sum(torch.relu(g.theta).sum() for g in block_gates(m))),
     # Shin et al.: group and exclusive lasso on the grouped-conv connectivity P, S
-    Term("grouped", lambda c: c.patterns > 0,
+    Term("grouped", lambda c: c.patterns > 0 and c.patterns_form == "lasso",
          lambda m, c, _w, _l: das_reg.grouped_penalty(m, c.group_lam, c.exclusive_lam)),
+    # grouped convs by assignment: each channel in one pattern, few connections kept
+    Term("assignment", lambda c: c.patterns > 0 and c.patterns_form == "assign",
+         lambda m, c, _w, _l: das_reg.assignment_penalty(m, c.purity_lam, c.connections_lam)),
 )
 
 

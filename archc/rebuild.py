@@ -24,7 +24,8 @@ def search_options(settings: dict) -> dict:
     """Which search parametrizations a search's settings ask for."""
     return {"kernel": settings.get("kernel_lam", 0) > 0, "select": settings.get("select_lam", 0) > 0,
             "sparsemax": settings.get("sparsemax", False), "patterns": settings.get("patterns", 0),
-            "patterns_init": settings.get("patterns_init", "random"), "depth": settings.get("depth_lam", 0) > 0}
+            "patterns_init": settings.get("patterns_init", "random"),
+            "patterns_form": settings.get("patterns_form", "lasso"), "depth": settings.get("depth_lam", 0) > 0}
 
 
 def build_gated(
@@ -42,7 +43,8 @@ def build_gated(
     if search.get("select"):
         passes.insert_channel_select(gated, use_sparsemax=search.get("sparsemax", False))
     if search.get("patterns"):
-        passes.insert_grouped(gated, patterns=search["patterns"], init=search.get("patterns_init", "random"))
+        passes.insert_grouped(gated, patterns=search["patterns"], init=search.get("patterns_init", "random"),
+                              form=search.get("patterns_form", "lasso"))
     if search.get("depth"):
         passes.insert_block_gates(gated)
     if not kept:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import torch
 
-from .das.params import GroupedConnectivity
+from .das.params import GROUPED_FORMS, Connectivity
 from .budget import DEFAULT_REACH
 from .das.regularizers import KERNEL_WEIGHTINGS
 from .errors import ConfigError
@@ -60,9 +60,15 @@ class SearchConfig:
                                 "closed branch is removed with its layers.")
     patterns_init: str = _setting("random", "random (dense on average) or partition (each channel starts "
                                   "mostly in one pattern: near a grouped conv).")
-    group_lam: float = _setting(1e-6, "Group lasso on P columns and S rows.")
-    exclusive_lam: float = _setting(3e-6, "Exclusive lasso on P rows and S columns.")
-    search_threshold: float = _setting(1e-3, "Search parameters below this count as zero (the paper's t).")
+    patterns_form: str = _setting("lasso", "lasso (free P and S, Shin et al.'s group and exclusive lasso) or assign "
+                                  "(each channel's sparsemax distribution over the patterns: exact grouped convs).")
+    group_lam: float = _setting(1e-6, "Group lasso on P columns and S rows (lasso form).")
+    exclusive_lam: float = _setting(3e-6, "Exclusive lasso on P rows and S columns (lasso form).")
+    purity_lam: float = _setting(1e-3, "assign form: pushes every channel into one pattern "
+                                 "(1 - ||distribution||^2).")
+    connections_lam: float = _setting(1e-2, "assign form: the share of each conv's connections its patterns keep.")
+    search_threshold: float = _setting(1e-3, "Search parameters below this count as zero (the paper's t; the "
+                                       "assign form's zeros are exact and need none).")
     best_by: str = _setting("max", "best.pt holds the epoch with the best validation metric: max (accuracy) "
                             "or min (a loss or an error).")
     device: str = _setting("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...")
@@ -91,7 +97,8 @@ class SearchConfig:
 
 def _check_choices(cfg: SearchConfig) -> None:
     choices = {"regularizer": REGULARIZERS, "optimizer": OPTIMIZERS, "gate_weighting": GATE_WEIGHTINGS,
-               "kernel_weighting": KERNEL_WEIGHTINGS, "patterns_init": GroupedConnectivity.INITS,
+               "kernel_weighting": KERNEL_WEIGHTINGS, "patterns_init": Connectivity.INITS,
+               "patterns_form": tuple(GROUPED_FORMS),
                "best_by": ("max", "min")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -103,7 +110,8 @@ def _check_choices(cfg: SearchConfig) -> None:
 _RANGES = {
     "lam": (lambda v: v >= 0, ">= 0"), "density_lam": (lambda v: v >= 0, ">= 0"),
     "kernel_lam": (lambda v: v >= 0, ">= 0"), "select_lam": (lambda v: v >= 0, ">= 0"),
-    "group_lam": (lambda v: v >= 0, ">= 0"), "depth_lam": (lambda v: v >= 0, ">= 0"), "exclusive_lam": (lambda v: v >= 0, ">= 0"),
+    "group_lam": (lambda v: v >= 0, ">= 0"), "purity_lam": (lambda v: v >= 0, ">= 0"),
+    "connections_lam": (lambda v: v >= 0, ">= 0"), "depth_lam": (lambda v: v >= 0, ">= 0"), "exclusive_lam": (lambda v: v >= 0, ">= 0"),
     "epochs": (lambda v: v > 0, "> 0"), "batch_size": (lambda v: v > 0, "> 0"),
     "lr": (lambda v: v > 0, "> 0"), "arch_lr": (lambda v: v is None or v > 0, "> 0 (or unset)"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"), "weight_decay": (lambda v: v >= 0, ">= 0"),

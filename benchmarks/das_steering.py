@@ -199,6 +199,9 @@ def searches(args) -> list[dict]:
                                                                      "kernel_weighting": args.kernel_weighting}},
             {"name": "DAS grouped+channels", "t": ts, "settings": {**s, "regularizer": "l1", "lam": args.lam, "patterns": args.patterns,
                                                                   "patterns_init": args.patterns_init,
+                                                                  "patterns_form": args.patterns_form,
+                                                                  "purity_lam": args.purity_lam,
+                                                                  "connections_lam": args.connections_lam,
                                                                   "group_lam": args.group_lam, "exclusive_lam": args.exclusive_lam, **steer}},
             {"name": "DAS channels+kernels", "t": [1e-2], "settings": {**s, "regularizer": "l1", "lam": args.lam,
                                                                       "kernel_lam": args.kernel_lam,
@@ -217,6 +220,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="initial weights, search seed and shuffling (not the data)")
     ap.add_argument("--patterns", type=int, default=4, help="connectivity patterns per conv (grouped search)")
     ap.add_argument("--patterns-init", default="random", choices=["random", "partition"], help="initial P and S")
+    ap.add_argument("--patterns-form", default="lasso", choices=["lasso", "assign"],
+                    help="grouped search: free P and S with the paper's lassos, or sparsemax assignments")
+    ap.add_argument("--purity-lam", type=float, default=1e-3, help="assign form: one pattern per channel")
+    ap.add_argument("--connections-lam", type=float, default=1e-2, help="assign form: share of connections kept")
     ap.add_argument("--finetune", type=int, default=3, help="also train each compact model this many epochs and measure again")
     ap.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam lr of the fine-tuning (a fresh optimizer)")
     ap.add_argument("--kernel-weighting", default="uniform", choices=["uniform", "area"],

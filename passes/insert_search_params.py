@@ -16,7 +16,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils import parametrize
 
-from archc.das.params import ChannelSelect, GroupedConnectivity, KernelMask
+from archc.das.params import GROUPED_FORMS, ChannelSelect, Connectivity, KernelMask
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -58,14 +58,18 @@ def insert_channel_select(gm: fx.GraphModule, use_sparsemax: bool = False) -> fx
     return gm
 
 
-def insert_grouped(gm: fx.GraphModule, patterns: int = 4, init: str = "random") -> fx.GraphModule:
-    """A GroupedConnectivity with ``patterns`` patterns on every ungrouped conv (mutates ``gm``).
+def insert_grouped(gm: fx.GraphModule, patterns: int = 4, init: str = "random", form: str = "lasso") -> fx.GraphModule:
+    """A grouped-conv search with ``patterns`` patterns on every ungrouped conv (mutates ``gm``).
 
-    ``init="partition"`` starts each conv near a grouped conv (every channel mostly in one
-    pattern); ``"random"`` starts it dense on average.
+    ``form="lasso"``: free ``P`` and ``S`` (GroupedConnectivity, Shin et al.'s group and
+    exclusive lasso); ``"assign"``: each channel's sparsemax distribution over the patterns
+    (PatternAssignment). ``init="partition"`` starts each conv near a grouped conv (every
+    channel mostly in one pattern); ``"random"`` starts it dense on average.
     """
+    if form not in GROUPED_FORMS:
+        raise ValueError(f"form must be one of {tuple(GROUPED_FORMS)}, got {form!r}")
     for conv in _called_layers(gm, _CONVS):
-        if conv.groups == 1 and not _has(conv, GroupedConnectivity):
-            grouped = GroupedConnectivity(conv.in_channels, conv.out_channels, patterns, init)
+        if conv.groups == 1 and not _has(conv, Connectivity):
+            grouped = GROUPED_FORMS[form](conv.in_channels, conv.out_channels, patterns, init)
             parametrize.register_parametrization(conv, "weight", grouped)
     return gm

@@ -250,3 +250,73 @@ def test_a_deselected_feature_outside_every_group_stays_in_its_reader():
     small = archc.compact(gm)  # was Linear(0, 2) behind a one-feature flatten: refused
     assert small.get_submodule("fc").in_features == 1
     assert max_relative_error(gm, small, (x,), dtype=torch.float64) < 1e-5
+
+
+def test_pattern_assignment_starts_dense_and_a_partition_is_a_real_grouped_conv(tmp_path):
+    from archc.das.regularizers import assignment_penalty, connection_share, impurity
+
+    torch.manual_seed(0)
+    spread = archc.PatternAssignment(8, 6, 2)
+    assert (spread.connectivity() - 1).abs().max() < 0.05  # uniform distributions: the dense conv
+    assert impurity(*spread.factors()) > 6
+    near = archc.PatternAssignment(8, 6, 2, init="partition")
+    holder = nn.Conv2d(8, 6, 1)
+    torch.nn.utils.parametrize.register_parametrization(holder, "weight", near)
+    assignment_penalty(holder, 1.0, 1.0).backward()  # mostly in one pattern, and still free to move
+    assert near.input_logits.grad.abs().sum() > 0 and near.output_logits.grad.abs().sum() > 0
+    x = torch.randn(2, 4, 6, 6)
+    gm = archc.passes.insert_filters(archc.trace(_one_conv_net(), (x,)))
+    archc.passes.insert_grouped(gm, 2, form="assign")
+    (m,) = archc.pattern_assignments(gm)
+    with torch.no_grad():  # inputs {0, 2} / {1, 3}, outputs even / odd: a logit gap of 1 or more is one pattern
+        m.input_logits.copy_(torch.tensor([[1.0, 0], [0, 1.5], [2.0, 0], [0, 1.0]]))
+        m.output_logits.copy_(torch.tensor([[1.0, 0], [0, 1.0]] * 3))
+    P, S = m.factors()
+    assert ((P > 0).sum(1) == 1).all() and ((S > 0).sum(0) == 1).all()  # exact zeros, no threshold
+    assert float(impurity(P, S).detach()) == 0 and torch.isclose(connection_share(P, S).detach(), torch.tensor(0.5))
+    logits = m.input_logits.detach().clone()
+    threshold_search_params(gm, 10.0)  # the paper's t applies to free P and S, not to these logits
+    assert torch.equal(m.input_logits.detach(), logits)
+    small = archc.compact(gm)
+    assert any(c.groups == 2 for c in _convs(small))
+    _exact_everywhere(gm, small, x, tmp_path)
+    with pytest.raises(ValueError, match="form"):
+        archc.passes.insert_grouped(gm, 2, form="free")
+
+
+def test_shrinking_pattern_assignments_keeps_the_loss_and_the_next_adam_step():
+    import copy
+
+    from zoo import ZOO
+
+    from archc.das.regularizers import assignment_penalty
+    from archc.shrink import _finalise_closed_gates, shrink
+
+    def step(model, opt, penalised=False):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(*inputs), target)
+        (loss + assignment_penalty(model, 1e-2, 1e-1) if penalised else loss).backward()
+        opt.step()
+        return loss.item()
+
+    torch.manual_seed(0)
+    model, inputs = ZOO["resnet"]()
+    target = torch.randint(0, 10, (inputs[0].shape[0],))
+    a = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, inputs)), 3, form="assign").train()
+    opt_a = torch.optim.Adam(a.parameters(), lr=1e-2)
+    for _ in range(3):  # the penalty moves the logits (it counts removed channels too, so it is left out below)
+        step(a, opt_a, penalised=True)
+    with torch.no_grad():
+        for gate in archc.filters(a):
+            gate.theta[: gate.size // 3] = -0.1
+    b = copy.deepcopy(a)
+    opt_b = torch.optim.Adam(b.parameters(), lr=1e-2)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
+    b, removed = shrink(b, opt_b)
+    b = b.gm
+    _finalise_closed_gates(a, opt_a)
+    narrowed = [m.input_logits.shape[0] for m in archc.pattern_assignments(b)]
+    assert removed > 0 and narrowed != [m.input_logits.shape[0] for m in archc.pattern_assignments(a)]
+    assert abs(step(a, opt_a) - step(b, opt_b)) < 1e-5
+    with torch.no_grad():
+        assert (a.eval()(*inputs) - b.eval()(*inputs)).abs().max() < 1e-5

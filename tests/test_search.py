@@ -189,3 +189,21 @@ def test_best_pt_holds_the_epoch_with_the_best_validation_metric_and_compacts(tm
     worst = [r["val_metric"] for r in low.history]
     assert load_checkpoint(tmp_path / "low" / "best.pt")["epoch"] == max(
         i for i, m in enumerate(worst, 1) if m == min(worst))
+
+
+def test_cli_assignment_search_ends_in_grouped_convs_that_compact_exactly(tmp_path):
+    """``--patterns-form assign``: the sparsemax assignments become exact, pure partitions
+    within a few epochs, so the searched conv compacts to a grouped form, not the dense one."""
+    runner = CliRunner()
+    model_py = tmp_path / "tiny_conv.py"
+    shutil.copy(TINY.with_name("tiny_conv_task.py"), model_py)
+    res = runner.invoke(app, ["search", str(model_py), "--epochs", "4", "--batch-size", "32", "--lr", "0.01",
+                              "--arch-lr", "0.05", "--lam", "0", "--patterns", "2", "--patterns-form", "assign",
+                              "--out", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["compact", str(tmp_path / "run" / "checkpoint.pt"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["search"]["patterns_form"] == "assign" and "purity_lam" in report["search"]
+    assert "group_lam" not in report["search"]  # the lasso form's settings do not apply
+    assert report["search_layers"]["3"]["grouped"] in ("grouped", "patterns"), report["search_layers"]["3"]

@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 from ..meta import tensor_shape
 from .crop import crop_kernels
 from .grouped_lowering import Emitter, describe_patterns, lower_grouped_conv
-from .params import ChannelSelect, GroupedConnectivity, KernelMask
+from .params import ChannelSelect, Connectivity, KernelMask
 
 
 @dataclass
@@ -56,8 +56,8 @@ def bake(gm: fx.GraphModule) -> dict[str, SearchInfo]:
         info = SearchInfo(calls=names)
         w = plist.original.detach()
         for p in plist:
-            if isinstance(p, GroupedConnectivity) and len(names) == 1:
-                info.grouped = (p.P.detach().clone(), p.S.detach().clone())
+            if isinstance(p, Connectivity) and len(names) == 1:
+                info.grouped = tuple(f.detach().clone() for f in p.factors())
                 continue
             w = p(w).detach()
             info.kernel = tuple(m.kernel_size) if isinstance(p, KernelMask) else info.kernel

@@ -9,6 +9,10 @@ computed from the original weight and the search parameters.
   (optionally through sparsemax, rescaled so that all-equal betas give 1).
 * ``GroupedConnectivity``: grouped convolutions. ``P`` (inputs x patterns) and ``S``
   (patterns x outputs) scale the weight by ``(P @ S)[i, o]``.
+* ``PatternAssignment``: grouped convolutions, with ``P`` and ``S`` computed: every input and
+  output channel holds a sparse distribution over the patterns (sparsemax of its logits).
+
+Both grouped forms give ``factors() -> (P, S)``, the pair the compaction lowers.
 
 Example:
     >>> torch.nn.utils.parametrize.register_parametrization(conv, "weight", KernelMask((5, 5)))
@@ -60,13 +64,12 @@ class KernelMask(nn.Module):
 
 
 def sparsemax(z: torch.Tensor) -> torch.Tensor:
-    """Martins & Astudillo's sparsemax of a vector: a sparse probability vector."""
-    sorted_z, _ = torch.sort(z, descending=True)
-    k = torch.arange(1, len(z) + 1, dtype=z.dtype, device=z.device)
-    cumsum = sorted_z.cumsum(0)
-    support = (1 + k * sorted_z) > cumsum
-    k_z = support.nonzero().max() + 1
-    tau = (cumsum[k_z - 1] - 1) / k_z
+    """Martins & Astudillo's sparsemax along the last dim: sparse probability vectors."""
+    sorted_z, _ = torch.sort(z, dim=-1, descending=True)
+    k = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=z.device)
+    cumsum = sorted_z.cumsum(-1)
+    k_z = ((1 + k * sorted_z) > cumsum).sum(-1, keepdim=True)  # the support's size (a prefix of the sorted z)
+    tau = (cumsum.gather(-1, k_z - 1) - 1) / k_z
     return (z - tau).clamp_min(0)
 
 
@@ -100,15 +103,44 @@ def _one_hot_rows(n: int, patterns: int, rest: float = 0.01) -> torch.Tensor:
     return out
 
 
-class GroupedConnectivity(nn.Module):
-    """Grouped-convolution search: ``weight[o, i] * (P @ S)[i, o]``."""
+class Connectivity(nn.Module):
+    """A grouped-conv search: ``weight[o, i] * (P @ S)[i, o]`` for the ``factors()`` P, S."""
 
     INITS = ("random", "partition")
 
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``P`` (inputs x patterns) and ``S`` (patterns x outputs)."""
+        raise NotImplementedError
+
+    def connectivity(self) -> torch.Tensor:
+        P, S = self.factors()
+        return P @ S  # (in, out)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        m = self.connectivity().t()
+        return weight * m.view(*m.shape, *([1] * (weight.dim() - 2)))
+
+    def _slice(self, name: str, keep, dim: int) -> dict:
+        """Keep the ``keep`` entries of parameter ``name`` along ``dim``; the slice, for the optimizer."""
+        if keep is None:
+            return {}
+        index = [slice(None)] * 2
+        index[dim] = keep
+        setattr(self, name, nn.Parameter(getattr(self, name).detach()[tuple(index)].clone()))
+        return {name: [keep, None] if dim == 0 else [None, keep]}
+
+
+def _check_init(init: str) -> None:
+    if init not in Connectivity.INITS:
+        raise ValueError(f"init must be one of {Connectivity.INITS}, got {init!r}")
+
+
+class GroupedConnectivity(Connectivity):
+    """Grouped-convolution search (Shin et al.): ``P`` and ``S`` are free parameters."""
+
     def __init__(self, in_channels: int, out_channels: int, patterns: int, init: str = "random") -> None:
         super().__init__()
-        if init not in self.INITS:
-            raise ValueError(f"init must be one of {self.INITS}, got {init!r}")
+        _check_init(init)
         if init == "partition" and min(in_channels, out_channels) >= patterns:
             # each channel mostly in one pattern: a near-grouped conv that the search may reconnect
             P, S = _one_hot_rows(in_channels, patterns), _one_hot_rows(out_channels, patterns).t()
@@ -117,22 +149,44 @@ class GroupedConnectivity(nn.Module):
             P, S = torch.rand(in_channels, patterns) * 2 / patterns, torch.rand(patterns, out_channels) * 2
         self.P, self.S = nn.Parameter(P), nn.Parameter(S)
 
-    def connectivity(self) -> torch.Tensor:
-        return self.P @ self.S  # (in, out)
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        m = self.connectivity().t()
-        return weight * m.view(*m.shape, *([1] * (weight.dim() - 2)))
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.P, self.S
 
     def select(self, keep_in, keep_out) -> dict:
-        slices = {}
-        if keep_in is not None:
-            self.P = nn.Parameter(self.P.detach()[keep_in].clone())
-            slices["P"] = [keep_in, None]
-        if keep_out is not None:
-            self.S = nn.Parameter(self.S.detach()[:, keep_out].clone())
-            slices["S"] = [None, keep_out]
-        return slices
+        return {**self._slice("P", keep_in, 0), **self._slice("S", keep_out, 1)}
+
+
+class PatternAssignment(Connectivity):
+    """Grouped-convolution search by assignment: row ``i`` of ``P`` is input channel ``i``'s
+    sparse distribution over the patterns, column ``o`` of ``S`` output ``o``'s, each the
+    sparsemax of a row of logits. ``S`` is scaled by the number of patterns ``p``, so uniform
+    distributions give the dense conv (and a channel in one pattern scales its weights by
+    ``p``, which the weights absorb). Once every channel sits in one pattern (exact zeros, no
+    threshold) the conv is a sum of disjoint blocks: a grouped conv when they are equal. A
+    channel in one pattern gets no gradient on its logits (sparsemax is flat at a vertex), so
+    it stays there: the assignment settles as the search goes. The search pushes there with
+    :func:`archc.das.regularizers.assignment_penalty`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, patterns: int, init: str = "random") -> None:
+        super().__init__()
+        _check_init(init)
+        self.patterns = patterns
+        if init == "partition" and min(in_channels, out_channels) >= patterns:
+            # a logit gap of 0.9 < 1: each channel mostly (not only) in one pattern, so it can still move
+            inputs, outputs = 0.9 * _one_hot_rows(in_channels, patterns, 0), 0.9 * _one_hot_rows(out_channels, patterns, 0)
+        else:  # nearly equal logits: nearly uniform distributions, the dense conv
+            inputs, outputs = torch.randn(in_channels, patterns) * 0.01, torch.randn(out_channels, patterns) * 0.01
+        self.input_logits, self.output_logits = nn.Parameter(inputs), nn.Parameter(outputs)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return sparsemax(self.input_logits), self.patterns * sparsemax(self.output_logits).t()
+
+    def select(self, keep_in, keep_out) -> dict:
+        return {**self._slice("input_logits", keep_in, 0), **self._slice("output_logits", keep_out, 0)}
+
+
+GROUPED_FORMS = {"lasso": GroupedConnectivity, "assign": PatternAssignment}
 
 
 def parametrized_layers(gm: nn.Module, kind: type) -> Iterator[tuple[str, nn.Module, nn.Module]]:
@@ -158,3 +212,8 @@ def channel_selects(gm: nn.Module) -> Iterator[ChannelSelect]:
 def grouped_connectivities(gm: nn.Module) -> Iterator[GroupedConnectivity]:
     """Every GroupedConnectivity in ``gm``."""
     return (p for _, _, p in parametrized_layers(gm, GroupedConnectivity))
+
+
+def pattern_assignments(gm: nn.Module) -> Iterator[PatternAssignment]:
+    """Every PatternAssignment in ``gm``."""
+    return (p for _, _, p in parametrized_layers(gm, PatternAssignment))

@@ -6,8 +6,14 @@
   columns and S's rows, so whole patterns switch off; and the exclusive lasso (L1,2: a sum of
   squared L1 norms) over P's rows and S's columns, so each input channel joins few patterns
   and each output channel uses one.
+* ``assignment_penalty``: for ``PatternAssignment`` (P and S from sparsemax): an impurity
+  term, ``1 - ||row||^2`` per channel, zero once the channel sits in one pattern (the exclusive
+  lasso's aim), and the share of the conv's connections its patterns keep once they are pure
+  (without it, every channel would settle in one shared pattern: the dense conv). Both count
+  every channel the conv has, a closed one too, so the penalty moves when a shrink removes some.
 * ``threshold_search_params(gm, t)``: the paper's last step, clamping every search
-  parameter smaller than ``t`` in magnitude to zero.
+  parameter smaller than ``t`` in magnitude to zero (an assignment's P and S are exactly
+  sparse already and are left alone).
 
 Example:
     >>> loss = task + 1e-4 * alpha_l1(gm) + grouped_penalty(gm, group=1e-5, exclusive=3e-6)
@@ -17,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .params import channel_selects, grouped_connectivities, kernel_masks
+from .params import channel_selects, grouped_connectivities, kernel_masks, pattern_assignments
 
 
 def _total(terms) -> torch.Tensor:
@@ -60,19 +66,47 @@ def grouped_penalty(gm: nn.Module, group: float, exclusive: float) -> torch.Tens
     return _total(terms)
 
 
-def search_parameters(gm: nn.Module) -> list[nn.Parameter]:
-    """Every alpha, beta, P and S of ``gm``."""
+def impurity(P: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """Sum over the input and output channels of ``1 - ||distribution||^2`` (``P``'s rows,
+    ``S``'s columns, as distributions): 0 when each sits in one pattern, largest when spread evenly."""
+    S = S / S.shape[0]  # PatternAssignment scales S by the number of patterns
+    return (1 - P.pow(2).sum(1)).sum() + (1 - S.pow(2).sum(0)).sum()
+
+
+def connection_share(P: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """``sum_k |inputs in k| * |outputs in k| / (in * out)``, counting a channel's probability
+    mass: the share of weights the conv keeps once every channel sits in one pattern."""
+    S = S / S.shape[0]
+    return (P.sum(0) * S.sum(1)).sum() / (P.shape[0] * S.shape[1])
+
+
+def assignment_penalty(gm: nn.Module, purity: float, connections: float) -> torch.Tensor:
+    """``purity * impurity + connections * connection_share``, summed over the assignments."""
+    terms = []
+    for m in pattern_assignments(gm):
+        P, S = m.factors()
+        terms.append(purity * impurity(P, S) + connections * connection_share(P, S))
+    return _total(terms)
+
+
+def _thresholdable(gm: nn.Module) -> list[nn.Parameter]:
+    """Every alpha, beta, P and S of ``gm``: the values the paper's threshold applies to."""
     params = [m.alpha for m in kernel_masks(gm)] + [m.beta for m in channel_selects(gm)]
     for g in grouped_connectivities(gm):
         params += [g.P, g.S]
     return params
 
 
+def search_parameters(gm: nn.Module) -> list[nn.Parameter]:
+    """Every alpha, beta, P and S of ``gm``, and the logits of every pattern assignment."""
+    return _thresholdable(gm) + [t for m in pattern_assignments(gm) for t in (m.input_logits, m.output_logits)]
+
+
 @torch.no_grad()
 def threshold_search_params(gm: nn.Module, t: float) -> int:
     """Set every alpha, beta, P and S entry with ``|value| < t`` to zero; returns how many."""
     zeroed = 0
-    for p in search_parameters(gm):
+    for p in _thresholdable(gm):
         small = (p.abs() < t) & (p != 0)
         zeroed += int(small.sum())
         p[small] = 0.0
