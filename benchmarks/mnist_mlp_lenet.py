@@ -21,6 +21,7 @@ Rerun (from the repository root; ~10-15 min on an idle 2-core CPU: MLP 20 epochs
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -70,6 +71,18 @@ class LeNet5(nn.Module):
 
 MODELS = {"mlp": MLP, "lenet5": LeNet5}
 OUTPUT = {"mlp": "out", "lenet5": "fc2"}  # the output layer: its 10 units are not searched
+
+
+def authors_init(model: torch.nn.Module) -> torch.nn.Module:
+    """The weights as ShrinkNets' code initialised them: Xavier normal with gain sqrt(2) (biases
+    as torch leaves them); the gates archc inserts start in (0, 1] as theirs did. Seeded by a
+    generator of its own: archc calls ``model()`` again to rebuild and to count, and every call
+    must give the same network without resetting the caller's random state."""
+    gen = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        if p.dim() > 1:
+            torch.nn.init.xavier_normal_(p, gain=math.sqrt(2), generator=gen)
+    return model
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:

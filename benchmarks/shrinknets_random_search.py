@@ -24,6 +24,8 @@ Rerun (from the repository root):
     python benchmarks/shrinknets_random_search.py --models lenet5 --runs 4 --epochs 10 --threads 1
     python benchmarks/shrinknets_random_search.py --models mlp --runs 10 --epochs 100 --standardise \
         --out benchmarks/results/shrinknets_random_search_mlp_e100_std.json
+    python benchmarks/shrinknets_random_search.py --models mlp --cells fixed --runs 20 --epochs 100 --standardise \
+        --init authors --out benchmarks/results/shrinknets_random_search_mlp_e100_authors_fixed.json
     python benchmarks/shrinknets_random_search.py --report results/a.json results/b.json   # one table and figure
 """
 from __future__ import annotations
@@ -45,8 +47,8 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, OtherLoad, archc, mnist_payload, n_params, write_json  # noqa: E402
 from mnist import TensorLoader, add_data_argument, mnist_datasets  # noqa: E402
-from mnist_mlp_lenet import (MODELS, OUTPUT, PAPER, TESSERA, accuracy, layer_sizes, nonzero,  # noqa: E402
-                             nonzero_weights)
+from mnist_mlp_lenet import (MODELS, OUTPUT, PAPER, TESSERA, accuracy, authors_init, layer_sizes,  # noqa: E402
+                             nonzero, nonzero_weights)
 
 from archc.budget import DEFAULT_REACH  # noqa: E402
 from archc.checkpoint import load_checkpoint  # noqa: E402
@@ -54,6 +56,7 @@ from archc.rebuild import gated_from_checkpoint  # noqa: E402
 from archc.search import evaluate  # noqa: E402
 
 CELLS = ("shrinknets", "fixed", "fixed_l2")
+INITS = {"torch": "torch's default init", "authors": "the authors' init (Xavier normal, gain sqrt 2)"}
 PAPER_SIZE = {"mlp": ("hidden_units_total", 341), "lenet5": ("params", 88_000)}  # ShrinkNets' median sizes
 WIDTHS = {"mlp": [(10, 500)] * 3, "lenet5": [(4, 50), (4, 50), (10, 5000)]}  # (lower, upper) per layer
 
@@ -66,15 +69,22 @@ def draw(cell: str, name: str, rng: np.random.Generator) -> dict:
     return {"widths": widths, "weight_decay": float(10 ** -rng.uniform(2, 5)) if cell == "fixed_l2" else 0.0}
 
 
+def build(name: str, args, widths=None) -> torch.nn.Module:
+    """The model at ``widths`` (its upper bound when None), initialised as ``--init`` says."""
+    model = MODELS[name]() if widths is None else (
+        MODELS[name](*widths) if name == "lenet5" else MODELS[name](tuple(widths)))
+    return authors_init(model) if args.init == "authors" else model
+
+
 def run_shrinknets(name: str, params: dict, data: tuple, args) -> dict:
     train, val, test = data
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as out:
-        res = archc.search(MODELS[name](), TensorLoader(train, args.batch_size, True, args.seed), TensorLoader(val, 1024),
+        res = archc.search(build(name, args), TensorLoader(train, args.batch_size, True, args.seed), TensorLoader(val, 1024),
                            lam=params["lam"], epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                            regularizer="l1", shrink_every=0, out=out, progress=False, seed=args.seed)
         example = (train.tensors[0][:2],)
-        best = gated_from_checkpoint(load_checkpoint(Path(out) / "best.pt"), MODELS[name], example)
+        best = gated_from_checkpoint(load_checkpoint(Path(out) / "best.pt"), lambda: build(name, args), example)
     small = archc.compact(best)
     history = [h["val_metric"] for h in res.history]
     return {"val_per_epoch": history, "best_epoch": _best_epoch(history), "model": small}
@@ -84,7 +94,7 @@ def run_fixed(name: str, params: dict, data: tuple, args) -> dict:
     """A plain network trained with Adam; its test accuracy is read at every epoch."""
     train, val, test = data
     torch.manual_seed(args.seed)
-    model = MODELS[name](*params["widths"]) if name == "lenet5" else MODELS[name](tuple(params["widths"]))
+    model = build(name, args, params["widths"])
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=params["weight_decay"])
     loader, vals, tests, states = TensorLoader(train, args.batch_size, True, args.seed), [], [], []
     for _ in range(args.epochs):
@@ -146,7 +156,8 @@ def render_md(payload: dict) -> str:
              f"Command: `{payload['command']}`", "",
              f"{s['epochs']} epochs per run (the paper: 100 MLP / 200 LeNet-5), Adam lr {s['lr']:g}, batch "
              f"{s['batch_size']}, train {s['n_train']} / validation {s['n_val']} / test {s['n_test']}, inputs "
-             f"{'standardised by the training split' if s.get('standardise') else 'in [0, 1]'}; every run is "
+             f"{'standardised by the training split' if s.get('standardise') else 'in [0, 1]'}, "
+             f"{INITS[s.get('init', 'torch')]}; every run is "
              "measured on the test set at its best validation epoch. Machine: "
              f"{payload['machine']['cpu']}, {payload['machine']['cpu_count']} CPUs, {s['threads']} torch thread(s), "
              f"torch {payload['machine']['torch']}.", "",
@@ -221,6 +232,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0, help="data split, initialisation and the random draws")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init", choices=("torch", "authors"), default="torch",
+                    help="torch's default init, or ShrinkNets' code's (Xavier normal, gain sqrt 2), as the tune model files")
     ap.add_argument("--limit", type=int, default=None, help="only this many samples (smoke runs)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default results/shrinknets_random_search_<models>.json)")
     ap.add_argument("--resume", action="store_true", help="keep the runs the JSON holds; do the rest")

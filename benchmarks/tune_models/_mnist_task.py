@@ -8,14 +8,12 @@ for the compaction).
 from __future__ import annotations
 
 import functools
-import math
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: mnist.py, mnist_mlp_lenet.py
 from mnist import TensorLoader, mnist_datasets  # noqa: E402
+from mnist_mlp_lenet import authors_init  # noqa: E402,F401  (the model files' init)
 
 BATCH = 256  # the paper's batch size: the loaders batch themselves, so --batch-size does not apply
 
@@ -32,15 +30,3 @@ def train_val():
 
 def test_loader():
     return TensorLoader(splits()[2], 1024)
-
-
-def authors_init(model: torch.nn.Module) -> torch.nn.Module:
-    """The weights as ShrinkNets' code initialised them: Xavier normal with gain sqrt(2) (biases
-    as torch leaves them); the gates archc inserts start in (0, 1] as theirs did. Seeded by a
-    generator of its own: archc calls ``model()`` again to rebuild and to count, and every call
-    must give the same network without resetting the caller's random state."""
-    gen = torch.Generator().manual_seed(0)
-    for p in model.parameters():
-        if p.dim() > 1:
-            torch.nn.init.xavier_normal_(p, gain=math.sqrt(2), generator=gen)
-    return model
