@@ -97,11 +97,15 @@ def format_size(kind: str, value: float) -> str:
 
 
 def model_size(model: torch.nn.Module, kind: str) -> float:
-    """Parameters (gates and search parameters left out: compaction folds them) or FLOPs per example."""
+    """Parameters (gates and search parameters left out: compaction folds them) or FLOPs per
+    example, less the connections a grouped-conv search has cut (compaction removes them)."""
+    from .gate_costs import connectivity_savings
+
     if kind == "flops":
-        return float(flops_count.count(model))
+        return float(flops_count.count(model)) - connectivity_savings(model, kind)
     search = {id(p) for p in architecture_parameters(model)}
-    return float(sum(p.numel() for p in model.parameters() if id(p) not in search))
+    dense = float(sum(p.numel() for p in model.parameters() if id(p) not in search))
+    return dense - connectivity_savings(model, kind)
 
 
 class BudgetController:

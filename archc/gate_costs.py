@@ -23,7 +23,9 @@ import numpy as np
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.utils import parametrize
 
+from .das.params import Connectivity
 from .depgraph import analyse
 from .errors import ConfigError
 from .filters import Filter, gates_by_space
@@ -50,7 +52,7 @@ def _uses(node: fx.Node, m: nn.Module, kind: str) -> float:
     return 2.0 * math.prod(s for i, s in enumerate(shape) if i not in (0, channel))
 
 
-def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted: set) -> float:
+def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted: set):
     """The cost of one channel of ``node``'s output along ``dim``: what makes it, what reads it.
     ``counted`` holds the (module, role) pairs already charged to this group: a module called at
     several places has one set of weights, so for "params" it is charged once."""
@@ -66,8 +68,44 @@ def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted:
         if rule is None or dim != _channel_dim(m, rank) or (kind == "params" and (id(m), role) in counted):
             continue
         counted.add((id(m), role))
-        total += rule(m)[role] * _uses(call, m, kind)
+        kept = kept_connections(m)
+        per_channel = rule(m)[role] if kept is None else _grouped_cost(m, kept, role)
+        total = total + per_channel * _uses(call, m, kind)
     return total
+
+
+def kept_connections(m: nn.Module):
+    """``(in, out)`` booleans: which connections a grouped-conv search (P @ S) keeps, or None
+    for a layer without one. A settled assignment keeps only its patterns' blocks."""
+    if not parametrize.is_parametrized(m, "weight"):
+        return None
+    found = [p for p in m.parametrizations.weight if isinstance(p, Connectivity)]
+    return (found[0].connectivity().detach() != 0).cpu().numpy() if found else None
+
+
+def _grouped_cost(m: nn.Module, kept, role: int):
+    """Per channel, the weights a grouped-conv search keeps: an output's column of connections
+    (and its bias), an input's row."""
+    taps = math.prod(m.kernel_size)
+    if role == 0:
+        return kept.sum(0) * taps + (m.bias is not None)
+    return kept.sum(1) * taps
+
+
+def connectivity_savings(gm: fx.GraphModule, kind: str) -> float:
+    """The parameters (or FLOPs per example) the grouped-conv searches' cut connections save:
+    ``gm``'s dense count less this is what compaction will leave."""
+    saved = 0.0
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        m = gm.get_submodule(node.target)
+        kept = kept_connections(m)
+        if kept is None:
+            continue
+        cut = float((~kept).sum()) * math.prod(m.kernel_size)
+        saved += cut if kind == "params" else cut * _uses(node, m, kind)
+    return saved
 
 
 def _direct_parameter_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted: set) -> float:
@@ -92,7 +130,8 @@ def channel_costs(gm: fx.GraphModule, kind: str = "params") -> dict[Filter, torc
             continue
         cost, counted = np.zeros(group.size + 1), set()
         for key in group.spaces:
-            if per_entry := _entry_cost(gm, nodes[key[0]], key[1], kind, counted):
+            per_entry = _entry_cost(gm, nodes[key[0]], key[1], kind, counted)
+            if np.any(per_entry):
                 np.add.at(cost, group.index_in(key), per_entry)
         costs[gate] = torch.as_tensor(cost[: group.size], dtype=torch.float32)
     return costs

@@ -59,9 +59,11 @@ def _searched(st: dict) -> str:
     lam = f"{only}: lam {st['lam']:g}" + (f" ({weighting}-weighted)" if weighting != "uniform" else "")
     lam += f", target {st['target']}" if st.get("target") else ""
     lam += f" by {st['target_reach']:.0%} of the epochs" if st.get("target") and st.get("target_reach", DEFAULT_REACH) != DEFAULT_REACH else ""
+    init = ", partition init" if st.get("patterns_init") == "partition" else ""
+    if "grouped" in only and st.get("patterns_form") == "assign":
+        return f"{lam}, assign form: purity_lam {st['purity_lam']:g}, connections_lam {st['connections_lam']:g}{init}"
     if "grouped" in only:
-        return (f"{lam}, group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}"
-                f"{', partition init' if st.get('patterns_init') == 'partition' else ''}")
+        return f"{lam}, group_lam {st['group_lam']:g}, exclusive_lam {st['exclusive_lam']:g}{init}"
     return lam
 
 

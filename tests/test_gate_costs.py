@@ -13,7 +13,10 @@ from archc.search import SearchConfig
 
 
 def _assert_costs_are_what_compaction_removes(model, inputs) -> None:
-    gated = archc.passes.insert_filters(archc.trace(model, inputs))
+    _assert_gated_costs_are_what_compaction_removes(archc.passes.insert_filters(archc.trace(model, inputs)))
+
+
+def _assert_gated_costs_are_what_compaction_removes(gated) -> None:
     costs = channel_costs(gated, "params")
     assert costs
     full = n_params(archc.compact(gated, trials=1))
@@ -78,3 +81,25 @@ def test_unknown_weighting_is_a_config_error():
         channel_costs(_gated(), "latency")
     with pytest.raises(ConfigError, match="gate_weighting"):
         SearchConfig(gate_weighting="latency")
+
+
+def test_settled_pattern_assignments_cost_and_size_what_compaction_leaves():
+    """A grouped-conv search's cut connections are no cost of a channel and no part of the
+    size a budget steers: both are what the compact model has, parameters and FLOPs."""
+    from archc import flops
+    from archc.budget import model_size
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 36, 2))
+    x = torch.randn(2, 4, 6, 6)
+    gated = archc.passes.insert_grouped(archc.passes.insert_filters(archc.trace(model, (x,))), 2, form="assign")
+    dense = model_size(gated, "params")
+    with torch.no_grad():  # a logit gap of 2: every channel in one pattern, blocks of unequal sizes
+        for m in archc.pattern_assignments(gated):
+            for logits in (m.input_logits, m.output_logits):
+                logits.copy_(torch.tensor([[2.0, 0], [0, 2.0], [2.0, 0]]).repeat(3, 1)[: len(logits)])
+    small = archc.compact(gated, trials=1)
+    assert model_size(gated, "params") == n_params(small) < dense
+    assert model_size(gated, "flops") == flops.count(small)
+    _assert_gated_costs_are_what_compaction_removes(gated)
