@@ -237,7 +237,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--limit", type=int, default=None, help="only this many samples (smoke runs)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default results/shrinknets_random_search_<models>.json)")
     ap.add_argument("--resume", action="store_true", help="keep the runs the JSON holds; do the rest")
-    ap.add_argument("--report", nargs="*", type=Path, help="only rebuild the table and figure from these JSONs")
+    ap.add_argument("--report", nargs="*", type=Path,
+                    help="only rebuild the table and figure from these JSONs (FILE:CELL,CELL takes only those cells)")
     ap.add_argument("--report-out", type=Path, default=RESULTS / "shrinknets_random_search.md",
                     help="where --report writes its table (the figure goes beside it)")
     ap.add_argument("--tune-trials", type=Path, default=None,
@@ -251,8 +252,11 @@ def report(paths: list[Path], out: Path, tune_trials: Optional[Path] = None, tun
     With ``tune_trials`` (an ``archc tune`` study's trials.json), its complete trials are the
     ShrinkNets cell of ``tune_model`` in place of the JSONs' own; the merged runs go to a JSON
     beside the table."""
-    payloads = [json.loads(p.read_text()) for p in paths]
-    runs = [r for p in payloads for r in p["runs"]]
+    payloads, runs = [], []
+    for path in paths:  # "file.json:fixed,fixed_l2" takes only those cells of the file
+        name, _, cells = str(path).partition(":")
+        payloads.append(json.loads(Path(name).read_text()))
+        runs += [r for r in payloads[-1]["runs"] if not cells or r["cell"] in cells.split(",")]
     commands = [p["command"] for p in payloads]
     if tune_trials is not None:
         study = json.loads(tune_trials.read_text())
@@ -309,6 +313,9 @@ def main(argv=None) -> None:
         return report(args.report or sorted(RESULTS.glob("shrinknets_random_search_*.json")), args.report_out,
                       args.tune_trials, args.tune_model)
     torch.set_num_threads(args.threads)
+    # strong weight decay leaves denormal weights (below 1.2e-38), which the CPU handles many times
+    # slower (a fixed + L2 run at decay 1e-2 ran for 25 min without ending); flushed to zero instead
+    torch.set_flush_denormal(True)
     models = [m for m in args.models.split(",") if m]
     out = args.out or RESULTS / f"shrinknets_random_search_{'_'.join(models)}.json"
     data = mnist_datasets(args.data, seed=args.seed, limit=args.limit, standardise=args.standardise)
