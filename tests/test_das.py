@@ -320,3 +320,15 @@ def test_shrinking_pattern_assignments_keeps_the_loss_and_the_next_adam_step():
     assert abs(step(a, opt_a) - step(b, opt_b)) < 1e-5
     with torch.no_grad():
         assert (a.eval()(*inputs) - b.eval()(*inputs)).abs().max() < 1e-5
+
+
+def test_an_assigned_output_never_sits_in_a_pattern_without_inputs():
+    """Such an output would be its bias alone: a constant channel, which a BatchNorm after it
+    turns into a blow-up in eval mode (running variance ~0, the bias walked by Adam)."""
+    m = archc.PatternAssignment(3, 8, 4)
+    with torch.no_grad():  # inputs in patterns 0 and 1 only; half the outputs prefer the empty pattern 2
+        m.input_logits.copy_(torch.tensor([[2.0, 0, 0, 0], [2.0, 0, 0, 0], [0, 2.0, 0, 0]]))
+        m.output_logits.copy_(torch.tensor([[0, 0, 2.0, 0]] * 4 + [[2.0, 0, 0, 0]] * 4))
+    P, S = m.factors()
+    assert (S[2:] == 0).all() and ((P @ S) > 0).any(0).all()
+    assert torch.allclose(S.sum(0), torch.full((8,), 4.0))  # still distributions, scaled by the patterns

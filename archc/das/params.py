@@ -180,7 +180,13 @@ class PatternAssignment(Connectivity):
         self.input_logits, self.output_logits = nn.Parameter(inputs), nn.Parameter(outputs)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return sparsemax(self.input_logits), self.patterns * sparsemax(self.output_logits).t()
+        P = sparsemax(self.input_logits)
+        # an output only joins patterns that have inputs: one in an empty pattern would be its bias
+        # alone, a constant channel, and a BatchNorm after it divides by a running variance of ~0
+        # while Adam walks that bias about one lr per step on gradients of rounding noise
+        fed = (P.detach() > 0).any(0)
+        logits = self.output_logits.masked_fill(~fed, torch.finfo(self.output_logits.dtype).min / 2)
+        return P, self.patterns * sparsemax(logits).t()
 
     def select(self, keep_in, keep_out) -> dict:
         return {**self._slice("input_logits", keep_in, 0), **self._slice("output_logits", keep_out, 0)}
