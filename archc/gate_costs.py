@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .das.grouped_lowering import lowered_form
 from .das.params import Connectivity
 from .depgraph import analyse
 from .errors import ConfigError
@@ -52,10 +54,11 @@ def _uses(node: fx.Node, m: nn.Module, kind: str) -> float:
     return 2.0 * math.prod(s for i, s in enumerate(shape) if i not in (0, channel))
 
 
-def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted: set):
+def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted: set, blocks: dict):
     """The cost of one channel of ``node``'s output along ``dim``: what makes it, what reads it.
     ``counted`` holds the (module, role) pairs already charged to this group: a module called at
-    several places has one set of weights, so for "params" it is charged once."""
+    several places has one set of weights, so for "params" it is charged once. ``blocks``:
+    :func:`grouped_blocks`."""
     rank = len(tensor_shape(node))
     if node.op == "get_attr":  # a parameter used directly (class token, position embedding)
         return _direct_parameter_cost(gm, node, dim, kind, counted)
@@ -68,43 +71,48 @@ def _entry_cost(gm: fx.GraphModule, node: fx.Node, dim: int, kind: str, counted:
         if rule is None or dim != _channel_dim(m, rank) or (kind == "params" and (id(m), role) in counted):
             continue
         counted.add((id(m), role))
-        kept = kept_connections(m)
-        per_channel = rule(m)[role] if kept is None else _grouped_cost(m, kept, role)
+        per_channel = rule(m)[role]
+        if call.target in blocks:  # a grouped-conv search: only the weights its blocks keep
+            per_channel = blocks[call.target][1 - role] + (role == 0 and m.bias is not None)
         total = total + per_channel * _uses(call, m, kind)
     return total
 
 
-def kept_connections(m: nn.Module):
-    """``(in, out)`` booleans: which connections a grouped-conv search (P @ S) keeps, or None
-    for a layer without one. A settled assignment keeps only its patterns' blocks."""
-    if not parametrize.is_parametrized(m, "weight"):
-        return None
-    found = [p for p in m.parametrizations.weight if isinstance(p, Connectivity)]
-    return (found[0].connectivity().detach() != 0).cpu().numpy() if found else None
-
-
-def _grouped_cost(m: nn.Module, kept, role: int):
-    """Per channel, the weights a grouped-conv search keeps: an output's column of connections
-    (and its bias), an input's row."""
-    taps = math.prod(m.kernel_size)
-    if role == 0:
-        return kept.sum(0) * taps + (m.bias is not None)
-    return kept.sum(1) * taps
+def grouped_blocks(gm: fx.GraphModule) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per conv that compaction will lower to blocks (a grouped-conv search whose patterns keep
+    fewer weights than the dense conv, at one call site: a shared conv is baked dense), the
+    weights each input channel and each output channel keeps in its blocks."""
+    calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+    blocks = {}
+    for target, count in calls.items():
+        m = gm.get_submodule(target)
+        if count != 1 or not parametrize.is_parametrized(m, "weight"):
+            continue
+        found = [p for p in m.parametrizations.weight if isinstance(p, Connectivity)]
+        if not found:
+            continue
+        P, S = (f.detach().cpu() for f in found[0].factors())
+        form, patterns = lowered_form(P, S)
+        if form == "dense":
+            continue
+        taps = math.prod(m.kernel_size)
+        per_in, per_out = np.zeros(P.shape[0]), np.zeros(S.shape[1])
+        for _, ins, outs in patterns:  # overlapping patterns keep a connection once per pattern
+            per_in[ins] += len(outs) * taps
+            per_out[outs] += len(ins) * taps
+        blocks[target] = (per_in, per_out)
+    return blocks
 
 
 def connectivity_savings(gm: fx.GraphModule, kind: str) -> float:
-    """The parameters (or FLOPs per example) the grouped-conv searches' cut connections save:
-    ``gm``'s dense count less this is what compaction will leave."""
+    """The parameters (or FLOPs per example) that lowering grouped-conv searches to blocks
+    saves: ``gm``'s dense count less this is what compaction will leave."""
     saved = 0.0
-    for node in gm.graph.nodes:
-        if node.op != "call_module":
-            continue
-        m = gm.get_submodule(node.target)
-        kept = kept_connections(m)
-        if kept is None:
-            continue
-        cut = float((~kept).sum()) * math.prod(m.kernel_size)
-        saved += cut if kind == "params" else cut * _uses(node, m, kind)
+    nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
+    for target, (per_in, _) in grouped_blocks(gm).items():
+        m = gm.get_submodule(target)
+        cut = m.in_channels * m.out_channels * math.prod(m.kernel_size) - per_in.sum()
+        saved += cut if kind == "params" else cut * _uses(nodes[target], m, kind)
     return saved
 
 
@@ -122,7 +130,7 @@ def channel_costs(gm: fx.GraphModule, kind: str = "params") -> dict[Filter, torc
     if kind not in WEIGHTINGS[1:]:
         raise ConfigError(f"kind must be one of {WEIGHTINGS[1:]}, got {kind!r}")
     nodes = {n.name: n for n in gm.graph.nodes}
-    gate_at = gates_by_space(gm)
+    gate_at, blocks = gates_by_space(gm), grouped_blocks(gm)
     costs: dict[Filter, torch.Tensor] = {}
     for group in channel_groups(analyse(gm)):
         gate = next((gate_at[k] for k in group.spaces if k in gate_at), None)
@@ -130,7 +138,7 @@ def channel_costs(gm: fx.GraphModule, kind: str = "params") -> dict[Filter, torc
             continue
         cost, counted = np.zeros(group.size + 1), set()
         for key in group.spaces:
-            per_entry = _entry_cost(gm, nodes[key[0]], key[1], kind, counted)
+            per_entry = _entry_cost(gm, nodes[key[0]], key[1], kind, counted, blocks)
             if np.any(per_entry):
                 np.add.at(cost, group.index_in(key), per_entry)
         costs[gate] = torch.as_tensor(cost[: group.size], dtype=torch.float32)

@@ -16,6 +16,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils import parametrize
 
+from archc.das.grouped_lowering import LOWERABLE_CONVS
 from archc.das.params import GROUPED_FORMS, ChannelSelect, Connectivity, KernelMask
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -59,7 +60,7 @@ def insert_channel_select(gm: fx.GraphModule, use_sparsemax: bool = False) -> fx
 
 
 def insert_grouped(gm: fx.GraphModule, patterns: int = 4, init: str = "random", form: str = "lasso") -> fx.GraphModule:
-    """A grouped-conv search with ``patterns`` patterns on every ungrouped conv (mutates ``gm``).
+    """A grouped-conv search with ``patterns`` patterns on every ungrouped 1-d or 2-d conv (mutates ``gm``).
 
     ``form="lasso"``: free ``P`` and ``S`` (GroupedConnectivity, Shin et al.'s group and
     exclusive lasso); ``"assign"``: each channel's sparsemax distribution over the patterns
@@ -68,7 +69,7 @@ def insert_grouped(gm: fx.GraphModule, patterns: int = 4, init: str = "random", 
     """
     if form not in GROUPED_FORMS:
         raise ValueError(f"form must be one of {tuple(GROUPED_FORMS)}, got {form!r}")
-    for conv in _called_layers(gm, _CONVS):
+    for conv in _called_layers(gm, LOWERABLE_CONVS):  # (compaction lowers 1-d and 2-d convs)
         if conv.groups == 1 and not _has(conv, Connectivity):
             grouped = GROUPED_FORMS[form](conv.in_channels, conv.out_channels, patterns, init)
             parametrize.register_parametrization(conv, "weight", grouped)

@@ -103,3 +103,35 @@ def test_settled_pattern_assignments_cost_and_size_what_compaction_leaves():
     assert model_size(gated, "params") == n_params(small) < dense
     assert model_size(gated, "flops") == flops.count(small)
     _assert_gated_costs_are_what_compaction_removes(gated)
+
+
+class _SharedConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(6, 6, 3, padding=1), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.conv(torch.relu(self.conv(x))).mean((2, 3)))
+
+
+def test_grouped_convs_that_compaction_keeps_dense_save_nothing():
+    """A shared conv is baked dense, and so are patterns that overlap into no fewer weights:
+    the predicted size is the compact model's, not the count of P @ S's zeros."""
+    from archc.budget import model_size
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 5)
+    shared = archc.passes.insert_grouped(archc.trace(_SharedConv(), (x,)), 2, form="assign")
+    overlapping = archc.passes.insert_grouped(archc.trace(nn.Sequential(nn.Conv2d(4, 4, 1), nn.Flatten()),
+                                                          (torch.randn(2, 4, 3, 3),)), 4, form="assign")
+    with torch.no_grad():
+        for m in archc.pattern_assignments(shared):  # settled: P @ S has zeros
+            for logits in (m.input_logits, m.output_logits):
+                logits.copy_(torch.tensor([[2.0, 0], [0, 2.0]]).repeat(3, 1))
+        for m in archc.pattern_assignments(overlapping):  # each channel in two of four patterns
+            for logits in (m.input_logits, m.output_logits):
+                logits.copy_(torch.tensor([[1.0, 1.0, 0, 0], [0, 0, 1.0, 1.0]]).repeat(2, 1))
+    for gm in (shared, overlapping):
+        (m,) = archc.pattern_assignments(gm)
+        assert (m.connectivity() == 0).any()
+        assert model_size(gm, "params") == n_params(archc.compact(gm, trials=1))

@@ -32,6 +32,7 @@ from archc.errors import CompactionError, node_error
 from archc.meta import DTYPE, SHAPE
 
 _CONVS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d}
+LOWERABLE_CONVS = tuple(_CONVS)  # the convs a grouped-conv search can be inserted on
 
 
 def surviving_patterns(P: torch.Tensor, S: torch.Tensor) -> list[tuple[int, list[int], list[int]]]:
