@@ -98,7 +98,8 @@ def format_size(kind: str, value: float) -> str:
 
 def model_size(model: torch.nn.Module, kind: str) -> float:
     """Parameters (gates and search parameters left out: compaction folds them) or FLOPs per
-    example, less the connections a grouped-conv search has cut (compaction removes them)."""
+    example, less what compaction will cut from the convs of a grouped-conv search
+    (``gate_costs.connectivity_savings``)."""
     from .gate_costs import connectivity_savings
 
     if kind == "flops":
