@@ -24,10 +24,9 @@ import numpy as np
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.nn.utils import parametrize
 
 from .das.grouped_lowering import lowered_form
-from .das.params import Connectivity
+from .das.params import Connectivity, parametrized_layers
 from .depgraph import analyse
 from .errors import ConfigError
 from .filters import Filter, gates_by_space
@@ -84,14 +83,10 @@ def grouped_blocks(gm: fx.GraphModule) -> dict[str, tuple[np.ndarray, np.ndarray
     weights each input channel and each output channel keeps in its blocks."""
     calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     blocks = {}
-    for target, count in calls.items():
-        m = gm.get_submodule(target)
-        if count != 1 or not parametrize.is_parametrized(m, "weight"):
+    for target, m, searched in parametrized_layers(gm, Connectivity):
+        if calls[target] != 1:
             continue
-        found = [p for p in m.parametrizations.weight if isinstance(p, Connectivity)]
-        if not found:
-            continue
-        P, S = (f.detach().cpu() for f in found[0].factors())
+        P, S = (f.detach().cpu() for f in searched.factors())
         form, patterns = lowered_form(P, S)
         if form == "dense":
             continue

@@ -258,7 +258,7 @@ def test_pattern_assignment_starts_dense_and_a_partition_is_a_real_grouped_conv(
     torch.manual_seed(0)
     spread = archc.PatternAssignment(8, 6, 2)
     assert (spread.connectivity() - 1).abs().max() < 0.05  # uniform distributions: the dense conv
-    assert impurity(*spread.factors()) > 6
+    assert impurity(*spread.distributions()) > 6
     near = archc.PatternAssignment(8, 6, 2, init="partition")
     holder = nn.Conv2d(8, 6, 1)
     torch.nn.utils.parametrize.register_parametrization(holder, "weight", near)
@@ -273,7 +273,8 @@ def test_pattern_assignment_starts_dense_and_a_partition_is_a_real_grouped_conv(
         m.output_logits.copy_(torch.tensor([[1.0, 0], [0, 1.0]] * 3))
     P, S = m.factors()
     assert ((P > 0).sum(1) == 1).all() and ((S > 0).sum(0) == 1).all()  # exact zeros, no threshold
-    assert float(impurity(P, S).detach()) == 0 and torch.isclose(connection_share(P, S).detach(), torch.tensor(0.5))
+    assert float(impurity(*m.distributions()).detach()) == 0
+    assert torch.isclose(connection_share(*m.distributions()).detach(), torch.tensor(0.5))
     logits = m.input_logits.detach().clone()
     threshold_search_params(gm, 10.0)  # the paper's t applies to free P and S, not to these logits
     assert torch.equal(m.input_logits.detach(), logits)

@@ -179,14 +179,20 @@ class PatternAssignment(Connectivity):
             inputs, outputs = torch.randn(in_channels, patterns) * 0.01, torch.randn(out_channels, patterns) * 0.01
         self.input_logits, self.output_logits = nn.Parameter(inputs), nn.Parameter(outputs)
 
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def distributions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each input channel's (rows, in x p) and each output channel's (rows, out x p)
+        distribution over the patterns."""
         P = sparsemax(self.input_logits)
         # an output only joins patterns that have inputs: one in an empty pattern would be its bias
         # alone, a constant channel, and a BatchNorm after it divides by a running variance of ~0
         # while Adam walks that bias about one lr per step on gradients of rounding noise
         fed = (P.detach() > 0).any(0)
         logits = self.output_logits.masked_fill(~fed, torch.finfo(self.output_logits.dtype).min / 2)
-        return P, self.patterns * sparsemax(logits).t()
+        return P, sparsemax(logits)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        P, outputs = self.distributions()
+        return P, self.patterns * outputs.t()
 
     def select(self, keep_in, keep_out) -> dict:
         return {**self._slice("input_logits", keep_in, 0), **self._slice("output_logits", keep_out, 0)}

@@ -66,26 +66,24 @@ def grouped_penalty(gm: nn.Module, group: float, exclusive: float) -> torch.Tens
     return _total(terms)
 
 
-def impurity(P: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-    """Sum over the input and output channels of ``1 - ||distribution||^2`` (``P``'s rows,
-    ``S``'s columns, as distributions): 0 when each sits in one pattern, largest when spread evenly."""
-    S = S / S.shape[0]  # PatternAssignment scales S by the number of patterns
-    return (1 - P.pow(2).sum(1)).sum() + (1 - S.pow(2).sum(0)).sum()
+def impurity(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """Sum over the channels (rows of ``PatternAssignment.distributions()``) of
+    ``1 - ||distribution||^2``: 0 when each sits in one pattern, largest when spread evenly."""
+    return (1 - inputs.pow(2).sum(1)).sum() + (1 - outputs.pow(2).sum(1)).sum()
 
 
-def connection_share(P: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+def connection_share(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
     """``sum_k |inputs in k| * |outputs in k| / (in * out)``, counting a channel's probability
     mass: the share of weights the conv keeps once every channel sits in one pattern."""
-    S = S / S.shape[0]
-    return (P.sum(0) * S.sum(1)).sum() / (P.shape[0] * S.shape[1])
+    return (inputs.sum(0) * outputs.sum(0)).sum() / (len(inputs) * len(outputs))
 
 
 def assignment_penalty(gm: nn.Module, purity: float, connections: float) -> torch.Tensor:
     """``purity * impurity + connections * connection_share``, summed over the assignments."""
     terms = []
     for m in pattern_assignments(gm):
-        P, S = m.factors()
-        terms.append(purity * impurity(P, S) + connections * connection_share(P, S))
+        inputs, outputs = m.distributions()
+        terms.append(purity * impurity(inputs, outputs) + connections * connection_share(inputs, outputs))
     return _total(terms)
 
 
